@@ -1,0 +1,80 @@
+# befriend — every target bootstraps what it needs; `make serve` and `make test` work on a
+# fresh machine with python3, make and the package registries.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+BUF := $(VENV)/npm/node_modules/.bin/buf
+STAMP := $(VENV)/.installed
+SOURCES := pyproject.toml setup.py $(wildcard core/*.pyx core/*.pxd proto/befriend/v1/*.proto)
+
+.PHONY: help serve test install build proto check-proto lint fmt buf-lint typecheck pytest bench clean
+
+help:
+	@echo "make serve   bootstrap, migrate ./var/befriend.db and serve gRPC on 127.0.0.1:50051"
+	@echo "make test    bootstrap, lint (ruff, mypy, buf), stale-codegen check, pytest (compiled + pure, SQLite + PostgreSQL)"
+	@echo "make bench   run the benchmarks (prints ratios against same-run baselines)"
+	@echo "make proto   regenerate protobuf/gRPC code and stubs from proto/"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Build requirements first, then the package in editable mode (builds the Cython core).
+$(STAMP): $(PY) $(SOURCES)
+	$(PY) -m pip install --quiet "setuptools>=69,<90" wheel "Cython>=3.0,<4" "numpy>=1.26,<3" "grpcio-tools>=1.66,<2" "mypy-protobuf>=3.6,<6"
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Rebuild the Cython extensions in place after editing a .pyx.
+build: $(STAMP)
+	$(PY) setup.py --quiet build_ext --inplace
+
+$(BUF):
+	mkdir -p $(VENV)/npm
+	cd $(VENV)/npm && npm install --silent --no-audit --no-fund "@bufbuild/buf@^1.47"
+
+proto: $(STAMP)
+	$(PY) proto/codegen.py
+
+check-proto: $(STAMP)
+	$(PY) proto/codegen.py --check
+
+buf-lint: $(BUF)
+	cd proto && ../$(BUF) lint
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy core server clients
+	$(BIN)/mypy tests benchmarks
+
+# The suite runs twice: on the compiled core and on the pure-Python reference. Storage and
+# service tests run on SQLite and PostgreSQL within each run (tests/conftest.py); with
+# CI=true a missing PostgreSQL fails instead of skipping. pytest's exit code 5 (no tests)
+# fails the target like any other non-zero code.
+pytest: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider
+	BEFRIEND_PUREPYTHON=1 $(BIN)/pytest -q -p no:cacheprovider
+
+test: lint typecheck check-proto buf-lint pytest
+
+serve: $(STAMP)
+	$(BIN)/befriend serve
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf build *.egg-info core/*.so core/*.c core/*.html .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""befriend.server — grpc.aio servicers, storage, domain services, runtime."""

@@ -1,0 +1,1 @@
+"""gRPC layer: the call interceptor (auth, errors, metrics), servicers, unimplemented stubs."""

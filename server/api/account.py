@@ -1,0 +1,183 @@
+"""AccountService servicer: validate the envelope, call the domain, convert the answer."""
+
+from __future__ import annotations
+
+from grpc import aio
+from sqlalchemy.orm import Session
+
+from befriend.server.api import auth, convert
+from befriend.server.api.backend import Backend, utcnow
+from befriend.server.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from befriend.server.services import accounts, pagination
+from befriend.server.storage.repositories import AccountRepository
+from befriend.v1 import account_pb2, account_pb2_grpc
+
+SERVICE = "befriend.v1.AccountService"
+
+
+def _me() -> str:
+    user_id = auth.current().user_id
+    if user_id is None:  # the call layer guarantees a user; defensive for misconfiguration
+        raise Unauthenticated("this RPC needs a user's bearer token")
+    return user_id
+
+
+def _resolve_name(name: str, field: str) -> str:
+    """'users/me' or 'users/{own id}' -> own id; another user -> PERMISSION_DENIED."""
+    me = _me()
+    if name in ("users/me", f"users/{me}"):
+        return me
+    if not name.startswith("users/") or "/" in name[len("users/") :] or name == "users/":
+        raise InvalidArgument.field(field, "expected 'users/{user_id}' or 'users/me'")
+    raise PermissionDenied(f"{name} is not yours", metadata={"resource": name})
+
+
+class AccountServicer(account_pb2_grpc.AccountServiceServicer):
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    async def Register(
+        self, request: account_pb2.RegisterRequest, context: aio.ServicerContext
+    ) -> account_pb2.RegisterResponse:
+        cmd = accounts.RegisterCommand(
+            display_name=request.display_name,
+            phone_numbers=list(request.phone_numbers),
+            email_addresses=list(request.email_addresses),
+            im_ids=[(im.kind, im.id) for im in request.im_ids],
+            region_code=request.region_code,
+            time_zone=request.time_zone,
+            device=(
+                accounts.DeviceInput(
+                    request.device.device_id, request.device.sim_id, request.device.platform
+                )
+                if request.HasField("device")
+                else None
+            ),
+        )
+
+        def work(s: Session) -> tuple[account_pb2.RegisterResponse, str | None]:
+            user, token = accounts.register(AccountRepository(s), cmd, utcnow())
+            resp = account_pb2.RegisterResponse(user=convert.user(user), access_token=token)
+            return resp, user.id
+
+        return await self.backend.idempotent(
+            scope=auth.current().scope,
+            method=SERVICE + "/Register",
+            request=request,
+            request_id=request.request_id,
+            response_type=account_pb2.RegisterResponse,
+            fn=work,
+        )
+
+    async def GetMe(
+        self, request: account_pb2.GetMeRequest, context: aio.ServicerContext
+    ) -> account_pb2.GetMeResponse:
+        me = _me()
+        user = await self.backend.read(lambda s: accounts.get_user(AccountRepository(s), me))
+        return account_pb2.GetMeResponse(user=convert.user(user))
+
+    async def GetUser(
+        self, request: account_pb2.GetUserRequest, context: aio.ServicerContext
+    ) -> account_pb2.GetUserResponse:
+        user_id = _resolve_name(request.name, "name")
+        user = await self.backend.read(lambda s: accounts.get_user(AccountRepository(s), user_id))
+        return account_pb2.GetUserResponse(user=convert.user(user))
+
+    async def UpdateProfile(
+        self, request: account_pb2.UpdateProfileRequest, context: aio.ServicerContext
+    ) -> account_pb2.UpdateProfileResponse:
+        me = _resolve_name(request.user.name or "users/me", "user.name")
+        update = accounts.ProfileUpdate(
+            paths=frozenset(request.update_mask.paths),
+            display_name=request.user.display_name,
+            region_code=request.user.region_code,
+            time_zone=request.user.time_zone,
+            profile=convert.profile_to_dict(request.user.profile),
+        )
+
+        def work(s: Session) -> tuple[account_pb2.UpdateProfileResponse, str | None]:
+            repo = AccountRepository(s)
+            user = accounts.update_profile(repo, me, request.user.etag, update, utcnow())
+            return account_pb2.UpdateProfileResponse(user=convert.user(user)), me
+
+        return await self.backend.idempotent(
+            scope=me,
+            method=SERVICE + "/UpdateProfile",
+            request=request,
+            request_id=request.request_id,
+            response_type=account_pb2.UpdateProfileResponse,
+            fn=work,
+        )
+
+    async def ChangePhoneNumber(
+        self, request: account_pb2.ChangePhoneNumberRequest, context: aio.ServicerContext
+    ) -> account_pb2.ChangePhoneNumberResponse:
+        me = _me()
+
+        def work(s: Session) -> tuple[account_pb2.ChangePhoneNumberResponse, str | None]:
+            user = accounts.change_phone_number(
+                AccountRepository(s),
+                me,
+                request.old_phone_number,
+                request.new_phone_number,
+                request.etag,
+                utcnow(),
+            )
+            return account_pb2.ChangePhoneNumberResponse(user=convert.user(user)), me
+
+        return await self.backend.idempotent(
+            scope=me,
+            method=SERVICE + "/ChangePhoneNumber",
+            request=request,
+            request_id=request.request_id,
+            response_type=account_pb2.ChangePhoneNumberResponse,
+            fn=work,
+        )
+
+    async def RegisterDevice(
+        self, request: account_pb2.RegisterDeviceRequest, context: aio.ServicerContext
+    ) -> account_pb2.RegisterDeviceResponse:
+        me = _me()
+        device = accounts.DeviceInput(
+            request.device.device_id, request.device.sim_id, request.device.platform
+        )
+
+        def work(s: Session) -> tuple[account_pb2.RegisterDeviceResponse, str | None]:
+            record = accounts.register_device(AccountRepository(s), me, device, utcnow())
+            return account_pb2.RegisterDeviceResponse(device=convert.device(record)), me
+
+        return await self.backend.idempotent(
+            scope=me,
+            method=SERVICE + "/RegisterDevice",
+            request=request,
+            request_id=request.request_id,
+            response_type=account_pb2.RegisterDeviceResponse,
+            fn=work,
+        )
+
+    async def ListDevices(
+        self, request: account_pb2.ListDevicesRequest, context: aio.ServicerContext
+    ) -> account_pb2.ListDevicesResponse:
+        me = _me()
+        page = pagination.page(request.page_size, request.page_token, f"devices:{me}")
+        records = await self.backend.read(
+            lambda s: AccountRepository(s).list_devices(me, page.offset, page.size)
+        )
+        return account_pb2.ListDevicesResponse(
+            devices=[convert.device(r) for r in records],
+            next_page_token=page.next_token(len(records), f"devices:{me}"),
+        )
+
+    async def DeleteAccount(
+        self, request: account_pb2.DeleteAccountRequest, context: aio.ServicerContext
+    ) -> account_pb2.DeleteAccountResponse:
+        me = _me()
+
+        def work(s: Session) -> account_pb2.DeleteAccountResponse:
+            accounts.delete_account(AccountRepository(s), me, request.etag)
+            return account_pb2.DeleteAccountResponse()
+
+        # Not recorded for idempotency: every row of the user goes, including that record.
+        # A retry after success fails UNAUTHENTICATED (the token is gone), which is the
+        # truthful answer.
+        return await self.backend.write(work)

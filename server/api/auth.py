@@ -1,0 +1,77 @@
+"""Who is calling: bearer tokens for users, the service token for internal RPCs."""
+
+from __future__ import annotations
+
+import hmac
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from google.protobuf import descriptor_pool
+
+from befriend.server.errors import PermissionDenied, Unauthenticated
+from befriend.v1 import options_pb2
+
+PUBLIC_METHODS = frozenset({"/befriend.v1.AccountService/Register"})
+PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str | None  # None for the service principal and anonymous calls
+    service: bool = False
+
+    @property
+    def scope(self) -> str:
+        return "service" if self.service else (self.user_id or "anonymous")
+
+
+ANONYMOUS = Principal(None)
+SERVICE = Principal(None, service=True)
+_current: ContextVar[Principal] = ContextVar("befriend_principal", default=ANONYMOUS)
+
+
+def current() -> Principal:
+    return _current.get()
+
+
+def set_current(principal: Principal) -> object:
+    return _current.set(principal)
+
+
+def internal_methods(service_names: list[str]) -> frozenset[str]:
+    """Full method names marked ``option (befriend.v1.internal) = true`` in the protos."""
+    pool = descriptor_pool.Default()
+    found = set()
+    for name in service_names:
+        service = pool.FindServiceByName(name)
+        for method in service.methods:
+            if method.GetOptions().Extensions[options_pb2.internal]:
+                found.add(f"/{name}/{method.name}")
+    return frozenset(found)
+
+
+def bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("authorization metadata must be 'Bearer <token>'")
+            return token.strip()
+    return None
+
+
+def classify(method: str, internal: frozenset[str]) -> str:
+    if method in PUBLIC_METHODS or method.startswith(PUBLIC_PREFIXES):
+        return "public"
+    return "internal" if method in internal else "user"
+
+
+def check_service_token(token: str | None, service_token: str) -> Principal:
+    if token is None:
+        raise Unauthenticated("internal RPC: missing service token")
+    if not service_token or not hmac.compare_digest(token.encode(), service_token.encode()):
+        raise PermissionDenied(
+            "internal RPC: requires the service token", reason="SERVICE_TOKEN_REQUIRED"
+        )
+    return SERVICE

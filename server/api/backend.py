@@ -1,0 +1,130 @@
+"""Running domain work off the event loop: database transactions in a thread pool, and
+idempotent mutations (a retry with the same request_id gets the first answer)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from befriend.server.errors import Aborted, InvalidArgument
+from befriend.server.storage.db import Database
+from befriend.server.storage.repositories import IdempotencyRepository
+
+T = TypeVar("T")
+M = TypeVar("M", bound=Message)
+
+MAX_REQUEST_ID = 128
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def request_fingerprint(request: Message) -> str:
+    """Hash of the request without its request_id, to spot a reused request_id."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    if "request_id" in copy.DESCRIPTOR.fields_by_name:
+        copy.ClearField("request_id")  # type: ignore[arg-type]
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+class Backend:
+    def __init__(self, db: Database, *, threads: int = 8, idempotency_ttl_hours: float = 24):
+        self.db = db
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="befriend-db")
+        self.idempotency_ttl = timedelta(hours=idempotency_ttl_hours)
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+
+    async def read(self, fn: Callable[[Session], T]) -> T:
+        def work() -> T:
+            with self.db.transaction(readonly=True) as session:
+                return fn(session)
+
+        return await self.run(work)
+
+    async def write(self, fn: Callable[[Session], T]) -> T:
+        def work() -> T:
+            with self.db.transaction() as session:
+                return fn(session)
+
+        return await self.run(work)
+
+    async def idempotent(
+        self,
+        *,
+        scope: str,
+        method: str,
+        request: Message,
+        request_id: str,
+        response_type: type[M],
+        fn: Callable[[Session], tuple[M, str | None]],
+    ) -> M:
+        """Run ``fn`` in one transaction with the idempotency record of ``request_id``.
+
+        ``fn`` returns the response and the id of the user it concerns (so the stored answer
+        is erased with that user's data). Failures are not remembered: a retry re-runs them.
+        """
+        if len(request_id) > MAX_REQUEST_ID:
+            raise InvalidArgument.field("request_id", f"longer than {MAX_REQUEST_ID} characters")
+        fingerprint = request_fingerprint(request)
+
+        def attempt() -> M:
+            with self.db.transaction() as session:
+                repo = IdempotencyRepository(session)
+                if request_id:
+                    hit = repo.get(scope, method, request_id)
+                    if hit is not None:
+                        if hit[0] != fingerprint:
+                            raise InvalidArgument.field(
+                                "request_id",
+                                "already used for a different request",
+                                reason="REQUEST_ID_REUSED",
+                            )
+                        return response_type.FromString(hit[1])
+                response, user_id = fn(session)
+                if request_id:
+                    repo.put(
+                        scope,
+                        method,
+                        request_id,
+                        fingerprint,
+                        response.SerializeToString(deterministic=True),
+                        user_id,
+                        utcnow(),
+                    )
+                return response
+
+        def work() -> M:
+            # A unique-constraint race (the same request_id, or the same phone number, in
+            # two concurrent calls) is settled by running once more: the second run sees the
+            # winner's rows and answers from them.
+            try:
+                return attempt()
+            except IntegrityError:
+                try:
+                    return attempt()
+                except IntegrityError:
+                    raise Aborted(
+                        "concurrent modification; retry", reason="CONCURRENT_MODIFICATION"
+                    ) from None
+
+        return await self.run(work)
+
+    async def purge_idempotency(self) -> int:
+        cutoff = utcnow() - self.idempotency_ttl
+        return await self.write(lambda s: IdempotencyRepository(s).purge_before(cutoff))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=False)
+        self.db.dispose()

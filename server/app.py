@@ -1,0 +1,127 @@
+"""Assembling and running the gRPC server: services, health, reflection, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import pkgutil
+import signal
+from types import ModuleType
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from befriend.server.api import auth
+from befriend.server.api.account import AccountServicer
+from befriend.server.api.backend import Backend
+from befriend.server.api.calls import CallLayer
+from befriend.server.api.unimplemented import generic_handler
+from befriend.server.config import Settings
+from befriend.server.observability import log
+from befriend.server.storage.db import Database
+import befriend.v1
+from befriend.v1 import account_pb2_grpc
+
+
+def _proto_modules() -> list[ModuleType]:
+    names = sorted(
+        m.name for m in pkgutil.iter_modules(befriend.v1.__path__) if m.name.endswith("_pb2")
+    )
+    return [importlib.import_module(f"befriend.v1.{name}") for name in names]
+
+
+def service_names() -> list[str]:
+    """Full names of every befriend.v1 service, in proto order."""
+    return [
+        service.full_name
+        for module in _proto_modules()
+        for service in module.DESCRIPTOR.services_by_name.values()
+    ]
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 1),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.max_connection_age_grace_ms", int(settings.grace_seconds * 1000)),
+    ]
+
+
+class BefriendServer:
+    """One server process: ``await start()``, then ``await stop()`` (or ``run()``)."""
+
+    def __init__(self, settings: Settings, database: Database | None = None) -> None:
+        self.settings = settings
+        self.db = database or Database(settings.database_url)
+        self.backend = Backend(
+            self.db,
+            threads=settings.db_threads,
+            idempotency_ttl_hours=settings.idempotency_ttl_hours,
+        )
+        self.services = service_names()
+        self.health = health.aio.HealthServicer()
+        self.calls = CallLayer(
+            self.backend,
+            service_token=settings.service_token,
+            internal=auth.internal_methods(self.services),
+            default_deadline=settings.default_deadline_seconds,
+        )
+        self.server = aio.server(
+            interceptors=[self.calls],
+            options=server_options(settings),
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
+        )
+        account_pb2_grpc.add_AccountServiceServicer_to_server(
+            AccountServicer(self.backend), self.server
+        )
+        implemented = {"befriend.v1.AccountService"}
+        self.server.add_generic_rpc_handlers(
+            [generic_handler(name) for name in self.services if name not in implemented]
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self.services, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self.port = 0
+
+    async def start(self) -> int:
+        if self.settings.migrate:
+            await self.backend.run(self.db.migrate)
+        purged = await self.backend.purge_idempotency()
+        self.port = self.server.add_insecure_port(self.settings.address)
+        if self.port == 0:
+            raise OSError(f"could not bind {self.settings.address}")
+        await self.server.start()
+        for name in ["", *self.services]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("server.started", address=f"{self.settings.host}:{self.port}", purged=purged)
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let in-flight ones finish within the grace period, close."""
+        grace = self.settings.grace_seconds if grace is None else grace
+        self.calls.draining = True
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        self.backend.close()
+        log.info("server.stopped")
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT, then shut down gracefully."""
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("server.draining", grace_seconds=self.settings.grace_seconds)
+        await self.stop()
+
+
+__all__ = ["BefriendServer", "service_names"]

@@ -1,0 +1,55 @@
+"""Structured logs (structlog) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+from prometheus_client import Counter, Histogram, start_http_server
+
+RPC_TOTAL = Counter("befriend_rpc_total", "RPCs finished, by method and code", ["method", "code"])
+RPC_ERRORS = Counter(
+    "befriend_rpc_errors_total", "RPCs finished with a non-OK code", ["method", "code"]
+)
+RPC_LATENCY = Histogram(
+    "befriend_rpc_duration_seconds",
+    "RPC handling time",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+def configure_logging(level: str = "info", fmt: str = "json") -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s", force=True)
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def start_metrics_server(host: str, port: int) -> int | None:
+    """Serve /metrics; returns the bound port, or None when disabled (port < 0)."""
+    if port < 0:
+        return None
+    server, _thread = start_http_server(port, addr=host)
+    return int(server.server_port)
+
+
+log = structlog.get_logger("befriend")

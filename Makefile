@@ -56,9 +56,15 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# mypy cannot follow setuptools' editable import hooks (core/ is befriend.core), so it checks
+# a hard-linked mirror laid out as the installed package: build/typecheck/befriend/...
+TYPECHECK := build/typecheck
 typecheck: $(STAMP)
-	$(BIN)/mypy core server clients
-	$(BIN)/mypy tests benchmarks
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/befriend
+	cp -al core $(TYPECHECK)/befriend/core && cp -al server $(TYPECHECK)/befriend/server
+	cp -al clients $(TYPECHECK)/befriend/clients && cp -al proto/befriend/v1 $(TYPECHECK)/befriend/v1
+	cd $(TYPECHECK) && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p befriend.core -p befriend.server -p befriend.clients
+	MYPYPATH=$(TYPECHECK) $(BIN)/mypy tests benchmarks
 
 # The suite runs twice: on the compiled core and on the pure-Python reference. Storage and
 # service tests run on SQLite and PostgreSQL within each run (tests/conftest.py); with

@@ -12,6 +12,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+import befriend.v1
 from befriend.server.api import auth
 from befriend.server.api.account import AccountServicer
 from befriend.server.api.backend import Backend
@@ -20,7 +21,6 @@ from befriend.server.api.unimplemented import generic_handler
 from befriend.server.config import Settings
 from befriend.server.observability import log
 from befriend.server.storage.db import Database
-import befriend.v1
 from befriend.v1 import account_pb2_grpc
 
 
@@ -65,7 +65,7 @@ class BefriendServer:
             idempotency_ttl_hours=settings.idempotency_ttl_hours,
         )
         self.services = service_names()
-        self.health = health.aio.HealthServicer()
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.calls = CallLayer(
             self.backend,
             service_token=settings.service_token,

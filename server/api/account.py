@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from grpc import aio
 from sqlalchemy.orm import Session
 
 from befriend.server.api import auth, convert
 from befriend.server.api.backend import Backend, utcnow
+from befriend.server.api.status import Context
 from befriend.server.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from befriend.server.services import accounts, pagination
 from befriend.server.storage.repositories import AccountRepository
@@ -37,7 +37,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self.backend = backend
 
     async def Register(
-        self, request: account_pb2.RegisterRequest, context: aio.ServicerContext
+        self, request: account_pb2.RegisterRequest, context: Context
     ) -> account_pb2.RegisterResponse:
         cmd = accounts.RegisterCommand(
             display_name=request.display_name,
@@ -70,21 +70,21 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         )
 
     async def GetMe(
-        self, request: account_pb2.GetMeRequest, context: aio.ServicerContext
+        self, request: account_pb2.GetMeRequest, context: Context
     ) -> account_pb2.GetMeResponse:
         me = _me()
         user = await self.backend.read(lambda s: accounts.get_user(AccountRepository(s), me))
         return account_pb2.GetMeResponse(user=convert.user(user))
 
     async def GetUser(
-        self, request: account_pb2.GetUserRequest, context: aio.ServicerContext
+        self, request: account_pb2.GetUserRequest, context: Context
     ) -> account_pb2.GetUserResponse:
         user_id = _resolve_name(request.name, "name")
         user = await self.backend.read(lambda s: accounts.get_user(AccountRepository(s), user_id))
         return account_pb2.GetUserResponse(user=convert.user(user))
 
     async def UpdateProfile(
-        self, request: account_pb2.UpdateProfileRequest, context: aio.ServicerContext
+        self, request: account_pb2.UpdateProfileRequest, context: Context
     ) -> account_pb2.UpdateProfileResponse:
         me = _resolve_name(request.user.name or "users/me", "user.name")
         update = accounts.ProfileUpdate(
@@ -110,7 +110,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         )
 
     async def ChangePhoneNumber(
-        self, request: account_pb2.ChangePhoneNumberRequest, context: aio.ServicerContext
+        self, request: account_pb2.ChangePhoneNumberRequest, context: Context
     ) -> account_pb2.ChangePhoneNumberResponse:
         me = _me()
 
@@ -135,7 +135,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         )
 
     async def RegisterDevice(
-        self, request: account_pb2.RegisterDeviceRequest, context: aio.ServicerContext
+        self, request: account_pb2.RegisterDeviceRequest, context: Context
     ) -> account_pb2.RegisterDeviceResponse:
         me = _me()
         device = accounts.DeviceInput(
@@ -156,7 +156,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         )
 
     async def ListDevices(
-        self, request: account_pb2.ListDevicesRequest, context: aio.ServicerContext
+        self, request: account_pb2.ListDevicesRequest, context: Context
     ) -> account_pb2.ListDevicesResponse:
         me = _me()
         page = pagination.page(request.page_size, request.page_token, f"devices:{me}")
@@ -169,7 +169,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         )
 
     async def DeleteAccount(
-        self, request: account_pb2.DeleteAccountRequest, context: aio.ServicerContext
+        self, request: account_pb2.DeleteAccountRequest, context: Context
     ) -> account_pb2.DeleteAccountResponse:
         me = _me()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -50,8 +51,8 @@ def internal_methods(service_names: list[str]) -> frozenset[str]:
     return frozenset(found)
 
 
-def bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
-    for key, value in metadata or ():
+def bearer(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
+    for key, value in metadata:
         if key == "authorization":
             text = value.decode() if isinstance(value, bytes) else value
             scheme, _, token = text.partition(" ")

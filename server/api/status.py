@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any, NoReturn, TypeAlias
+
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+from grpc import aio
 from grpc_status import rpc_status
 
 from befriend.server.errors import ServiceError
+
+# grpc-stubs types the aio context generically and lacks abort_with_status.
+Context: TypeAlias = "aio.ServicerContext[Any, Any]"
+
+
+async def abort(context: Context, status: grpc.Status) -> NoReturn:
+    """Abort the call with a rich status (raises grpc.aio.AbortError)."""
+    await context.abort_with_status(status)  # type: ignore[attr-defined]
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
+
 
 DOMAIN = "befriend.dev"
 

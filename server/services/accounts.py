@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from befriend.server.errors import AlreadyExists, InvalidArgument, NotFound, ServiceError
 from befriend.server.errors import Aborted as AbortedError
+from befriend.server.errors import AlreadyExists, InvalidArgument, NotFound, ServiceError
 from befriend.server.records import DeviceRecord, IdentityKind, IdentityRecord, UserRecord
 from befriend.server.services import identities
 from befriend.server.storage.repositories import AccountRepository

@@ -33,7 +33,7 @@ def _postgres_database() -> Iterator[str]:
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any connection failure
+    except Exception as exc:
         admin.dispose()
         message = f"PostgreSQL at {PG_URL} is not reachable: {exc.__class__.__name__}: {exc}"
         if IN_CI:

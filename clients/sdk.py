@@ -220,13 +220,14 @@ def _health_status_name(response: Message) -> str:
 class _RetryWait(tenacity.wait.wait_base):
     """Honour the server's RetryInfo delay; otherwise exponential backoff, full jitter."""
 
-    def __init__(self, initial: float, maximum: float) -> None:
+    def __init__(self, initial: float, maximum: float, max_retry_delay: float) -> None:
         self._jitter = tenacity.wait_random_exponential(multiplier=initial, max=maximum)
+        self._max_retry_delay = max_retry_delay
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(exc, BefriendError) and exc.retry_delay is not None:
-            return exc.retry_delay
+            return max(0.0, min(exc.retry_delay, self._max_retry_delay))
         return float(self._jitter(retry_state))
 
 
@@ -261,7 +262,7 @@ class _Settings:
     def retry_arguments(self) -> dict[str, Any]:
         return {
             "stop": tenacity.stop_after_attempt(self.retries + 1),
-            "wait": _RetryWait(self.initial_backoff, self.max_backoff),
+            "wait": _RetryWait(self.initial_backoff, self.max_backoff, self.max_retry_delay),
             "retry": tenacity.retry_if_exception(self.is_retryable),
             "reraise": True,
         }

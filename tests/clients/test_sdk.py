@@ -208,6 +208,8 @@ def test_sync_client_raises_typed_errors(threaded_server: ThreadedServer) -> Non
     with Client(threaded_server.target, timeout=0.2) as slow, pytest.raises(DeadlineExceeded):
         slow.account.get_user("users/slow")
     assert caught.value.code is grpc.StatusCode.ABORTED
+    assert caught.value.reason == "ETAG_MISMATCH"
+    assert caught.value.domain == "befriend.dev"
     assert isinstance(caught.value.__cause__, grpc.RpcError)
     assert len(threaded_server.recorder.requests("GetUser")) == 3
 
@@ -215,3 +217,11 @@ def test_sync_client_raises_typed_errors(threaded_server: ThreadedServer) -> Non
 def test_sync_client_unreachable(unused_target: str) -> None:
     with Client(unused_target, retries=0) as client, pytest.raises(Unavailable):
         client.health()
+
+
+def test_package_exports() -> None:
+    import befriend.clients as package
+
+    for name in package.__all__:
+        assert getattr(package, name) is not None
+    assert package.Client is Client and package.Unavailable is Unavailable

@@ -24,7 +24,11 @@ def _run_one(settings: Settings, worker: int = 0) -> None:
         log.info("metrics.started", port=bound, worker=worker)
     from befriend.server.app import BefriendServer
 
-    asyncio.run(BefriendServer(settings).run())
+    async def main() -> None:
+        # The grpc.aio server must be created inside the running loop.
+        await BefriendServer(settings).run()
+
+    asyncio.run(main())
 
 
 def _supervise(settings: Settings) -> int:

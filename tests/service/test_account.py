@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import grpc
 import pytest
 from sqlalchemy import func, select
 
@@ -17,10 +18,18 @@ from befriend.clients import (
     PermissionDenied,
     Unauthenticated,
     Unimplemented,
+    from_grpc_error,
 )
 from befriend.server.storage import models
 from befriend.server.storage.db import Database
-from befriend.v1 import account_pb2, common_pb2
+from befriend.v1 import (
+    account_pb2,
+    common_pb2,
+    friendship_pb2,
+    friendship_pb2_grpc,
+    sync_pb2,
+    sync_pb2_grpc,
+)
 from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.asyncio
@@ -254,18 +263,32 @@ async def test_delete_account_removes_every_row(
 
 
 async def test_other_services_answer_unimplemented(running_server: RunningServer) -> None:
-    from befriend.v1 import sync_pb2, sync_pb2_grpc
-
     client = await register(running_server)
     stub = sync_pb2_grpc.SyncServiceStub(client.channel)
-    method = next(iter(sync_pb2.DESCRIPTOR.services_by_name["SyncService"].methods))
-    assert method is not None
-    with pytest.raises(Exception) as err:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.ListContacts(
-            sync_pb2.ListContactsRequest(),
-            metadata=(("authorization", f"Bearer {client.token}"),),
+            sync_pb2.ListContactsRequest(), metadata=(("authorization", f"Bearer {client.token}"),)
         )
-    from befriend.clients import from_grpc_error
+    assert isinstance(from_grpc_error(err.value), Unimplemented)
+    await client.close()
 
-    assert isinstance(from_grpc_error(err.value), Unimplemented)  # type: ignore[arg-type]
+
+async def test_internal_rpcs_need_the_service_token(running_server: RunningServer) -> None:
+    client = await register(running_server)
+    stub = friendship_pb2_grpc.FriendshipServiceStub(client.channel)
+    request = friendship_pb2.RefreshMatchesRequest()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.RefreshMatches(request, metadata=(("authorization", f"Bearer {client.token}"),))
+    denied = from_grpc_error(err.value)
+    assert isinstance(denied, PermissionDenied)
+    assert denied.reason == "SERVICE_TOKEN_REQUIRED"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.RefreshMatches(request)
+    assert isinstance(from_grpc_error(err.value), Unauthenticated)
+    # With the service token the call passes authentication (and reaches the stub).
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.RefreshMatches(
+            request, metadata=(("authorization", f"Bearer {running_server.service_token}"),)
+        )
+    assert isinstance(from_grpc_error(err.value), Unimplemented)
     await client.close()

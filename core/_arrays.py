@@ -5,6 +5,7 @@ Kept in one place so both implementations accept and reject exactly the same inp
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -65,7 +66,7 @@ def select_top_k(
 
     Rows with a zero count are never returned, so fewer than ``k`` rows may come back.
     """
-    k = int(k)
+    k = operator.index(k)
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     nz = np.flatnonzero(counts)

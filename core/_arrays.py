@@ -22,6 +22,12 @@ def as_u64(x: Any, name: str) -> NDArray[np.uint64]:
     (wrong kind) or ValueError (wrong shape, negative values).
     """
     arr = np.asarray(x)
+    if arr.dtype.kind in "fO" and isinstance(x, list | tuple) and all(type(v) is int for v in x):
+        # a list of Python ints above 2**63 becomes float64 or object in numpy
+        try:
+            arr = np.array(x, dtype=np.uint64)
+        except OverflowError:
+            raise ValueError(f"{name} has values outside [0, 2**64 - 1]") from None
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
     if arr.dtype == np.uint64 and arr.flags.c_contiguous:
@@ -59,9 +65,7 @@ def as_indptr(indptr: Any, n_indices: int) -> NDArray[np.int64]:
     return out
 
 
-def select_top_k(
-    counts: NDArray[np.int64], k: int
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def select_top_k(counts: NDArray[np.int64], k: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Rows with the ``k`` largest positive counts, by count descending then row id ascending.
 
     Rows with a zero count are never returned, so fewer than ``k`` rows may come back.

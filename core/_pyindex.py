@@ -12,7 +12,7 @@ import os
 import struct
 import sys
 from collections.abc import Iterator
-from typing import Any, TypeVar, overload
+from typing import Any, SupportsIndex, TypeVar, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -84,7 +84,7 @@ class KeyIndex:
 
     __slots__ = ("_cap", "_d")
 
-    def __init__(self, capacity: int = 0) -> None:
+    def __init__(self, capacity: SupportsIndex = 0) -> None:
         c = _index(capacity, "capacities")
         if c < 0:
             raise ValueError(f"capacity must be >= 0, got {c}")
@@ -117,13 +117,13 @@ class KeyIndex:
     def __repr__(self) -> str:
         return f"KeyIndex(len={len(self._d)}, capacity={self._cap})"
 
-    def insert(self, key: int, value: int) -> None:
+    def insert(self, key: SupportsIndex, value: SupportsIndex) -> None:
         k = _as_key(key)
         v = _as_value(value)
         self._reserve(1)
         self._d[k] = v
 
-    def delete(self, key: int) -> bool:
+    def delete(self, key: SupportsIndex) -> bool:
         k = _probe_key(key)
         if k is None or k not in self._d:
             return False
@@ -131,10 +131,10 @@ class KeyIndex:
         return True
 
     @overload
-    def get(self, key: int) -> int | None: ...
+    def get(self, key: SupportsIndex) -> int | None: ...
     @overload
-    def get(self, key: int, default: _T) -> int | _T: ...
-    def get(self, key: int, default: Any = None) -> Any:
+    def get(self, key: SupportsIndex, default: _T) -> int | _T: ...
+    def get(self, key: SupportsIndex, default: Any = None) -> Any:
         k = _probe_key(key)
         if k is None:
             return default
@@ -161,9 +161,7 @@ class KeyIndex:
         kv = as_u64(keys, "keys")
         vv = as_u64(values, "values")
         if vv.shape[0] != kv.shape[0]:
-            raise ValueError(
-                f"keys and values differ in length ({kv.shape[0]} != {vv.shape[0]})"
-            )
+            raise ValueError(f"keys and values differ in length ({kv.shape[0]} != {vv.shape[0]})")
         if kv.shape[0] == 0:
             return
         if bool(np.any(kv == np.uint64(EMPTY_KEY))):

@@ -27,18 +27,18 @@ GALLOP_RATIO = 32
 
 
 def intersect(a: Any, b: Any) -> NDArray[np.uint64]:
-    """Sorted unique ``a ∩ b``."""
+    """Sorted unique ``a & b``."""
     av, bv = as_u64(a, "a"), as_u64(b, "b")
     return np.intersect1d(av, bv, assume_unique=True).astype(np.uint64, copy=False)
 
 
 def intersect_count(a: Any, b: Any) -> int:
-    """``len(a ∩ b)``."""
+    """``len(a & b)``."""
     return int(intersect(a, b).shape[0])
 
 
 def union(a: Any, b: Any) -> NDArray[np.uint64]:
-    """Sorted unique ``a ∪ b``."""
+    """Sorted unique ``a | b``."""
     av, bv = as_u64(a, "a"), as_u64(b, "b")
     return np.union1d(av, bv).astype(np.uint64, copy=False)
 
@@ -58,7 +58,8 @@ def overlap_counts(query: Any, indptr: Any, indices: Any) -> NDArray[np.int64]:
         raise ValueError("indptr must be non-decreasing")
     hit = np.isin(iv, qv, assume_unique=False)
     cum = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(hit, dtype=np.int64)))
-    return (cum[pv[1:]] - cum[pv[:-1]]).astype(np.int64, copy=False)
+    counts: NDArray[np.int64] = (cum[pv[1:]] - cum[pv[:-1]]).astype(np.int64, copy=False)
+    return counts
 
 
 def top_k(

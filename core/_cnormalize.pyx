@@ -864,6 +864,10 @@ cdef int _rescue(const char* d, int n, int home, char* buf, Out* o) noexcept nog
         r = _try(d, 11, False, o)
         if r != 0:
             return r
+    if n == 13 and d[0] == 48 and d[1] == 48 and d[2] == 56 and d[3] == 53 and d[4] == 50:
+        r = _try(d + 2, 11, False, o)
+        if r != 0:
+            return r
     return 0
 
 

@@ -9,10 +9,10 @@ Semantics (DESIGN §3, seed 000 Table 1, seed 001)
 --------------------------------------------------
 A phone number is normalised in three steps:
 
-1. *Pre-cleaning* (:func:`preclean`): full-width digits ``０-９`` and full-width ``＋`` become
-   ASCII, NBSP / ideographic spaces become spaces, and a trailing extension (``x123``,
-   ``ext. 123``, ``#123``, ``转123``, ``分机123``) is dropped: extensions are not part of the
-   identity and never reach the E.164 string or the key.
+1. *Pre-cleaning* (:func:`preclean`): full-width digits (U+FF10-U+FF19) and the full-width
+   plus (U+FF0B) become ASCII, NBSP / ideographic spaces become spaces, and a trailing
+   extension (``x123``, ``ext. 123``, ``#123``, ``转123``, ``分机123``) is dropped: extensions
+   are not part of the identity and never reach the E.164 string or the key.
 2. *Native reading*: ``phonenumbers.parse(cleaned, default_region)`` with the uploader's region
    as default (so ``00`` / ``011`` dial-out prefixes follow that region: ``0049 30 123456``
    read under US is ``+1004930123456``, invalid). If ``phonenumbers`` finds the number valid,
@@ -27,7 +27,9 @@ A phone number is normalised in three steps:
      under default region CN: elsewhere the same digits are ordinary numbers.
    * default region CN, no ``+``: ``86`` + 11-digit mobile -> ``+86`` mobile
      (``+86``/``0086`` and ``86`` before valid mobiles are already handled natively).
-   * default region CN or HK, no ``+``: ``852`` + 8 digits -> ``+852`` + 8 digits.
+   * default region CN or HK, no ``+``: ``852`` + 8 digits -> ``+852`` + 8 digits, and
+     ``00852`` + 8 digits likewise (under HK, phonenumbers reads ``008`` as HK's carrier
+     dial-out prefix and the rest as a Mexican number, invalid).
    * default region CN, no ``+``: an 8-digit number starting with 5, 6 or 9 is read as a
      Hong Kong number (seed 000 Table 1: "8 digit number beginning with 5/6/9 -> directly read
      the 8-digit number"), if it is a valid HK number; one starting with 4, 7 or 8 only if HK
@@ -58,7 +60,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import phonenumbers
 from numpy.typing import NDArray
-from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
+from phonenumbers import NumberParseException, ValidationResult
 
 __all__ = [
     "CN_IP_PREFIXES",
@@ -186,7 +188,7 @@ def _check_weak(weak_digits: int) -> int:
     return w
 
 
-def _region(default_region: str) -> str | None:
+def _region(default_region: object) -> str | None:
     """The default region upper-cased, or None when phonenumbers does not know it."""
     if not isinstance(default_region, str):
         return None
@@ -279,6 +281,8 @@ def _rescue_candidates(has_plus: bool, d: str, region: str | None) -> list[tuple
             out.append(("+852" + d, d[0] in "478"))
     if len(d) == 11 and d[:3] == "852":
         out.append(("+" + d, False))
+    if len(d) == 13 and d[:5] == "00852":
+        out.append(("+" + d[2:], False))
     return out
 
 
@@ -297,7 +301,9 @@ def normalize_slow(raw: Any, region: str | None, w: int) -> Normalized:
     if shape is not None:
         for cand, mobile_only in _rescue_candidates(shape[0], shape[1], region):
             alt, _ = _native(cand, region, w)
-            if alt.status == Status.OK and (not mobile_only or alt.number_type == NumberType.MOBILE):
+            if alt.status == Status.OK and (
+                not mobile_only or alt.number_type == NumberType.MOBILE
+            ):
                 return alt
         digits = shape[1]
     else:

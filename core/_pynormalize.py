@@ -27,9 +27,10 @@ A phone number is normalised in three steps:
      under default region CN: elsewhere the same digits are ordinary numbers.
    * default region CN, no ``+``: ``86`` + 11-digit mobile -> ``+86`` mobile
      (``+86``/``0086`` and ``86`` before valid mobiles are already handled natively).
-   * default region CN or HK, no ``+``: ``852`` + 8 digits -> ``+852`` + 8 digits, and
-     ``00852`` + 8 digits likewise (under HK, phonenumbers reads ``008`` as HK's carrier
-     dial-out prefix and the rest as a Mexican number, invalid).
+   * default region CN or HK, no ``+``: ``852`` + 8 digits -> ``+852`` + 8 digits; and
+     ``00`` + country code + number -> ``+`` country code + number (under HK, phonenumbers
+     reads ``008`` as HK's carrier dial-out prefix, so ``00852 9123 4567`` becomes an invalid
+     Mexican number and ``0086 138...`` an invalid Australian one).
    * default region CN, no ``+``: an 8-digit number starting with 5, 6 or 9 is read as a
      Hong Kong number (seed 000 Table 1: "8 digit number beginning with 5/6/9 -> directly read
      the 8-digit number"), if it is a valid HK number; one starting with 4, 7 or 8 only if HK
@@ -281,7 +282,7 @@ def _rescue_candidates(has_plus: bool, d: str, region: str | None) -> list[tuple
             out.append(("+852" + d, d[0] in "478"))
     if len(d) == 11 and d[:3] == "852":
         out.append(("+" + d, False))
-    if len(d) == 13 and d[:5] == "00852":
+    if len(d) > 4 and d[:2] == "00" and d[2] != "0":
         out.append(("+" + d[2:], False))
     return out
 

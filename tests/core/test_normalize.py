@@ -85,6 +85,7 @@ def test_hk_numbers() -> None:
         assert e164(raw, "CN") == "+85291234567"
     # phonenumbers alone reads "00852..." under HK as 008 (HK carrier dial-out) + Mexico
     assert not phonenumbers.is_valid_number(phonenumbers.parse("0085291234567", "HK"))
+    assert e164("0086 138 1234 5678", "HK") == "+8613812345678"  # 008 + 61 natively
     # seed Table 1: an 8-digit number starting with 5/6/9 is read as HK under CN
     r = normalize("91234567", "CN")
     assert (r.e164, r.region, r.number_type) == ("+85291234567", "HK", NumberType.MOBILE)

@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import phonenumbers
 
-from befriend.core import _cnormalize as compiled
-from befriend.core import _pynormalize as reference
+import befriend.core._cnormalize as compiled
+import befriend.core._pynormalize as reference
 
 SEED = 20240601
 OWNERS = ("CN", "CN", "CN", "HK", "US", "IN", "DE", "GB")  # uploader regions, CN-heavy

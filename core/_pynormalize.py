@@ -356,18 +356,22 @@ def normalize_many(
 
 _HASH_KEY = b"befriend-v1"
 _TOP_BIT = 1 << 63
+_MAX_U64 = (1 << 64) - 1
 
 
 def identity_hash(kind: bytes, normalized: str) -> int:
     """64-bit keyed BLAKE2b of ``kind \\0 normalized`` with the top bit set (>= 2**63).
 
     Phone keys are < 2**50, so hashed identities never collide with phone keys. Two
-    different identities may (with probability ~2**-63 per pair) share a key: stored
+    different identities may (with probability ~2**-63 per pair) share a key (2**64 - 1,
+    the index's empty-slot sentinel, is folded onto 2**64 - 2): stored
     identities keep the normalised string beside the key and the matcher confirms the string
     on a key hit, so a collision can only cost a lookup, never a wrong match.
     """
     h = hashlib.blake2b(kind + b"\0" + normalized.encode("utf-8"), digest_size=8, key=_HASH_KEY)
-    return int.from_bytes(h.digest(), "big") | _TOP_BIT
+    key = int.from_bytes(h.digest(), "big") | _TOP_BIT
+    # 2**64 - 1 is KeyIndex's empty-slot sentinel: never hand it out
+    return key - 1 if key == _MAX_U64 else key
 
 
 def _has_space(s: str) -> bool:

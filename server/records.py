@@ -24,6 +24,7 @@ class IdentityRecord:
     key: int  # unsigned 64-bit identity key
     raw: str  # as the user typed it
     number_type: int = 0  # befriend.core NumberType for phones (not stored)
+    region: str = ""  # CLDR region of a phone number (not stored)
 
 
 @dataclass(frozen=True)

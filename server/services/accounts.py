@@ -160,7 +160,7 @@ def register(
     if not region:
         # Without an explicit home region, the first phone number's region is home.
         phones = [i for i in idents if i.kind == IdentityKind.PHONE]
-        region = identities.phone_region(phones[0]) if phones else ""
+        region = phones[0].region if phones else ""
     _ensure_unowned(repo, idents, None)
     user = repo.add_user(
         uuid.uuid4().hex,

@@ -1,16 +1,25 @@
 """Turning what people type into identities (normalised value + 64-bit key).
 
-Phone numbers go through befriend.core's normaliser with the owner's region as default.
+Phone numbers, e-mails and IM ids go through befriend.core's normaliser; a phone number's
+default region is its owner's home region.
 """
 
 from __future__ import annotations
 
 import phonenumbers
 
+from befriend.core.normalize import Status, email_key, im_key, normalize
 from befriend.server.errors import InvalidArgument
 from befriend.server.records import IdentityKind, IdentityRecord
 
 MAX_RAW = 320
+_PROBLEMS = {
+    Status.NOT_A_NUMBER: "not a phone number",
+    Status.TOO_SHORT: "too short for a phone number",
+    Status.TOO_LONG: "too long for a phone number",
+    Status.INVALID_COUNTRY_CODE: "unknown country calling code",
+    Status.INVALID_REGION: "no country code and no default region",
+}
 
 
 def _check_raw(raw: str, field: str, what: str) -> str:
@@ -23,41 +32,27 @@ def _check_raw(raw: str, field: str, what: str) -> str:
 
 
 def valid_region(region: str) -> bool:
+    """A CLDR region code that phone numbers can be normalised for."""
     return region in phonenumbers.SUPPORTED_REGIONS
 
 
 def phone_identity(raw: str, default_region: str, field: str) -> IdentityRecord:
+    """Normalise with befriend.core (the owner's region is the default region)."""
     text = _check_raw(raw, field, "phone number")
-    try:
-        parsed = phonenumbers.parse(text, default_region or None)
-    except phonenumbers.NumberParseException as exc:
-        raise InvalidArgument.field(
-            field, f"not a phone number ({exc.args[0]})", reason="INVALID_PHONE_NUMBER"
-        ) from None
-    if not phonenumbers.is_valid_number(parsed):
+    result = normalize(text, default_region)
+    if result.status != Status.OK:
+        problem = _PROBLEMS.get(result.status, "not a valid phone number")
         raise InvalidArgument.field(
             field,
-            f"not a valid phone number for region {default_region or 'unknown'}",
+            f"{problem} (default region {default_region or 'none'})",
             reason="INVALID_PHONE_NUMBER",
         )
-    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     return IdentityRecord(
-        IdentityKind.PHONE,
-        e164,
-        int(e164[1:]),
-        raw,
-        int(phonenumbers.number_type(parsed)),
+        IdentityKind.PHONE, result.e164, result.key, raw, int(result.number_type), result.region
     )
 
 
-def phone_region(identity: IdentityRecord) -> str:
-    region = phonenumbers.region_code_for_number(phonenumbers.parse(identity.value))
-    return str(region or "")
-
-
 def email_identity(raw: str, field: str) -> IdentityRecord:
-    from befriend.core.normalize import email_key
-
     text = _check_raw(raw, field, "e-mail address")
     try:
         value, key = email_key(text)
@@ -67,8 +62,6 @@ def email_identity(raw: str, field: str) -> IdentityRecord:
 
 
 def im_identity(kind: str, ident: str, field: str) -> IdentityRecord:
-    from befriend.core.normalize import im_key
-
     _check_raw(kind, f"{field}.kind", "IM kind")
     _check_raw(ident, f"{field}.id", "IM id")
     try:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
 from sqlalchemy.orm import Session
 
 from befriend.server.api import auth, convert
@@ -13,6 +17,7 @@ from befriend.server.storage.repositories import AccountRepository
 from befriend.v1 import account_pb2, account_pb2_grpc
 
 SERVICE = "befriend.v1.AccountService"
+M = TypeVar("M", bound=Message)
 
 
 def _me() -> str:
@@ -35,6 +40,23 @@ def _resolve_name(name: str, field: str) -> str:
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+
+    async def _idempotent(
+        self,
+        rpc: str,
+        request: Any,
+        response_type: type[M],
+        work: Callable[[Session], tuple[M, str | None]],
+    ) -> M:
+        """Run a mutation once per (caller, RPC, request_id)."""
+        return await self.backend.idempotent(
+            scope=auth.current().scope,
+            method=f"{SERVICE}/{rpc}",
+            request=request,
+            request_id=request.request_id,
+            response_type=response_type,
+            fn=work,
+        )
 
     async def Register(
         self, request: account_pb2.RegisterRequest, context: Context
@@ -60,14 +82,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             resp = account_pb2.RegisterResponse(user=convert.user(user), access_token=token)
             return resp, user.id
 
-        return await self.backend.idempotent(
-            scope=auth.current().scope,
-            method=SERVICE + "/Register",
-            request=request,
-            request_id=request.request_id,
-            response_type=account_pb2.RegisterResponse,
-            fn=work,
-        )
+        return await self._idempotent("Register", request, account_pb2.RegisterResponse, work)
 
     async def GetMe(
         self, request: account_pb2.GetMeRequest, context: Context
@@ -100,13 +115,8 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             user = accounts.update_profile(repo, me, request.user.etag, update, utcnow())
             return account_pb2.UpdateProfileResponse(user=convert.user(user)), me
 
-        return await self.backend.idempotent(
-            scope=me,
-            method=SERVICE + "/UpdateProfile",
-            request=request,
-            request_id=request.request_id,
-            response_type=account_pb2.UpdateProfileResponse,
-            fn=work,
+        return await self._idempotent(
+            "UpdateProfile", request, account_pb2.UpdateProfileResponse, work
         )
 
     async def ChangePhoneNumber(
@@ -125,13 +135,8 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             )
             return account_pb2.ChangePhoneNumberResponse(user=convert.user(user)), me
 
-        return await self.backend.idempotent(
-            scope=me,
-            method=SERVICE + "/ChangePhoneNumber",
-            request=request,
-            request_id=request.request_id,
-            response_type=account_pb2.ChangePhoneNumberResponse,
-            fn=work,
+        return await self._idempotent(
+            "ChangePhoneNumber", request, account_pb2.ChangePhoneNumberResponse, work
         )
 
     async def RegisterDevice(
@@ -146,13 +151,8 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             record = accounts.register_device(AccountRepository(s), me, device, utcnow())
             return account_pb2.RegisterDeviceResponse(device=convert.device(record)), me
 
-        return await self.backend.idempotent(
-            scope=me,
-            method=SERVICE + "/RegisterDevice",
-            request=request,
-            request_id=request.request_id,
-            response_type=account_pb2.RegisterDeviceResponse,
-            fn=work,
+        return await self._idempotent(
+            "RegisterDevice", request, account_pb2.RegisterDeviceResponse, work
         )
 
     async def ListDevices(

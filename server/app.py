@@ -17,11 +17,11 @@ from befriend.server.api import auth
 from befriend.server.api.account import AccountServicer
 from befriend.server.api.backend import Backend
 from befriend.server.api.calls import CallLayer
-from befriend.server.api.unimplemented import generic_handler
+from befriend.server.api.handlers import service_handler
+from befriend.server.api.sync import SyncServicer
 from befriend.server.config import Settings
 from befriend.server.observability import log
 from befriend.server.storage.db import Database
-from befriend.v1 import account_pb2_grpc
 
 
 def _proto_modules() -> list[ModuleType]:
@@ -77,12 +77,12 @@ class BefriendServer:
             options=server_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         )
-        account_pb2_grpc.add_AccountServiceServicer_to_server(
-            AccountServicer(self.backend), self.server
-        )
-        implemented = {"befriend.v1.AccountService"}
+        servicers: dict[str, object] = {
+            "befriend.v1.AccountService": AccountServicer(self.backend),
+            "befriend.v1.SyncService": SyncServicer(self.backend),
+        }
         self.server.add_generic_rpc_handlers(
-            [generic_handler(name) for name in self.services if name not in implemented]
+            [service_handler(name, servicers.get(name)) for name in self.services]
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -54,3 +54,83 @@ class DeviceRecord:
     platform: str
     first_seen: datetime
     last_seen: datetime
+
+
+class UploadState(enum.IntEnum):
+    IN_PROGRESS = 1
+    COMMITTED = 2
+    EXPIRED = 3
+
+
+class UploadMode(enum.IntEnum):
+    INCREMENTAL = 1
+    FULL_SNAPSHOT = 2
+
+
+@dataclass(frozen=True)
+class EntryInput:
+    """One uploaded address-book entry, as the domain sees it."""
+
+    entry_id: str
+    raw: bytes
+    media_type: str
+    content_hash: str
+    contact: bytes  # the parsed contact, serialised; stored as is
+    phones: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    ims: tuple[tuple[str, str], ...] = ()
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class EntryKeyRecord:
+    kind: IdentityKind
+    key: int | None  # None when the identity could not be normalised
+    weak_key: int | None
+    value: str
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    entry_id: str
+    raw: bytes
+    media_type: str
+    content_hash: str
+    contact: bytes
+
+
+@dataclass(frozen=True)
+class BookRecord:
+    book_id: str
+    kind: int
+    device_id: str
+    entry_count: int
+    version: int
+    updated_at: datetime
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    upload_id: str
+    book_id: str
+    device_id: str
+    mode: UploadMode
+    state: UploadState
+    last_sequence: int
+    entry_count: int
+    last_entry_id: str
+    updated_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    entry_id: str
+    field: str
+    description: str
+    reason: str = "INVALID_ARGUMENT"

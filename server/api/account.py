@@ -11,30 +11,12 @@ from sqlalchemy.orm import Session
 from befriend.server.api import auth, convert
 from befriend.server.api.backend import Backend, utcnow
 from befriend.server.api.status import Context
-from befriend.server.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from befriend.server.services import accounts, pagination
 from befriend.server.storage.repositories import AccountRepository
 from befriend.v1 import account_pb2, account_pb2_grpc
 
 SERVICE = "befriend.v1.AccountService"
 M = TypeVar("M", bound=Message)
-
-
-def _me() -> str:
-    user_id = auth.current().user_id
-    if user_id is None:  # the call layer guarantees a user; defensive for misconfiguration
-        raise Unauthenticated("this RPC needs a user's bearer token")
-    return user_id
-
-
-def _resolve_name(name: str, field: str) -> str:
-    """'users/me' or 'users/{own id}' -> own id; another user -> PERMISSION_DENIED."""
-    me = _me()
-    if name in ("users/me", f"users/{me}"):
-        return me
-    if not name.startswith("users/") or "/" in name[len("users/") :] or name == "users/":
-        raise InvalidArgument.field(field, "expected 'users/{user_id}' or 'users/me'")
-    raise PermissionDenied(f"{name} is not yours", metadata={"resource": name})
 
 
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
@@ -87,21 +69,21 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def GetMe(
         self, request: account_pb2.GetMeRequest, context: Context
     ) -> account_pb2.GetMeResponse:
-        me = _me()
+        me = auth.require_user()
         user = await self.backend.read(lambda s: accounts.get_user(AccountRepository(s), me))
         return account_pb2.GetMeResponse(user=convert.user(user))
 
     async def GetUser(
         self, request: account_pb2.GetUserRequest, context: Context
     ) -> account_pb2.GetUserResponse:
-        user_id = _resolve_name(request.name, "name")
+        user_id = auth.resolve_name(request.name, "name")
         user = await self.backend.read(lambda s: accounts.get_user(AccountRepository(s), user_id))
         return account_pb2.GetUserResponse(user=convert.user(user))
 
     async def UpdateProfile(
         self, request: account_pb2.UpdateProfileRequest, context: Context
     ) -> account_pb2.UpdateProfileResponse:
-        me = _resolve_name(request.user.name or "users/me", "user.name")
+        me = auth.resolve_name(request.user.name or "users/me", "user.name")
         update = accounts.ProfileUpdate(
             paths=frozenset(request.update_mask.paths),
             display_name=request.user.display_name,
@@ -122,7 +104,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def ChangePhoneNumber(
         self, request: account_pb2.ChangePhoneNumberRequest, context: Context
     ) -> account_pb2.ChangePhoneNumberResponse:
-        me = _me()
+        me = auth.require_user()
 
         def work(s: Session) -> tuple[account_pb2.ChangePhoneNumberResponse, str | None]:
             user = accounts.change_phone_number(
@@ -142,7 +124,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def RegisterDevice(
         self, request: account_pb2.RegisterDeviceRequest, context: Context
     ) -> account_pb2.RegisterDeviceResponse:
-        me = _me()
+        me = auth.require_user()
         device = accounts.DeviceInput(
             request.device.device_id, request.device.sim_id, request.device.platform
         )
@@ -158,7 +140,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def ListDevices(
         self, request: account_pb2.ListDevicesRequest, context: Context
     ) -> account_pb2.ListDevicesResponse:
-        me = _me()
+        me = auth.require_user()
         page = pagination.page(request.page_size, request.page_token, f"devices:{me}")
         records = await self.backend.read(
             lambda s: AccountRepository(s).list_devices(me, page.offset, page.size)
@@ -171,7 +153,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def DeleteAccount(
         self, request: account_pb2.DeleteAccountRequest, context: Context
     ) -> account_pb2.DeleteAccountResponse:
-        me = _me()
+        me = auth.require_user()
 
         def work(s: Session) -> account_pb2.DeleteAccountResponse:
             accounts.delete_account(AccountRepository(s), me, request.etag)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from google.protobuf import descriptor_pool
 
-from befriend.server.errors import PermissionDenied, Unauthenticated
+from befriend.server.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from befriend.v1 import options_pb2
 
 PUBLIC_METHODS = frozenset({"/befriend.v1.AccountService/Register"})
@@ -76,3 +76,34 @@ def check_service_token(token: str | None, service_token: str) -> Principal:
             "internal RPC: requires the service token", reason="SERVICE_TOKEN_REQUIRED"
         )
     return SERVICE
+
+
+def require_user() -> str:
+    """The calling user's id (the call layer has authenticated them)."""
+    user_id = current().user_id
+    if user_id is None:  # only on a misconfigured method table
+        raise Unauthenticated("this RPC needs a user's bearer token")
+    return user_id
+
+
+def resolve_name(name: str, field: str, collection: str = "") -> str:
+    """Check a resource name of the caller and return its last id.
+
+    ``users/me`` and ``users/{own id}`` stand for the caller; with ``collection``, the name
+    must be ``users/{user}/{collection}/{id}`` and ``id`` is returned. Another user's name
+    is PERMISSION_DENIED; a malformed one INVALID_ARGUMENT naming ``field``.
+    """
+    me = require_user()
+    parts = name.split("/")
+    want = 4 if collection else 2
+    if (
+        len(parts) != want
+        or parts[0] != "users"
+        or not all(parts)
+        or (collection and parts[2] != collection)
+    ):
+        shape = f"users/{{user}}/{collection}/{{id}}" if collection else "users/{user_id}"
+        raise InvalidArgument.field(field, f"expected '{shape}' ('users/me' for yourself)")
+    if parts[1] not in ("me", me):
+        raise PermissionDenied(f"{name} is not yours", metadata={"resource": name})
+    return parts[-1] if collection else me

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -15,16 +15,35 @@ from sqlalchemy import (
     LargeBinary,
     SmallInteger,
     String,
+    TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite hands back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime; use datetime.now(UTC)")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: DateTime(timezone=True)}
+    type_annotation_map = {datetime: UTCDateTime()}
 
 
 class User(Base):
@@ -113,3 +132,84 @@ class IdempotencyRecord(Base):
     # The user the answer is about, so DeleteAccount can erase it too.
     user_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime]
+
+
+class AddressBook(Base):
+    """An uploaded address book of a user (device phone book, e-mail book, IM book)."""
+
+    __tablename__ = "address_books"
+    __table_args__ = (UniqueConstraint("user_id", "book_id", name="uq_address_books_user_book"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    book_id: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[int] = mapped_column(SmallInteger)
+    device_id: Mapped[str] = mapped_column(String(128), default="")
+    entry_count: Mapped[int] = mapped_column(Integer, default=0)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ContactEntry(Base):
+    """One address-book entry: the as-is copy (restore source) and the parsed contact."""
+
+    __tablename__ = "contact_entries"
+    __table_args__ = (
+        UniqueConstraint("book_pk", "entry_id", name="uq_contact_entries_book_entry"),
+        Index("ix_contact_entries_user_id", "user_id"),
+        Index("ix_contact_entries_upload_pk", "book_pk", "upload_pk"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    book_pk: Mapped[int] = mapped_column(ForeignKey("address_books.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    entry_id: Mapped[str] = mapped_column(String(128))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    raw_media_type: Mapped[str] = mapped_column(String(100), default="")
+    content_hash: Mapped[str] = mapped_column(String(64))
+    contact: Mapped[bytes] = mapped_column(LargeBinary)  # befriend.v1.Contact, serialised
+    upload_pk: Mapped[int | None] = mapped_column(BigInteger)  # last upload that wrote it
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class EntryKey(Base):
+    """Normalised identities of an entry: the reverse index "who holds this key"."""
+
+    __tablename__ = "entry_keys"
+    __table_args__ = (
+        Index("ix_entry_keys_key", "key"),
+        Index("ix_entry_keys_weak_key", "weak_key"),
+        Index("ix_entry_keys_entry_pk", "entry_pk"),
+        Index("ix_entry_keys_user_id", "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    entry_pk: Mapped[int] = mapped_column(ForeignKey("contact_entries.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[int] = mapped_column(SmallInteger)  # IdentityKind
+    key: Mapped[int | None] = mapped_column(BigInteger)  # None: could not be normalised
+    weak_key: Mapped[int | None] = mapped_column(BigInteger)  # rightmost digits of a phone
+    value: Mapped[str] = mapped_column(String(320))  # E.164 / e-mail / kind:id, or raw
+
+
+class Upload(Base):
+    """A resumable chunked upload of one address book."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (UniqueConstraint("user_id", "upload_id", name="uq_uploads_user_upload"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    upload_id: Mapped[str] = mapped_column(String(64))
+    book_pk: Mapped[int] = mapped_column(ForeignKey("address_books.id", ondelete="CASCADE"))
+    device_id: Mapped[str] = mapped_column(String(128))
+    mode: Mapped[int] = mapped_column(SmallInteger)
+    state: Mapped[int] = mapped_column(SmallInteger)  # UploadState
+    last_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
+    entry_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_entry_id: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    expires_at: Mapped[datetime]

@@ -1,0 +1,205 @@
+"""SyncService servicer: resumable upload, upload status, books, restore."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from sqlalchemy.orm import Session
+
+from befriend.server.api import auth, convert
+from befriend.server.api.backend import Backend, utcnow
+from befriend.server.api.status import Context
+from befriend.server.api.validate import date_problem, oversized
+from befriend.server.errors import InvalidArgument
+from befriend.server.records import EntryInput, Rejection, StoredEntry, UploadMode, UploadState
+from befriend.server.services import addressbooks, pagination
+from befriend.server.services.addressbooks import Chunk, ChunkResult
+from befriend.server.storage.addressbooks import AddressBookRepository
+from befriend.server.storage.repositories import AccountRepository
+from befriend.v1 import common_pb2, sync_pb2
+
+DEFAULT_RESTORE_BATCH = 200
+MAX_RESTORE_BATCH = 500
+
+
+def _entry(entry: sync_pb2.AddressBookEntry) -> EntryInput:
+    contact = common_pb2.Contact()
+    contact.CopyFrom(entry.contact)
+    contact.ClearField("name")
+    contact.ClearField("etag")
+    return EntryInput(
+        entry_id=entry.entry_id,
+        raw=entry.raw,
+        media_type=entry.raw_media_type,
+        content_hash=entry.content_hash.lower(),
+        contact=contact.SerializeToString(deterministic=True),
+        phones=tuple(p.raw for p in [*contact.mobile_numbers, *contact.fixed_numbers]),
+        emails=tuple(e.raw for e in contact.email_addresses),
+        ims=tuple((im.kind, im.id) for im in contact.im_ids),
+        deleted=entry.deleted,
+    )
+
+
+def _malformed(index: int, entry: sync_pb2.AddressBookEntry) -> Rejection | None:
+    problem = oversized(entry.contact, "contact") or date_problem(
+        entry.contact.birthday.year,
+        entry.contact.birthday.month,
+        entry.contact.birthday.day,
+        "contact.birthday",
+    )
+    if problem is None:
+        return None
+    return Rejection(index, entry.entry_id, *problem)
+
+
+def chunk_from(request: sync_pb2.UploadContactsRequest) -> Chunk:
+    rejected = {}
+    for i, entry in enumerate(request.entries):
+        bad = _malformed(i, entry)
+        if bad is not None:
+            rejected[i] = bad
+    return Chunk(
+        upload_id=request.upload_id,
+        sequence=request.sequence_number,
+        entries=[_entry(e) for e in request.entries],
+        final=request.final,
+        book_id=request.address_book_id,
+        book_kind=int(request.address_book_kind),
+        device_id=request.device_id,
+        mode=(
+            UploadMode.FULL_SNAPSHOT
+            if request.mode == sync_pb2.UPLOAD_MODE_FULL_SNAPSHOT
+            else UploadMode.INCREMENTAL
+        ),
+        rejected=rejected,
+    )
+
+
+def _ack(user_id: str, result: ChunkResult, chunk: Chunk) -> sync_pb2.UploadContactsResponse:
+    up = result.upload
+    return sync_pb2.UploadContactsResponse(
+        upload_id=up.upload_id,
+        address_book=f"users/{user_id}/addressBooks/{up.book_id}",
+        acknowledged_sequence_number=up.last_sequence,
+        acknowledged_entry_count=up.entry_count,
+        last_acknowledged_entry_id=up.last_entry_id,
+        rejections=[
+            sync_pb2.EntryRejection(
+                sequence_number=chunk.sequence,
+                entry_index=r.index,
+                entry_id=r.entry_id,
+                field=r.field,
+                reason=common_pb2.ErrorReason.Value(f"ERROR_REASON_{r.reason}"),
+                description=r.description,
+            )
+            for r in result.rejections
+        ],
+        committed=up.state == UploadState.COMMITTED,
+    )
+
+
+class SyncServicer:
+    """Implements part of SyncService; befriend.server.api.handlers answers the rest
+    with UNIMPLEMENTED."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    async def UploadContacts(
+        self,
+        request_iterator: AsyncIterator[sync_pb2.UploadContactsRequest],
+        context: Context,
+    ) -> AsyncIterator[sync_pb2.UploadContactsResponse]:
+        me = auth.require_user()
+        async for request in request_iterator:
+            chunk = chunk_from(request)
+
+            def work(s: Session, chunk: Chunk = chunk) -> ChunkResult:
+                return addressbooks.apply_chunk(
+                    AddressBookRepository(s), AccountRepository(s), me, chunk, utcnow()
+                )
+
+            result = await self.backend.write(work)
+            yield _ack(me, result, chunk)
+
+    async def GetUploadStatus(
+        self, request: sync_pb2.GetUploadStatusRequest, context: Context
+    ) -> sync_pb2.GetUploadStatusResponse:
+        me = auth.require_user()
+        up = await self.backend.read(
+            lambda s: addressbooks.upload_status(AddressBookRepository(s), me, request.upload_id)
+        )
+        return sync_pb2.GetUploadStatusResponse(
+            upload_id=up.upload_id,
+            address_book=f"users/{me}/addressBooks/{up.book_id}",
+            device_id=up.device_id,
+            state=int(up.state),  # type: ignore[arg-type]
+            last_acknowledged_sequence_number=up.last_sequence,
+            acknowledged_entry_count=up.entry_count,
+            last_acknowledged_entry_id=up.last_entry_id,
+            expire_time=convert.timestamp(up.expires_at),
+            update_time=convert.timestamp(up.updated_at),
+        )
+
+    async def ListAddressBooks(
+        self, request: sync_pb2.ListAddressBooksRequest, context: Context
+    ) -> sync_pb2.ListAddressBooksResponse:
+        me = auth.resolve_name(request.parent or "users/me", "parent")
+        scope = f"books:{me}"
+        page = pagination.page(request.page_size, request.page_token, scope)
+        books = await self.backend.read(
+            lambda s: AddressBookRepository(s).list_books(me, page.offset, page.size)
+        )
+        return sync_pb2.ListAddressBooksResponse(
+            address_books=[
+                sync_pb2.AddressBook(
+                    name=f"users/{me}/addressBooks/{b.book_id}",
+                    address_book_id=b.book_id,
+                    kind=b.kind,  # type: ignore[arg-type]
+                    device_id=b.device_id,
+                    entry_count=b.entry_count,
+                    update_time=convert.timestamp(b.updated_at),
+                    etag=b.etag,
+                )
+                for b in books
+            ],
+            next_page_token=page.next_token(len(books), scope),
+        )
+
+    async def RestoreContacts(
+        self, request: sync_pb2.RestoreContactsRequest, context: Context
+    ) -> AsyncIterator[sync_pb2.RestoreContactsResponse]:
+        me = auth.require_user()
+        book_id = auth.resolve_name(request.address_book, "address_book", "addressBooks")
+        if request.batch_size < 0:
+            raise InvalidArgument.field("batch_size", "must not be negative")
+        size = min(request.batch_size or DEFAULT_RESTORE_BATCH, MAX_RESTORE_BATCH)
+        missing = await self.backend.read(
+            lambda s: addressbooks.restore(
+                AddressBookRepository(s),
+                me,
+                book_id,
+                list(request.held_entry_ids),
+                list(request.held_content_hashes),
+            )
+        )
+        for start in range(0, len(missing), size):
+            pks = missing[start : start + size]
+
+            def fetch(s: Session, pks: list[int] = pks) -> list[StoredEntry]:
+                return AddressBookRepository(s).fetch_entries(pks)
+
+            entries = await self.backend.read(fetch)
+            yield sync_pb2.RestoreContactsResponse(
+                entries=[
+                    sync_pb2.AddressBookEntry(
+                        entry_id=e.entry_id,
+                        raw=e.raw,
+                        raw_media_type=e.media_type,
+                        contact=common_pb2.Contact.FromString(e.contact),
+                        content_hash=e.content_hash,
+                    )
+                    for e in entries
+                ],
+                remaining_count=len(missing) - start - len(pks),
+            )

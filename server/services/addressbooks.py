@@ -1,0 +1,285 @@
+"""Address-book uploads (resumable, chunked, idempotent per chunk) and restore (seed 001).
+
+A chunk is applied in one transaction together with the upload's progress, so an
+acknowledged chunk is durable and a chunk applied twice is impossible: a resent chunk at or
+below the acknowledged sequence number is only acknowledged again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from befriend.core.normalize import Status, email_key, im_key, normalize_many
+from befriend.server.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from befriend.server.records import (
+    BookRecord,
+    EntryInput,
+    EntryKeyRecord,
+    IdentityKind,
+    Rejection,
+    StoredEntry,
+    UploadMode,
+    UploadRecord,
+    UploadState,
+)
+from befriend.server.services.accounts import get_user
+from befriend.server.storage.addressbooks import AddressBookRepository
+from befriend.server.storage.repositories import AccountRepository
+
+MAX_ENTRIES_PER_CHUNK = 500
+MAX_RAW_BYTES = 64 * 1024
+MAX_ENTRY_ID = 128
+MAX_UPLOAD_ID = 64
+UPLOAD_TTL = timedelta(hours=24)
+WEAK_DIGITS = 7  # seed 001: the rightmost 7 digits
+BOOK_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+UPLOADABLE_KINDS = frozenset({1, 2, 3})  # device phone book, e-mail book, IM book
+
+
+@dataclass(frozen=True)
+class Chunk:
+    upload_id: str
+    sequence: int
+    entries: Sequence[EntryInput]
+    final: bool = False
+    book_id: str = ""
+    book_kind: int = 0
+    device_id: str = ""
+    mode: UploadMode = UploadMode.INCREMENTAL
+    # Entries the gRPC layer already found malformed (index -> rejection).
+    rejected: dict[int, Rejection] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    upload: UploadRecord
+    book: BookRecord
+    rejections: list[Rejection]
+    replayed: bool  # the chunk had been applied before; nothing changed
+
+
+def _check_header(chunk: Chunk) -> None:
+    if not chunk.upload_id or len(chunk.upload_id) > MAX_UPLOAD_ID:
+        raise InvalidArgument.field("upload_id", f"required, at most {MAX_UPLOAD_ID} characters")
+    if chunk.sequence < 1:
+        raise InvalidArgument.field("sequence_number", "must start at 1")
+    if len(chunk.entries) > MAX_ENTRIES_PER_CHUNK:
+        raise InvalidArgument(
+            f"entries: {len(chunk.entries)} entries in one chunk; the limit is "
+            f"{MAX_ENTRIES_PER_CHUNK}",
+            reason="CHUNK_TOO_LARGE",
+            violations=[
+                FieldViolation("entries", f"at most {MAX_ENTRIES_PER_CHUNK} entries per chunk")
+            ],
+            metadata={"field": "entries", "limit": str(MAX_ENTRIES_PER_CHUNK)},
+        )
+
+
+def _check_first_chunk(chunk: Chunk) -> None:
+    if not BOOK_ID.match(chunk.book_id):
+        raise InvalidArgument.field("address_book_id", "required: [a-z0-9-], 1-63 characters")
+    if chunk.book_kind not in UPLOADABLE_KINDS:
+        raise InvalidArgument.field(
+            "address_book_kind", "required: device phone book, e-mail book or IM book"
+        )
+    if not chunk.device_id or len(chunk.device_id) > 128:
+        raise InvalidArgument.field("device_id", "required, at most 128 characters")
+
+
+def _entry_problem(entry: EntryInput) -> tuple[str, str] | None:
+    if not entry.entry_id or len(entry.entry_id) > MAX_ENTRY_ID:
+        return "entry_id", f"required, at most {MAX_ENTRY_ID} characters"
+    if entry.deleted:
+        return None
+    if len(entry.raw) > MAX_RAW_BYTES:
+        return "raw", f"{len(entry.raw)} bytes; at most {MAX_RAW_BYTES}"
+    if entry.content_hash and entry.content_hash != hashlib.sha256(entry.raw).hexdigest():
+        return "content_hash", "does not match the SHA-256 of raw"
+    return None
+
+
+def entry_keys(entries: Sequence[EntryInput], region: str) -> list[list[EntryKeyRecord]]:
+    """Normalised identities of each entry: phones through the compiled batch normaliser
+    with the uploader's region; unnormalisable numbers keep their weak key."""
+    flat = [(i, raw) for i, e in enumerate(entries) for raw in e.phones]
+    out: list[list[EntryKeyRecord]] = [[] for _ in entries]
+    if flat:
+        batch = normalize_many([raw for _, raw in flat], region, weak_digits=WEAK_DIGITS)
+        for j, (i, raw) in enumerate(flat):
+            ok = batch.status[j] == Status.OK
+            weak = int(batch.weak_key[j])
+            if ok or weak:
+                out[i].append(
+                    EntryKeyRecord(
+                        IdentityKind.PHONE,
+                        int(batch.key[j]) if ok else None,
+                        weak or None,
+                        batch.e164[j] if ok else raw[:320],
+                    )
+                )
+    for i, e in enumerate(entries):
+        for raw in e.emails:
+            try:
+                value, key = email_key(raw)
+            except ValueError:
+                continue  # kept in the as-is copy; just not matchable
+            out[i].append(EntryKeyRecord(IdentityKind.EMAIL, key, None, value))
+        for kind, ident in e.ims:
+            try:
+                value, key = im_key(kind, ident)
+            except ValueError:
+                continue
+            out[i].append(EntryKeyRecord(IdentityKind.IM, key, None, value))
+    return out
+
+
+def _dedupe(keys: list[EntryKeyRecord]) -> list[EntryKeyRecord]:
+    seen: set[tuple[int, str]] = set()
+    unique = []
+    for k in keys:
+        if (k.kind, k.value) not in seen:
+            seen.add((k.kind, k.value))
+            unique.append(k)
+    return unique
+
+
+def apply_chunk(
+    books: AddressBookRepository,
+    accounts: AccountRepository,
+    user_id: str,
+    chunk: Chunk,
+    now: datetime,
+) -> ChunkResult:
+    _check_header(chunk)
+    found = books.upload(user_id, chunk.upload_id)
+    if found is None:
+        if chunk.sequence != 1:
+            raise FailedPrecondition(
+                f"upload {chunk.upload_id} is unknown; start it with sequence_number 1",
+                reason="UPLOAD_NOT_FOUND",
+                metadata={"field": "sequence_number"},
+            )
+        _check_first_chunk(chunk)
+        book_pk, _ = books.ensure_book(
+            user_id, chunk.book_id, chunk.book_kind, chunk.device_id, now
+        )
+        upload_pk = books.create_upload(
+            user_id, chunk.upload_id, book_pk, chunk.device_id, chunk.mode, now, now + UPLOAD_TTL
+        )
+        found = books.upload(user_id, chunk.upload_id)
+        assert found is not None
+    upload_pk, book_pk, upload = found
+    if chunk.book_id and chunk.book_id != upload.book_id:
+        raise InvalidArgument.field(
+            "address_book_id", f"upload {chunk.upload_id} belongs to book {upload.book_id}"
+        )
+    if upload.state == UploadState.EXPIRED or upload.expires_at < now:
+        raise FailedPrecondition(
+            f"upload {chunk.upload_id} expired; start a new upload_id", reason="UPLOAD_EXPIRED"
+        )
+    book = books.book(user_id, upload.book_id)
+    assert book is not None
+    if chunk.sequence <= upload.last_sequence:
+        return ChunkResult(upload, book[1], [], replayed=True)
+    if upload.state == UploadState.COMMITTED:
+        raise FailedPrecondition(
+            f"upload {chunk.upload_id} is already committed", reason="UPLOAD_COMMITTED"
+        )
+    if chunk.sequence != upload.last_sequence + 1:
+        raise FailedPrecondition(
+            f"sequence_number {chunk.sequence} skips chunks; the next expected is "
+            f"{upload.last_sequence + 1}",
+            reason="SEQUENCE_GAP",
+            metadata={
+                "field": "sequence_number",
+                "expected": str(upload.last_sequence + 1),
+            },
+        )
+
+    rejections = dict(chunk.rejected)
+    seen: set[str] = set()
+    for i, entry in enumerate(chunk.entries):
+        if i in rejections:
+            continue
+        problem = _entry_problem(entry)
+        if problem is None and entry.entry_id in seen:
+            problem = ("entry_id", "appears twice in this chunk")
+        if problem is not None:
+            rejections[i] = Rejection(i, entry.entry_id, *problem)
+        seen.add(entry.entry_id)
+    accepted = [e for i, e in enumerate(chunk.entries) if i not in rejections]
+    live = [e for e in accepted if not e.deleted]
+    books.delete_entries(book_pk, [e.entry_id for e in accepted if e.deleted])
+    region = get_user(accounts, user_id).region_code
+    keys = entry_keys(live, region)
+    filled = [
+        (
+            e
+            if e.content_hash
+            else EntryInput(
+                e.entry_id,
+                e.raw,
+                e.media_type,
+                hashlib.sha256(e.raw).hexdigest(),
+                e.contact,
+                e.phones,
+                e.emails,
+                e.ims,
+            ),
+            _dedupe(k),
+        )
+        for e, k in zip(live, keys, strict=True)
+    ]
+    books.upsert_entries(user_id, book_pk, upload_pk, filled, now)
+    state = UploadState.COMMITTED if chunk.final else UploadState.IN_PROGRESS
+    books.advance_upload(
+        upload_pk,
+        sequence=chunk.sequence,
+        added=len(live),
+        last_entry_id=live[-1].entry_id if live else "",
+        state=state,
+        now=now,
+        expires_at=now + UPLOAD_TTL,
+    )
+    if chunk.final and upload.mode == UploadMode.FULL_SNAPSHOT:
+        books.drop_entries_not_in_upload(book_pk, upload_pk)
+    book_record = books.touch_book(book_pk, upload.device_id, now)
+    after = books.upload(user_id, chunk.upload_id)
+    assert after is not None
+    return ChunkResult(
+        after[2], book_record, sorted(rejections.values(), key=lambda r: r.index), False
+    )
+
+
+def upload_status(books: AddressBookRepository, user_id: str, upload_id: str) -> UploadRecord:
+    found = books.upload(user_id, upload_id)
+    if found is None:
+        raise NotFound(f"upload {upload_id} not found", metadata={"field": "upload_id"})
+    return found[2]
+
+
+def restore(
+    books: AddressBookRepository,
+    user_id: str,
+    book_id: str,
+    held_entry_ids: Sequence[str],
+    held_hashes: Sequence[str],
+) -> list[int]:
+    """Primary keys of the entries the device lacks, in upload order."""
+    found = books.book(user_id, book_id)
+    if found is None:
+        raise NotFound(f"address book {book_id} not found", metadata={"field": "address_book"})
+    ids, hashes = set(held_entry_ids), {h.lower() for h in held_hashes}
+    return [
+        pk
+        for pk, entry_id, content_hash in books.entry_index(found[0])
+        if entry_id not in ids and content_hash not in hashes
+    ]
+
+
+def fetch(books: AddressBookRepository, pks: Sequence[int]) -> list[StoredEntry]:
+    return books.fetch_entries(pks)

@@ -4,9 +4,12 @@
 Layout: one malloc'ed (or memory-mapped) array of ``capacity`` slots, each slot the pair
 ``(key, value)`` interleaved, so a probe touches one cache line. Linear probing from the home
 slot ``(splitmix64(key) * capacity) >> 64`` (Lemire's multiply-shift range reduction, so the
-capacity need not be a power of two and the table stays under 24 bytes per key); deletion by
-backward shift, so there are no tombstones. The key ``2**64 - 1`` marks an empty slot and
-cannot be stored.
+capacity need not be a power of two and the table stays under 24 bytes per key), in Robin Hood
+order: along a run, homes ascend (cyclically) and equal homes ascend by hash, so a search stops
+at the first resident that sorts after the key (a miss scans ~2 slots at load 0.7 instead of
+~6). The order is a function of the key set alone (the hash is a bijection), so the reference
+writes byte-identical snapshots. Deletion by backward shift, so there are no tombstones. The
+key ``2**64 - 1`` marks an empty slot and cannot be stored.
 
 Thread safety: concurrent readers are safe. ``lookup``/``contains_many`` release the GIL; a
 mutation (insert, delete, resize) attempted while such a batch runs in another thread raises
@@ -38,8 +41,11 @@ cdef extern from *:
         x ^= x >> 31;
         return x;
     }
+    static inline uint64_t bf_reduce(uint64_t h, uint64_t cap) {
+        return (uint64_t)(((unsigned __int128)h * cap) >> 64);
+    }
     static inline uint64_t bf_home(uint64_t key, uint64_t cap) {
-        return (uint64_t)(((unsigned __int128)bf_mix(key) * cap) >> 64);
+        return bf_reduce(bf_mix(key), cap);
     }
     /* a probe run often spills into the next cache line: fetch both */
     #define bf_prefetch_r(p) do { __builtin_prefetch((const void *)(p), 0, 3); \
@@ -60,6 +66,7 @@ cdef extern from *:
     }
     """
     u64 bf_mix(u64 x) noexcept nogil
+    u64 bf_reduce(u64 h, u64 cap) noexcept nogil
     u64 bf_home(u64 key, u64 cap) noexcept nogil
     void bf_prefetch_r(const void *p) noexcept nogil
     void bf_prefetch_w(const void *p) noexcept nogil
@@ -73,10 +80,10 @@ cdef enum:
     PF_MASK = PF - 1
 
 MAGIC = b"BFKEYIX1"
-VERSION = 1
+VERSION = 2  # 1: plain linear probing; 2: Robin Hood order (a v1 file would miss keys)
 HEADER = struct.Struct("<8sIIQQQ")  # magic, version, slot bytes, capacity, count, hash id
 HEADER_SIZE = 64
-HASH_ID = 1  # splitmix64 finaliser + multiply-shift range reduction, linear probing
+HASH_ID = 1  # splitmix64 finaliser + multiply-shift range reduction
 
 
 cdef inline u64 _slots_for(u64 n) noexcept nogil:
@@ -89,41 +96,73 @@ cdef inline u64 _slots_for(u64 n) noexcept nogil:
 # nogil kernels over a raw slot array: slots[2*i] = key, slots[2*i + 1] = value
 # ---------------------------------------------------------------------------------------------
 
+# Robin Hood order: along a run, entries are sorted by (probe distance from home descending
+# at each slot, i.e. home ascending cyclically), ties (same home) by hash ascending. The
+# hash is a bijection of the key, so the layout is a function of the key set alone (history
+# independent): the reference computes the very same slot array. A search stops at the first
+# slot whose resident sorts after the key, so a miss scans ~2 slots instead of ~6 at load 0.7.
+
+cdef inline bint _after(u64 k, u64 i, u64 cap, u64 h, u64 d) noexcept nogil:
+    """True if resident ``k`` at slot ``i`` sorts after a key of hash ``h`` and distance ``d``."""
+    cdef u64 hk = bf_mix(k)
+    cdef u64 home = bf_reduce(hk, cap)
+    cdef u64 dk = i - home if i >= home else i + cap - home
+    return dk < d or (dk == d and hk > h)
+
+
 cdef inline Py_ssize_t _find(const u64 *slots, u64 cap, u64 key) noexcept nogil:
     """Slot index of ``key`` or -1. Bounded by ``cap`` probes (a corrupt full table cannot hang)."""
-    cdef u64 i = bf_home(key, cap)
-    cdef u64 n = 0
+    cdef u64 h = bf_mix(key)
+    cdef u64 i = bf_reduce(h, cap)
+    cdef u64 d = 0
     cdef u64 k
-    while n < cap:
+    while d < cap:
         k = slots[2 * i]
         if k == key:
             return <Py_ssize_t>i
-        if k == EMPTY:
+        if k == EMPTY or _after(k, i, cap, h, d):
             return -1
         i += 1
         if i == cap:
             i = 0
-        n += 1
+        d += 1
     return -1
 
 
-cdef inline int _put(u64 *slots, u64 cap, u64 key, u64 value, u64 home) noexcept nogil:
-    """Insert or overwrite from ``home``. 1 = added, 0 = overwritten, -1 = table full."""
+cdef inline int _put(u64 *slots, u64 cap, u64 key, u64 value, u64 h, u64 home) noexcept nogil:
+    """Insert or overwrite (``h`` = hash, ``home`` = home slot of ``key``).
+
+    1 = added, 0 = overwritten, -1 = table full.
+    """
     cdef u64 i = home
+    cdef u64 d = 0
     cdef u64 n = 0
-    cdef u64 k
+    cdef u64 k, v, hk, hhome, dk
     while n < cap:
         k = slots[2 * i]
-        if k == key:
-            slots[2 * i + 1] = value
-            return 0
         if k == EMPTY:
             slots[2 * i] = key
             slots[2 * i + 1] = value
             return 1
+        if k == key:
+            slots[2 * i + 1] = value
+            return 0
+        hk = bf_mix(k)
+        hhome = bf_reduce(hk, cap)
+        dk = i - hhome if i >= hhome else i + cap - hhome
+        if dk < d or (dk == d and hk > h):
+            # the resident sorts after the carried entry: swap and carry the resident on
+            v = slots[2 * i + 1]
+            slots[2 * i] = key
+            slots[2 * i + 1] = value
+            key = k
+            value = v
+            h = hk
+            d = dk
         i += 1
         if i == cap:
             i = 0
+        d += 1
         n += 1
     return -1
 
@@ -134,118 +173,121 @@ cdef Py_ssize_t _put_many(u64 *slots, u64 cap, const u64 *keys, const u64 *value
 
     Returns the number of keys added, or -1 if the table filled up (corrupt count).
     """
-    cdef u64 ring[PF]
-    cdef Py_ssize_t i, added = 0
+    cdef u64 ring_h[PF]
+    cdef u64 ring_home[PF]
+    cdef Py_ssize_t i, j, added = 0
     cdef int r
-    cdef u64 h, home
+    cdef u64 h, home, h0, home0
     for i in range(min(n, PF)):
-        h = bf_home(keys[i], cap)
-        ring[i & PF_MASK] = h
-        bf_prefetch_w(&slots[2 * h])
+        h = bf_mix(keys[i])
+        home = bf_reduce(h, cap)
+        ring_h[i & PF_MASK] = h
+        ring_home[i & PF_MASK] = home
+        bf_prefetch_w(&slots[2 * home])
     for i in range(n):
-        home = ring[i & PF_MASK]
-        if i + PF < n:  # refill the ring slot just read with the home of key i + PF
-            h = bf_home(keys[i + PF], cap)
-            ring[i & PF_MASK] = h
-            bf_prefetch_w(&slots[2 * h])
-        r = _put(slots, cap, keys[i], values[i], home)
+        j = i & PF_MASK
+        h0 = ring_h[j]
+        home0 = ring_home[j]
+        if i + PF < n:  # refill the ring slot just read with key i + PF
+            h = bf_mix(keys[i + PF])
+            home = bf_reduce(h, cap)
+            ring_h[j] = h
+            ring_home[j] = home
+            bf_prefetch_w(&slots[2 * home])
+        r = _put(slots, cap, keys[i], values[i], h0, home0)
         if r < 0:
             return -1
         added += r
     return added
 
 
+cdef inline Py_ssize_t _probe(const u64 *slots, u64 cap, u64 key, u64 h, u64 i) noexcept nogil:
+    """Slot of ``key`` (hash ``h``, home ``i``) or -1; the batch kernels' inner loop."""
+    cdef u64 d = 0
+    cdef u64 k
+    if key == EMPTY:
+        return -1
+    while d < cap:
+        k = slots[2 * i]
+        if k == key:
+            return <Py_ssize_t>i
+        if k == EMPTY or _after(k, i, cap, h, d):
+            return -1
+        i += 1
+        if i == cap:
+            i = 0
+        d += 1
+    return -1
+
+
 cdef void _lookup_many(const u64 *slots, u64 cap, const u64 *keys, u64 *out, u64 missing,
                        Py_ssize_t n) noexcept nogil:
-    cdef u64 ring[PF]
-    cdef Py_ssize_t i
-    cdef u64 h, idx, key, k, probes
+    cdef u64 ring_h[PF]
+    cdef u64 ring_home[PF]
+    cdef Py_ssize_t i, j, s
+    cdef u64 h, home, h0, home0
     for i in range(min(n, PF)):
-        h = bf_home(keys[i], cap)
-        ring[i & PF_MASK] = h
-        bf_prefetch_r(&slots[2 * h])
+        h = bf_mix(keys[i])
+        home = bf_reduce(h, cap)
+        ring_h[i & PF_MASK] = h
+        ring_home[i & PF_MASK] = home
+        bf_prefetch_r(&slots[2 * home])
     for i in range(n):
-        idx = ring[i & PF_MASK]
-        if i + PF < n:  # refill the ring slot just read with the home of key i + PF
-            h = bf_home(keys[i + PF], cap)
-            ring[i & PF_MASK] = h
-            bf_prefetch_r(&slots[2 * h])
-        key = keys[i]
-        out[i] = missing
-        if key == EMPTY:
-            continue
-        probes = 0
-        while probes < cap:
-            k = slots[2 * idx]
-            if k == key:
-                out[i] = slots[2 * idx + 1]
-                break
-            if k == EMPTY:
-                break
-            idx += 1
-            if idx == cap:
-                idx = 0
-            probes += 1
+        j = i & PF_MASK
+        h0 = ring_h[j]
+        home0 = ring_home[j]
+        if i + PF < n:  # refill the ring slot just read with key i + PF
+            h = bf_mix(keys[i + PF])
+            home = bf_reduce(h, cap)
+            ring_h[j] = h
+            ring_home[j] = home
+            bf_prefetch_r(&slots[2 * home])
+        s = _probe(slots, cap, keys[i], h0, home0)
+        out[i] = slots[2 * s + 1] if s >= 0 else missing
 
 
 cdef void _contains_many(const u64 *slots, u64 cap, const u64 *keys, unsigned char *out,
                          Py_ssize_t n) noexcept nogil:
-    cdef u64 ring[PF]
-    cdef Py_ssize_t i
-    cdef u64 h, idx, key, k, probes
+    cdef u64 ring_h[PF]
+    cdef u64 ring_home[PF]
+    cdef Py_ssize_t i, j
+    cdef u64 h, home, h0, home0
     for i in range(min(n, PF)):
-        h = bf_home(keys[i], cap)
-        ring[i & PF_MASK] = h
-        bf_prefetch_r(&slots[2 * h])
+        h = bf_mix(keys[i])
+        home = bf_reduce(h, cap)
+        ring_h[i & PF_MASK] = h
+        ring_home[i & PF_MASK] = home
+        bf_prefetch_r(&slots[2 * home])
     for i in range(n):
-        idx = ring[i & PF_MASK]
-        if i + PF < n:  # refill the ring slot just read with the home of key i + PF
-            h = bf_home(keys[i + PF], cap)
-            ring[i & PF_MASK] = h
-            bf_prefetch_r(&slots[2 * h])
-        key = keys[i]
-        out[i] = 0
-        if key == EMPTY:
-            continue
-        probes = 0
-        while probes < cap:
-            k = slots[2 * idx]
-            if k == key:
-                out[i] = 1
-                break
-            if k == EMPTY:
-                break
-            idx += 1
-            if idx == cap:
-                idx = 0
-            probes += 1
+        j = i & PF_MASK
+        h0 = ring_h[j]
+        home0 = ring_home[j]
+        if i + PF < n:  # refill the ring slot just read with key i + PF
+            h = bf_mix(keys[i + PF])
+            home = bf_reduce(h, cap)
+            ring_h[j] = h
+            ring_home[j] = home
+            bf_prefetch_r(&slots[2 * home])
+        out[i] = _probe(slots, cap, keys[i], h0, home0) >= 0
 
 
 cdef void _remove_at(u64 *slots, u64 cap, u64 i) noexcept nogil:
-    """Empty slot ``i`` and backward-shift the cluster after it (no tombstones)."""
-    cdef u64 j = i
-    cdef u64 k, h, n = 0
-    cdef bint movable
+    """Empty slot ``i`` and shift the rest of its run back one slot while the entries are
+    displaced (probe distance > 0): keeps the Robin Hood order, no tombstones."""
+    cdef u64 j, k, n = 0
     while n < cap:
-        j += 1
+        j = i + 1
         if j == cap:
             j = 0
         k = slots[2 * j]
-        if k == EMPTY:
+        if k == EMPTY or bf_home(k, cap) == j:
             break
-        h = bf_home(k, cap)
-        # the entry at j may fill the hole at i unless its home lies cyclically in (i, j]
-        if i <= j:
-            movable = h <= i or h > j
-        else:
-            movable = h <= i and h > j
-        if movable:
-            slots[2 * i] = k
-            slots[2 * i + 1] = slots[2 * j + 1]
-            i = j
+        slots[2 * i] = k
+        slots[2 * i + 1] = slots[2 * j + 1]
+        i = j
         n += 1
     slots[2 * i] = EMPTY
-    slots[2 * i + 1] = 0
+    slots[2 * i + 1] = EMPTY  # as a fresh slot (snapshots are byte-identical to the reference)
 
 
 cdef Py_ssize_t _compact(const u64 *slots, u64 cap, u64 *keys_out, u64 *values_out) noexcept nogil:
@@ -261,19 +303,14 @@ cdef Py_ssize_t _compact(const u64 *slots, u64 cap, u64 *keys_out, u64 *values_o
 
 cdef Py_ssize_t _rehash(const u64 *old, u64 old_cap, u64 *new, u64 new_cap) noexcept nogil:
     """Move every entry of ``old`` into the empty table ``new`` (keys are distinct)."""
-    cdef u64 i, k, j
+    cdef u64 i, k, h
     cdef Py_ssize_t n = 0
     for i in range(old_cap):
         k = old[2 * i]
         if k == EMPTY:
             continue
-        j = bf_home(k, new_cap)
-        while new[2 * j] != EMPTY:
-            j += 1
-            if j == new_cap:
-                j = 0
-        new[2 * j] = k
-        new[2 * j + 1] = old[2 * i + 1]
+        h = bf_mix(k)
+        _put(new, new_cap, k, old[2 * i + 1], h, bf_reduce(h, new_cap))
         n += 1
     return n
 
@@ -410,7 +447,8 @@ cdef class KeyIndex:
         cdef u64 v = _as_value(value)
         self._check_writable()
         self._reserve(1)
-        cdef int r = _put(self.slots, self.cap, k, v, bf_home(k, self.cap))
+        cdef u64 h = bf_mix(k)
+        cdef int r = _put(self.slots, self.cap, k, v, h, bf_reduce(h, self.cap))
         if r < 0:
             raise RuntimeError("KeyIndex table is full (corrupt snapshot?)")
         self.count += <u64>r
@@ -565,6 +603,11 @@ cdef class KeyIndex:
         magic, version, slot_bytes, cap, count, hash_id = HEADER.unpack_from(raw)
         if magic != MAGIC:
             raise ValueError(f"{path}: not a KeyIndex snapshot (bad magic {magic!r})")
+        if version < VERSION:
+            raise ValueError(
+                f"{path}: KeyIndex snapshot format version {version} is no longer supported "
+                f"(current: {VERSION}, Robin Hood slot order); rebuild it from the source data"
+            )
         if version != VERSION or slot_bytes != 16 or hash_id != HASH_ID:
             raise ValueError(
                 f"{path}: unsupported KeyIndex snapshot (version {version}, slot bytes "

@@ -2,7 +2,8 @@
 
 Entries live in a ``dict``; ``capacity`` follows the compiled growth policy exactly, and
 ``save`` lays the slots out with the compiled hash (splitmix64 finaliser, multiply-shift range
-reduction, linear probing), so a snapshot written by either implementation loads in the other.
+reduction, linear probing in Robin Hood order), so a snapshot written by either implementation
+loads in the other (the layout depends on the key set only: the files are byte-identical).
 ``load`` always reads the whole file into the dict (``mmap`` is accepted for API parity).
 """
 
@@ -25,10 +26,10 @@ EMPTY_KEY = 0xFFFFFFFFFFFFFFFF
 MASK64 = EMPTY_KEY
 MIN_CAPACITY = 8
 MAGIC = b"BFKEYIX1"
-VERSION = 1
+VERSION = 2  # 1: plain linear probing; 2: Robin Hood order (a v1 file would miss keys)
 HEADER = struct.Struct("<8sIIQQQ")  # magic, version, slot bytes, capacity, count, hash id
 HEADER_SIZE = 64
-HASH_ID = 1
+HASH_ID = 1  # splitmix64 finaliser + multiply-shift range reduction
 
 _T = TypeVar("_T")
 _Self = TypeVar("_Self", bound="KeyIndex")
@@ -191,21 +192,33 @@ class KeyIndex:
         return zip(keys.tolist(), values.tolist(), strict=True)
 
     def _slot_array(self) -> NDArray[np.uint64]:
+        """The compiled slot array for these entries: Robin Hood order, which depends on the
+        key set alone (along a run, homes ascend cyclically and equal homes ascend by hash)."""
         cap = self._cap
         slot_keys = [EMPTY_KEY] * cap
-        slot_values = [0] * cap
-        for k, v in self._d.items():
-            j = _home(k, cap)
+        slot_values = [EMPTY_KEY] * cap  # empty slots as the compiled memset
+        slot_hash = [0] * cap
+        slot_home = [0] * cap
+        for key, value in self._d.items():
+            k, v, h = key, value, _mix(key)
+            home = (h * cap) >> 64
+            j, d = home, 0
             while slot_keys[j] != EMPTY_KEY:
+                dj = (j - slot_home[j]) % cap
+                if dj < d or (dj == d and slot_hash[j] > h):  # the resident sorts after
+                    k, slot_keys[j] = slot_keys[j], k
+                    v, slot_values[j] = slot_values[j], v
+                    h, slot_hash[j] = slot_hash[j], h
+                    home, slot_home[j] = slot_home[j], home
+                    d = dj
                 j += 1
+                d += 1
                 if j == cap:
                     j = 0
-            slot_keys[j] = k
-            slot_values[j] = v
+            slot_keys[j], slot_values[j], slot_hash[j], slot_home[j] = k, v, h, home
         slots = np.empty((cap, 2), dtype=np.uint64)
         slots[:, 0] = slot_keys
         slots[:, 1] = slot_values
-        slots[slots[:, 0] == np.uint64(EMPTY_KEY), 1] = EMPTY_KEY  # as the compiled memset
         return slots.reshape(-1)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -233,6 +246,11 @@ class KeyIndex:
         magic, version, slot_bytes, cap, count, hash_id = HEADER.unpack_from(raw)
         if magic != MAGIC:
             raise ValueError(f"{p}: not a KeyIndex snapshot (bad magic {magic!r})")
+        if version < VERSION:
+            raise ValueError(
+                f"{p}: KeyIndex snapshot format version {version} is no longer supported "
+                f"(current: {VERSION}, Robin Hood slot order); rebuild it from the source data"
+            )
         if version != VERSION or slot_bytes != 16 or hash_id != HASH_ID:
             raise ValueError(
                 f"{p}: unsupported KeyIndex snapshot (version {version}, slot bytes "

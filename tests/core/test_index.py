@@ -302,6 +302,53 @@ def test_batch_lookup_blocks_concurrent_mutation() -> None:
     assert all("batch lookup" in str(e) for e in errors)
 
 
+def test_snapshot_rejects_old_format_version(tmp_path: Path) -> None:
+    """Version 1 (plain linear probing) is not in Robin Hood order: refused, not misread."""
+    good = tmp_path / "v2.bin"
+    KeyIndex.from_arrays(np.arange(10, dtype=U64), np.arange(10, dtype=U64)).save(good)
+    data = bytearray(good.read_bytes())
+    assert int.from_bytes(data[8:12], "little") == 2
+    data[8:12] = (1).to_bytes(4, "little")
+    old = tmp_path / "v1.bin"
+    old.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="version 1 is no longer supported"):
+        KeyIndex.load(old)
+
+
+def test_robin_hood_order_invariant(tmp_path: Path) -> None:
+    """Along every run the (distance, hash) order holds, after inserts and deletes."""
+    from befriend.core._pyindex import _mix
+
+    rng = np.random.default_rng(7)
+    keys = np.unique(
+        np.concatenate(
+            (
+                rng.integers(0, 2**63, 2000, dtype=U64),
+                np.arange(447700000000, 447700001500, dtype=U64),
+            )
+        )
+    )
+    ix = KeyIndex.from_arrays(keys, keys)
+    for k in keys[::3].tolist():
+        assert ix.delete(k)
+    ix.insert_many(keys[::6], keys[::6])
+    path = tmp_path / "rh.bin"
+    ix.save(path)
+    slots = np.fromfile(path, dtype="<u8", offset=64).reshape(-1, 2)
+    cap = slots.shape[0]
+    assert cap == ix.capacity
+    for j in range(cap):
+        k = int(slots[j, 0])
+        nxt = int(slots[(j + 1) % cap, 0])
+        if k == EMPTY_KEY or nxt == EMPTY_KEY:
+            continue
+        h, hn = _mix(k), _mix(nxt)
+        d = (j - ((h * cap) >> 64)) % cap
+        dn = ((j + 1) - ((hn * cap) >> 64)) % cap
+        # the next resident's home is not before this one's; equal homes ascend by hash
+        assert dn <= d or (dn == d + 1 and hn > h), (j, d, dn)
+
+
 @pytest.mark.skipif(PUREPYTHON, reason="compares the compiled module with the reference")
 @settings(max_examples=60, deadline=None)
 @given(
@@ -349,3 +396,14 @@ def test_snapshots_interchange(tmp_path: Path) -> None:
         expected = np.array(vals, dtype=U64)
         expected[:500] = EMPTY_KEY
         assert dst.lookup(keys).tolist() == expected.tolist()
+    # the layout depends on the key set alone: both write the same bytes, whatever the history
+    va = np.asarray(vals, dtype=U64)
+    c = _cindex.KeyIndex.from_arrays(keys[::-1], va[::-1])
+    p = _pyindex.KeyIndex.from_arrays(keys, va)
+    for k in keys[1000:1600].tolist():
+        assert c.delete(k) and p.delete(k)
+    c.insert_many(keys[1000:1300], va[1000:1300])
+    p.insert_many(keys[1000:1300], va[1000:1300])
+    c.save(tmp_path / "c.bin")
+    p.save(tmp_path / "p.bin")
+    assert (tmp_path / "c.bin").read_bytes() == (tmp_path / "p.bin").read_bytes()

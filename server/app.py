@@ -17,6 +17,7 @@ from befriend.server.api import auth
 from befriend.server.api.account import AccountServicer
 from befriend.server.api.backend import Backend
 from befriend.server.api.calls import CallLayer
+from befriend.server.api.friendship import FriendshipServicer
 from befriend.server.api.handlers import service_handler
 from befriend.server.api.sync import SyncServicer
 from befriend.server.config import Settings
@@ -80,6 +81,7 @@ class BefriendServer:
         servicers: dict[str, object] = {
             "befriend.v1.AccountService": AccountServicer(self.backend),
             "befriend.v1.SyncService": SyncServicer(self.backend),
+            "befriend.v1.FriendshipService": FriendshipServicer(self.backend),
         }
         self.server.add_generic_rpc_handlers(
             [service_handler(name, servicers.get(name)) for name in self.services]

@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session
 from befriend.server.api import auth, convert
 from befriend.server.api.backend import Backend, utcnow
 from befriend.server.api.status import Context
-from befriend.server.services import accounts, pagination
+from befriend.server.services import accounts, matching, pagination
+from befriend.server.services.matching import ORIGIN_REGISTRATION
+from befriend.server.storage.matching import MatchRepository
 from befriend.server.storage.repositories import AccountRepository
 from befriend.v1 import account_pb2, account_pb2_grpc
 
@@ -60,7 +62,11 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         )
 
         def work(s: Session) -> tuple[account_pb2.RegisterResponse, str | None]:
-            user, token = accounts.register(AccountRepository(s), cmd, utcnow())
+            now = utcnow()
+            user, token = accounts.register(AccountRepository(s), cmd, now)
+            matching.match_user(
+                MatchRepository(s), self.backend.registry, user.id, now, ORIGIN_REGISTRATION
+            )
             resp = account_pb2.RegisterResponse(user=convert.user(user), access_token=token)
             return resp, user.id
 
@@ -107,13 +113,21 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         me = auth.require_user()
 
         def work(s: Session) -> tuple[account_pb2.ChangePhoneNumberResponse, str | None]:
-            user = accounts.change_phone_number(
+            now = utcnow()
+            user, released = accounts.change_phone_number(
                 AccountRepository(s),
                 me,
                 request.old_phone_number,
                 request.new_phone_number,
                 request.etag,
-                utcnow(),
+                now,
+            )
+            # The new number may complete others' matches; the old one's are dropped and
+            # its holders get it back as a phonebook buddy.
+            repo = MatchRepository(s)
+            matching.match_user(repo, self.backend.registry, me, now, ORIGIN_REGISTRATION)
+            matching.rematch_holders(
+                repo, self.backend.registry, [released.key], now, ORIGIN_REGISTRATION
             )
             return account_pb2.ChangePhoneNumberResponse(user=convert.user(user)), me
 
@@ -156,7 +170,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         me = auth.require_user()
 
         def work(s: Session) -> account_pb2.DeleteAccountResponse:
-            accounts.delete_account(AccountRepository(s), me, request.etag)
+            accounts.delete_account(AccountRepository(s), me, request.etag, utcnow())
             return account_pb2.DeleteAccountResponse()
 
         # Not recorded for idempotency: every row of the user goes, including that record.

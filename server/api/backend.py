@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from befriend.server.errors import Aborted, InvalidArgument
+from befriend.server.services.registry import Registry
 from befriend.server.storage.db import Database
 from befriend.server.storage.repositories import IdempotencyRepository
 
@@ -42,6 +43,7 @@ class Backend:
         self.db = db
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="befriend-db")
         self.idempotency_ttl = timedelta(hours=idempotency_ttl_hours)
+        self.registry = Registry()  # members' identity keys, a cache of the database
 
     async def run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)

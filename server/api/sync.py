@@ -12,9 +12,11 @@ from befriend.server.api.status import Context
 from befriend.server.api.validate import date_problem, oversized
 from befriend.server.errors import InvalidArgument
 from befriend.server.records import EntryInput, Rejection, StoredEntry, UploadMode, UploadState
-from befriend.server.services import addressbooks, pagination
+from befriend.server.services import addressbooks, matching, pagination
 from befriend.server.services.addressbooks import Chunk, ChunkResult
+from befriend.server.services.matching import ORIGIN_ADDRESS_BOOK
 from befriend.server.storage.addressbooks import AddressBookRepository
+from befriend.server.storage.matching import MatchRepository
 from befriend.server.storage.repositories import AccountRepository
 from befriend.v1 import common_pb2, sync_pb2
 
@@ -115,9 +117,15 @@ class SyncServicer:
             chunk = chunk_from(request)
 
             def work(s: Session, chunk: Chunk = chunk) -> ChunkResult:
-                return addressbooks.apply_chunk(
-                    AddressBookRepository(s), AccountRepository(s), me, chunk, utcnow()
+                now = utcnow()
+                result = addressbooks.apply_chunk(
+                    AddressBookRepository(s), AccountRepository(s), me, chunk, now
                 )
+                if chunk.final and not result.replayed:
+                    matching.match_user(
+                        MatchRepository(s), self.backend.registry, me, now, ORIGIN_ADDRESS_BOOK
+                    )
+                return result
 
             result = await self.backend.write(work)
             yield _ack(me, result, chunk)

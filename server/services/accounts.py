@@ -220,7 +220,8 @@ def update_profile(
 
 def change_phone_number(
     repo: AccountRepository, user_id: str, old_raw: str, new_raw: str, etag: str, now: datetime
-) -> UserRecord:
+) -> tuple[UserRecord, IdentityRecord]:
+    """Swap one of the user's numbers; returns the user and the released identity."""
     user = get_user(repo, user_id, lock=True)
     check_etag(user, etag)
     old = identities.phone_identity(old_raw, user.region_code, "old_phone_number")
@@ -235,7 +236,7 @@ def change_phone_number(
         raise InvalidArgument.field("new_phone_number", f"{new.value} is already yours")
     _ensure_unowned(repo, [new], user_id)
     repo.replace_identity(user_id, old, new, now)
-    return repo.update_user(user_id, now)
+    return repo.update_user(user_id, now), old
 
 
 def register_device(
@@ -246,10 +247,10 @@ def register_device(
     return repo.upsert_device(user_id, d.device_id, d.sim_id, d.platform, now)
 
 
-def delete_account(repo: AccountRepository, user_id: str, etag: str) -> None:
+def delete_account(repo: AccountRepository, user_id: str, etag: str, now: datetime) -> None:
     user = get_user(repo, user_id, lock=True)
     check_etag(user, etag)
-    if not repo.delete_user(user_id):  # pragma: no cover - raced with another delete
+    if not repo.delete_user(user_id, now):  # pragma: no cover - raced with another delete
         raise NotFound(f"users/{user_id} not found")
 
 

@@ -213,3 +213,81 @@ class Upload(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     expires_at: Mapped[datetime]
+
+
+class IdentityLog(Base):
+    """Ordered log of identity changes; in-memory registries tail it. It holds no personal
+    data (only the identity row's id), so it survives account deletion harmlessly."""
+
+    __tablename__ = "identity_log"
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    identity_pk: Mapped[int] = mapped_column(BigInteger)
+    op: Mapped[int] = mapped_column(SmallInteger)  # 1 added, 2 removed
+    created_at: Mapped[datetime]
+
+
+class BuddyRow(Base):
+    """One entry of ``owner_id``'s buddy list: a member (full or one-way) or a phonebook
+    buddy (no member holds the key yet)."""
+
+    __tablename__ = "buddies"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "other_id", "key", name="uq_buddies_owner_other_key"),
+        Index("ix_buddies_other_id", "other_id"),
+        Index("ix_buddies_key", "key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    other_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[int] = mapped_column(SmallInteger)  # 1 full, 2 one-way, 3 phonebook
+    key: Mapped[int] = mapped_column(BigInteger)  # the key that made the match
+    key_kind: Mapped[int] = mapped_column(SmallInteger)  # BuddyMatchKey
+    entry_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("contact_entries.id", ondelete="SET NULL")
+    )
+    origin: Mapped[int] = mapped_column(SmallInteger)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class BuddyDecision(Base):
+    """A one-way request answered: ``decider_id`` accepted or blocked ``requester_id``."""
+
+    __tablename__ = "buddy_decisions"
+    __table_args__ = (
+        UniqueConstraint("decider_id", "requester_id", name="uq_buddy_decisions_pair"),
+        Index("ix_buddy_decisions_requester", "requester_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    decider_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    requester_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    decision: Mapped[int] = mapped_column(SmallInteger)  # 1 accepted, 2 blocked
+    created_at: Mapped[datetime]
+
+
+class BuddyEvent(Base):
+    """Something a user is told about: a new match, a one-way request, an acceptance."""
+
+    __tablename__ = "buddy_events"
+    __table_args__ = (Index("ix_buddy_events_user_seq", "user_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    type: Mapped[int] = mapped_column(SmallInteger)  # BuddyEventType
+    other_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime]
+
+
+class PresenceRow(Base):
+    __tablename__ = "presence"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[int] = mapped_column(SmallInteger)
+    status_message: Mapped[str] = mapped_column(String(280), default="")
+    picture_uri: Mapped[str] = mapped_column(String(2048), default="")
+    updated_at: Mapped[datetime]

@@ -7,12 +7,14 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from befriend.server.records import DeviceRecord, IdentityKind, IdentityRecord, UserRecord
 from befriend.server.storage import models
 
+IDENTITY_ADDED = 1
+IDENTITY_REMOVED = 2
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
 
@@ -77,7 +79,13 @@ class AccountRepository:
         for ident in identities:
             row.identities.append(self._identity_row(user_id, ident, now))
         self.s.flush()
+        self._log([i.id for i in row.identities], IDENTITY_ADDED, now)
         return _user(row)
+
+    def _log(self, identity_pks: Iterable[int], op: int, now: datetime) -> None:
+        rows = [{"identity_pk": pk, "op": op, "created_at": now} for pk in identity_pks]
+        if rows:
+            self.s.execute(insert(models.IdentityLog), rows)
 
     @staticmethod
     def _identity_row(user_id: str, ident: IdentityRecord, now: datetime) -> models.Identity:
@@ -131,15 +139,20 @@ class AccountRepository:
     def replace_identity(
         self, user_id: str, old: IdentityRecord, new: IdentityRecord, now: datetime
     ) -> None:
-        self.s.execute(
-            delete(models.Identity).where(
+        gone = self.s.scalars(
+            delete(models.Identity)
+            .where(
                 models.Identity.user_id == user_id,
                 models.Identity.kind == int(old.kind),
                 models.Identity.value == old.value,
             )
-        )
-        self.s.add(self._identity_row(user_id, new, now))
+            .returning(models.Identity.id)
+        ).all()
+        row = self._identity_row(user_id, new, now)
+        self.s.add(row)
         self.s.flush()
+        self._log(gone, IDENTITY_REMOVED, now)
+        self._log([row.id], IDENTITY_ADDED, now)
 
     def upsert_device(
         self, user_id: str, device_id: str, sim_id: str, platform: str, now: datetime
@@ -185,15 +198,28 @@ class AccountRepository:
             select(models.Token.user_id).where(models.Token.token_hash == token_hash)
         ).one_or_none()
 
-    def delete_user(self, user_id: str) -> bool:
+    def delete_user(self, user_id: str, now: datetime) -> bool:
         """Delete the user and every row of their personal data."""
+        pks = self.s.scalars(
+            select(models.Identity.id).where(models.Identity.user_id == user_id)
+        ).all()
+        self._log(pks, IDENTITY_REMOVED, now)
         self.s.execute(
             delete(models.IdempotencyRecord).where(
                 (models.IdempotencyRecord.user_id == user_id)
                 | (models.IdempotencyRecord.scope == user_id)
             )
         )
-        for table in (models.Token, models.Device, models.Identity):
+        for table in (
+            models.Token,
+            models.Device,
+            models.Identity,
+            models.EntryKey,
+            models.ContactEntry,
+            models.Upload,
+            models.AddressBook,
+            models.PresenceRow,
+        ):
             self.s.execute(delete(table).where(table.user_id == user_id))
         result = self.s.execute(delete(models.User).where(models.User.id == user_id))
         return bool(getattr(result, "rowcount", 0))

@@ -1,0 +1,152 @@
+"""Buddy matching (seed 001): full buddies, one-way buddies and phonebook buddies.
+
+For a user U, the pairs involving U are recomputed from both sides' books:
+- U's book holds a key of member B, and B's book holds a key of U -> full buddies both ways;
+- only U holds B -> B is on U's list as a one-way buddy (no presence) and B is told;
+  B may accept (-> full both ways) or block (the pair never shows again);
+- a key of U's book that no member owns -> a phonebook buddy, turned into a member match
+  the moment someone registers with (or changes to) that key.
+Member keys are looked up in the compiled KeyIndex registry; "who holds U's keys" comes
+from the reverse index of entry keys. Only what changed is written.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+
+from befriend.core.index import EMPTY_KEY
+from befriend.server.errors import NotFound
+from befriend.server.services.registry import Registry
+from befriend.server.storage.matching import (
+    ACCEPTED,
+    BLOCKED,
+    FULL,
+    ONE_WAY,
+    PHONEBOOK,
+    BookKey,
+    BuddyState,
+    MatchRepository,
+)
+
+# BuddyOrigin / BuddyEventType values of the contract
+ORIGIN_ADDRESS_BOOK, ORIGIN_REGISTRATION, ORIGIN_REFRESH, ORIGIN_ACCEPTED = 1, 2, 3, 5
+EVENT_NEW_MATCH, EVENT_ONE_WAY_REQUEST, EVENT_ACCEPTED = 1, 2, 3
+
+
+def _slot(r: BuddyState) -> tuple[str, str]:
+    return (r.owner_id, r.other_id if r.other_id is not None else f"#{r.key}")
+
+
+def _row(owner: str, other: str | None, kind: int, bk: BookKey | None, origin: int) -> BuddyState:
+    return BuddyState(
+        owner,
+        other,
+        kind,
+        bk.key if bk else 0,
+        bk.kind if bk else 0,
+        bk.entry_pk if bk else None,
+        origin,
+    )
+
+
+def match_user(
+    repo: MatchRepository, registry: Registry, user_id: str, now: datetime, origin: int
+) -> list[tuple[str, int, str]]:
+    """Recompute every buddy row involving ``user_id``; return the events written."""
+    # Keys of U's books, first entry per key.
+    first: dict[int, BookKey] = {}
+    for bk in repo.book_keys(user_id):
+        first.setdefault(bk.key, bk)
+    keys = np.fromiter(first, dtype=np.uint64, count=len(first))
+    hits = registry.lookup(repo, keys)
+    owners = repo.owners_of_identities([int(p) for p in hits[hits != EMPTY_KEY]])
+    a_has: dict[str, BookKey] = {}
+    unmatched: list[BookKey] = []
+    for key, pk in zip(keys.tolist(), hits.tolist(), strict=True):
+        owner = owners.get(pk)
+        if owner is None:
+            unmatched.append(first[key])
+        elif owner[0] != user_id:
+            a_has.setdefault(owner[0], first[key])
+
+    own = [k for _, k in repo.own_keys(user_id)]
+    b_has: dict[str, BookKey] = {}
+    for holder, bk in repo.holders(own):
+        if holder != user_id:
+            b_has.setdefault(holder, bk)
+
+    existing = repo.rows_involving(user_id) + [
+        r for r in repo.phonebook_rows_for_keys(own) if r.owner_id != user_id
+    ]
+    decisions = repo.decisions_involving(user_id)
+    others = set(a_has) | set(b_has)
+    others |= {r.other_id for r in existing if r.owner_id == user_id and r.other_id}
+    others |= {r.owner_id for r in existing if r.other_id == user_id}
+
+    desired: list[BuddyState] = []
+    for other in sorted(others):
+        pair = (decisions.get((other, user_id)), decisions.get((user_id, other)))
+        if BLOCKED in pair:
+            continue  # a blocked requester never sees the blocker again (nor vice versa)
+        accepted = ACCEPTED in pair
+        a, b = other in a_has, other in b_has
+        if a or (accepted and b):
+            kind = FULL if (b or accepted) else ONE_WAY
+            how = origin if a else ORIGIN_ACCEPTED
+            desired.append(_row(user_id, other, kind, a_has.get(other), how))
+        if b or (accepted and a):
+            kind = FULL if (a or accepted) else ONE_WAY
+            how = origin if b else ORIGIN_ACCEPTED
+            desired.append(_row(other, user_id, kind, b_has.get(other), how))
+    desired += [_row(user_id, None, PHONEBOOK, bk, origin) for bk in unmatched]
+
+    before = {_slot(r): r for r in existing}
+    after = {_slot(r): r for r in desired}
+    repo.delete_rows([r for s, r in before.items() if s not in after])
+    repo.insert_rows([r for s, r in after.items() if s not in before], now)
+    events: list[tuple[str, int, str]] = []
+    for slot, row in after.items():
+        old = before.get(slot)
+        if old is not None and (old.kind, old.key, old.entry_pk) != (
+            row.kind,
+            row.key,
+            row.entry_pk,
+        ):
+            repo.update_row(row, now)
+        if row.other_id is None or (old is not None and old.kind == row.kind):
+            continue
+        if row.kind == FULL:
+            events.append((row.owner_id, EVENT_NEW_MATCH, row.other_id))
+        elif row.kind == ONE_WAY:
+            events.append((row.other_id, EVENT_ONE_WAY_REQUEST, row.owner_id))
+    repo.add_events(events, now)
+    return events
+
+
+def rematch_holders(
+    repo: MatchRepository, registry: Registry, keys: list[int], now: datetime, origin: int
+) -> None:
+    """Re-match every user whose book holds one of ``keys`` (e.g. a released number)."""
+    for holder in sorted({h for h, _ in repo.holders(keys)}):
+        match_user(repo, registry, holder, now, origin)
+
+
+def answer_one_way(
+    repo: MatchRepository,
+    registry: Registry,
+    user_id: str,
+    requester: str,
+    decision: int,
+    now: datetime,
+) -> None:
+    """``user_id`` accepts (-> full buddies) or blocks a pending one-way request."""
+    if requester not in {r for r, _, _ in repo.one_way_requests_to(user_id)}:
+        raise NotFound(
+            f"no pending one-way request from users/{requester}", metadata={"field": "name"}
+        )
+    repo.decide(user_id, requester, decision, now)
+    match_user(repo, registry, user_id, now, ORIGIN_ACCEPTED)
+    if decision == ACCEPTED:
+        repo.add_events([(requester, EVENT_ACCEPTED, user_id)], now)

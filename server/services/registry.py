@@ -1,0 +1,62 @@
+"""The in-memory registry of members' identity keys: a cache of the identities table.
+
+It is loaded from the database on first use and kept current by tailing the ordered
+identity log, so every process (and replica) answers the same and losing one loses nothing.
+Hits are always confirmed against the database by the caller, so a stale entry can cost a
+lookup but never a wrong match. The tail re-reads a window behind its position, which covers
+transactions that commit out of sequence order.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import numpy.typing as npt
+
+from befriend.core.index import EMPTY_KEY, KeyIndex
+from befriend.server.storage.matching import MatchRepository
+from befriend.server.storage.repositories import IDENTITY_ADDED, IDENTITY_REMOVED
+
+REPLAY_WINDOW = 1000
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._by_key = KeyIndex()  # identity key -> identity pk
+        self._by_pk = KeyIndex()  # identity pk -> identity key (to apply removals)
+        self._seq = -1
+        self._lock = threading.Lock()
+
+    def _load(self, repo: MatchRepository) -> None:
+        seq, rows = repo.identity_snapshot()
+        pks = np.fromiter((pk for pk, _ in rows), dtype=np.uint64, count=len(rows))
+        keys = np.fromiter((k for _, k in rows), dtype=np.uint64, count=len(rows))
+        self._by_key = KeyIndex.from_arrays(keys, pks)
+        self._by_pk = KeyIndex.from_arrays(pks, keys)
+        self._seq = seq
+
+    def _tail(self, repo: MatchRepository) -> None:
+        for seq, pk, op, key in repo.identity_log_since(max(0, self._seq - REPLAY_WINDOW)):
+            if op == IDENTITY_ADDED and key is not None:
+                self._by_key.insert(key, pk)
+                self._by_pk.insert(pk, key)
+            elif op == IDENTITY_REMOVED:
+                old = self._by_pk.get(pk)
+                if old is not None:
+                    if self._by_key.get(old) == pk:
+                        self._by_key.delete(old)
+                    self._by_pk.delete(pk)
+            self._seq = max(self._seq, seq)
+
+    def lookup(self, repo: MatchRepository, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+        """Identity pk for each key (EMPTY_KEY where no member holds it), after catching up."""
+        with self._lock:
+            if self._seq < 0:
+                self._load(repo)
+            else:
+                self._tail(repo)
+            return self._by_key.lookup(keys, missing=EMPTY_KEY)
+
+    def __len__(self) -> int:
+        return len(self._by_key)

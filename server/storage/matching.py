@@ -1,0 +1,331 @@
+"""Repository for buddy matching: registry feed, reverse index, buddy rows, decisions,
+events and presence."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from befriend.server.storage import models
+from befriend.server.storage.repositories import key_from_db, key_to_db
+
+_BATCH = 500
+
+FULL, ONE_WAY, PHONEBOOK = 1, 2, 3
+ACCEPTED, BLOCKED = 1, 2
+
+
+@dataclass(frozen=True)
+class BookKey:
+    entry_pk: int
+    kind: int  # IdentityKind
+    key: int  # unsigned
+
+
+@dataclass(frozen=True)
+class BuddyState:
+    owner_id: str
+    other_id: str | None
+    kind: int
+    key: int  # unsigned
+    key_kind: int
+    entry_pk: int | None
+    origin: int
+
+
+@dataclass(frozen=True)
+class BuddyView:
+    """A stored buddy row with what ListBuddies shows."""
+
+    other_id: str | None
+    other_name: str
+    kind: int
+    key: int
+    key_kind: int
+    contact: bytes | None  # the original phonebook entry (serialised Contact)
+    origin: int
+    created_at: datetime
+    updated_at: datetime
+
+
+def _chunks(values: Sequence[int], size: int = _BATCH) -> Iterable[Sequence[int]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+class MatchRepository:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    # -- registry feed -------------------------------------------------------------------
+    def identity_snapshot(self) -> tuple[int, list[tuple[int, int]]]:
+        """(log position, [(identity pk, key)]) of every registered identity."""
+        seq = self.s.execute(
+            select(func.coalesce(func.max(models.IdentityLog.seq), 0))
+        ).scalar_one()
+        rows = self.s.execute(select(models.Identity.id, models.Identity.key))
+        return int(seq), [(pk, key_from_db(k)) for pk, k in rows]
+
+    def identity_log_since(self, seq: int) -> list[tuple[int, int, int, int | None]]:
+        """(seq, identity pk, op, key or None) after ``seq``, oldest first."""
+        rows = self.s.execute(
+            select(
+                models.IdentityLog.seq,
+                models.IdentityLog.identity_pk,
+                models.IdentityLog.op,
+                models.Identity.key,
+            )
+            .outerjoin(models.Identity, models.Identity.id == models.IdentityLog.identity_pk)
+            .where(models.IdentityLog.seq > seq)
+            .order_by(models.IdentityLog.seq)
+        )
+        return [(q, pk, op, key_from_db(k) if k is not None else None) for q, pk, op, k in rows]
+
+    def owners_of_identities(self, pks: Sequence[int]) -> dict[int, tuple[str, int]]:
+        """identity pk -> (user id, IdentityKind) for identities that exist now."""
+        out: dict[int, tuple[str, int]] = {}
+        for part in _chunks(list(pks)):
+            rows = self.s.execute(
+                select(models.Identity.id, models.Identity.user_id, models.Identity.kind).where(
+                    models.Identity.id.in_(part)
+                )
+            )
+            out.update({pk: (uid, kind) for pk, uid, kind in rows})
+        return out
+
+    # -- books and the reverse index ------------------------------------------------------
+    def own_keys(self, user_id: str) -> list[tuple[int, int]]:
+        rows = self.s.execute(
+            select(models.Identity.kind, models.Identity.key).where(
+                models.Identity.user_id == user_id
+            )
+        )
+        return [(kind, key_from_db(k)) for kind, k in rows]
+
+    def book_keys(self, user_id: str) -> list[BookKey]:
+        """Exact keys in every book of the user, in entry order."""
+        rows = self.s.execute(
+            select(models.EntryKey.entry_pk, models.EntryKey.kind, models.EntryKey.key)
+            .where(models.EntryKey.user_id == user_id, models.EntryKey.key.is_not(None))
+            .order_by(models.EntryKey.entry_pk, models.EntryKey.id)
+        )
+        return [BookKey(e, kind, key_from_db(k)) for e, kind, k in rows if k is not None]
+
+    def holders(self, keys: Sequence[int]) -> list[tuple[str, BookKey]]:
+        """Who holds any of these keys in a book: (holder, the entry key), via the key index."""
+        out: list[tuple[str, BookKey]] = []
+        for part in _chunks([key_to_db(k) for k in keys]):
+            rows = self.s.execute(
+                select(
+                    models.EntryKey.user_id,
+                    models.EntryKey.entry_pk,
+                    models.EntryKey.kind,
+                    models.EntryKey.key,
+                )
+                .where(models.EntryKey.key.in_(part))
+                .order_by(models.EntryKey.entry_pk)
+            )
+            out.extend(
+                (u, BookKey(e, kind, key_from_db(k))) for u, e, kind, k in rows if k is not None
+            )
+        return out
+
+    # -- buddy rows ---------------------------------------------------------------------
+    def rows_involving(self, user_id: str) -> list[BuddyState]:
+        rows = self.s.scalars(
+            select(models.BuddyRow).where(
+                (models.BuddyRow.owner_id == user_id) | (models.BuddyRow.other_id == user_id)
+            )
+        )
+        return [
+            BuddyState(
+                r.owner_id, r.other_id, r.kind, key_from_db(r.key), r.key_kind, r.entry_pk, r.origin
+            )
+            for r in rows
+        ]
+
+    def phonebook_rows_for_keys(self, keys: Sequence[int]) -> list[BuddyState]:
+        out: list[BuddyState] = []
+        for part in _chunks([key_to_db(k) for k in keys]):
+            rows = self.s.scalars(
+                select(models.BuddyRow).where(
+                    models.BuddyRow.kind == PHONEBOOK, models.BuddyRow.key.in_(part)
+                )
+            )
+            out.extend(
+                BuddyState(
+                    r.owner_id, None, r.kind, key_from_db(r.key), r.key_kind, r.entry_pk, r.origin
+                )
+                for r in rows
+            )
+        return out
+
+    @staticmethod
+    def _where(r: BuddyState) -> list[ColumnElement[bool]]:
+        """The row of an owner for a member, or for a phonebook key."""
+        if r.other_id is None:
+            return [
+                models.BuddyRow.owner_id == r.owner_id,
+                models.BuddyRow.other_id.is_(None),
+                models.BuddyRow.key == key_to_db(r.key),
+            ]
+        return [models.BuddyRow.owner_id == r.owner_id, models.BuddyRow.other_id == r.other_id]
+
+    def delete_rows(self, rows: Iterable[BuddyState]) -> None:
+        for r in rows:
+            self.s.execute(delete(models.BuddyRow).where(*self._where(r)))
+
+    def insert_rows(self, rows: Sequence[BuddyState], now: datetime) -> None:
+        if rows:
+            self.s.execute(
+                insert(models.BuddyRow),
+                [
+                    {
+                        "owner_id": r.owner_id,
+                        "other_id": r.other_id,
+                        "kind": r.kind,
+                        "key": key_to_db(r.key),
+                        "key_kind": r.key_kind,
+                        "entry_pk": r.entry_pk,
+                        "origin": r.origin,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for r in rows
+                ],
+            )
+
+    def update_row(self, row: BuddyState, now: datetime) -> None:
+        self.s.execute(
+            update(models.BuddyRow)
+            .where(*self._where(row))
+            .values(
+                kind=row.kind,
+                key=key_to_db(row.key),
+                key_kind=row.key_kind,
+                entry_pk=row.entry_pk,
+                origin=row.origin,
+                updated_at=now,
+            )
+        )
+
+    def list_buddies(
+        self, owner_id: str, kind: int | None, offset: int, limit: int
+    ) -> tuple[list[BuddyView], int]:
+        where = [models.BuddyRow.owner_id == owner_id]
+        if kind is not None:
+            where.append(models.BuddyRow.kind == kind)
+        total = self.s.execute(
+            select(func.count()).select_from(models.BuddyRow).where(*where)
+        ).scalar_one()
+        rows = self.s.execute(
+            select(models.BuddyRow, models.User.display_name, models.ContactEntry.contact)
+            .outerjoin(models.User, models.User.id == models.BuddyRow.other_id)
+            .outerjoin(models.ContactEntry, models.ContactEntry.id == models.BuddyRow.entry_pk)
+            .where(*where)
+            .order_by(models.BuddyRow.kind, models.BuddyRow.id)
+            .offset(offset)
+            .limit(limit)
+        )
+        views = [
+            BuddyView(
+                r.other_id,
+                name or "",
+                r.kind,
+                key_from_db(r.key),
+                r.key_kind,
+                contact,
+                r.origin,
+                r.created_at,
+                r.updated_at,
+            )
+            for r, name, contact in rows
+        ]
+        return views, int(total)
+
+    # -- decisions, events, presence -----------------------------------------------------
+    def decisions_involving(self, user_id: str) -> dict[tuple[str, str], int]:
+        rows = self.s.execute(
+            select(
+                models.BuddyDecision.decider_id,
+                models.BuddyDecision.requester_id,
+                models.BuddyDecision.decision,
+            ).where(
+                (models.BuddyDecision.decider_id == user_id)
+                | (models.BuddyDecision.requester_id == user_id)
+            )
+        )
+        return {(d, r): decision for d, r, decision in rows}
+
+    def decide(self, decider: str, requester: str, decision: int, now: datetime) -> None:
+        self.s.execute(
+            delete(models.BuddyDecision).where(
+                models.BuddyDecision.decider_id == decider,
+                models.BuddyDecision.requester_id == requester,
+            )
+        )
+        self.s.add(
+            models.BuddyDecision(
+                decider_id=decider, requester_id=requester, decision=decision, created_at=now
+            )
+        )
+        self.s.flush()
+
+    def add_events(self, events: Sequence[tuple[str, int, str]], now: datetime) -> None:
+        if events:
+            self.s.execute(
+                insert(models.BuddyEvent),
+                [{"user_id": u, "type": t, "other_id": o, "created_at": now} for u, t, o in events],
+            )
+
+    def events(self, user_id: str, after: int = 0) -> list[tuple[int, int, str]]:
+        rows = self.s.execute(
+            select(models.BuddyEvent.seq, models.BuddyEvent.type, models.BuddyEvent.other_id)
+            .where(models.BuddyEvent.user_id == user_id, models.BuddyEvent.seq > after)
+            .order_by(models.BuddyEvent.seq)
+        )
+        return [(q, t, o) for q, t, o in rows]
+
+    def set_presence(
+        self, user_id: str, state: int, message: str, picture: str, now: datetime
+    ) -> None:
+        self.s.execute(delete(models.PresenceRow).where(models.PresenceRow.user_id == user_id))
+        self.s.add(
+            models.PresenceRow(
+                user_id=user_id,
+                state=state,
+                status_message=message,
+                picture_uri=picture,
+                updated_at=now,
+            )
+        )
+        self.s.flush()
+
+    def presence_of_full_buddies(self, owner_id: str) -> list[tuple[str, int, str, str, datetime]]:
+        rows = self.s.execute(
+            select(
+                models.PresenceRow.user_id,
+                models.PresenceRow.state,
+                models.PresenceRow.status_message,
+                models.PresenceRow.picture_uri,
+                models.PresenceRow.updated_at,
+            )
+            .join(models.BuddyRow, models.BuddyRow.other_id == models.PresenceRow.user_id)
+            .where(models.BuddyRow.owner_id == owner_id, models.BuddyRow.kind == FULL)
+            .order_by(models.PresenceRow.user_id)
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    def one_way_requests_to(self, user_id: str) -> list[tuple[str, str, datetime]]:
+        """(requester, requester's display name, since) of pending one-way requests."""
+        rows = self.s.execute(
+            select(models.BuddyRow.owner_id, models.User.display_name, models.BuddyRow.created_at)
+            .join(models.User, models.User.id == models.BuddyRow.owner_id)
+            .where(models.BuddyRow.other_id == user_id, models.BuddyRow.kind == ONE_WAY)
+            .order_by(models.BuddyRow.created_at, models.BuddyRow.id)
+        )
+        return [(o, n, t) for o, n, t in rows]

@@ -25,7 +25,16 @@ from .errors import (
     exception_class_for_code,
     from_grpc_error,
 )
-from .sdk import DEFAULT_TARGET, AccountClient, AsyncAccountClient, AsyncClient, Client
+from .sdk import (
+    DEFAULT_TARGET,
+    AccountClient,
+    AsyncAccountClient,
+    AsyncClient,
+    AsyncSyncClient,
+    Client,
+    SyncClient,
+    UploadResult,
+)
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -34,6 +43,7 @@ __all__ = [
     "AlreadyExists",
     "AsyncAccountClient",
     "AsyncClient",
+    "AsyncSyncClient",
     "BefriendError",
     "Cancelled",
     "Client",
@@ -47,10 +57,12 @@ __all__ = [
     "OutOfRange",
     "PermissionDenied",
     "ResourceExhausted",
+    "SyncClient",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
     "Unknown",
+    "UploadResult",
     "exception_class_for_code",
     "from_grpc_error",
 ]

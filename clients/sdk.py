@@ -10,7 +10,14 @@
         for device in client.account.iter_devices():
             print(device.device_id)
 
-Behaviour shared by both clients (one code path builds every request, see ``_AccountCalls``):
+    with Client("127.0.0.1:50051", token=token) as client:      # address-book sync
+        result = client.sync.upload_contacts(
+            address_book_id="phone", kind=sync_pb2.ADDRESS_BOOK_KIND_DEVICE_PHONE_BOOK,
+            device_id="dev-1", entries=read_contacts("phone.vcf").entries)
+        entries = client.sync.restore_contacts("phone", held_entry_ids=ids_on_device)
+
+Behaviour shared by both clients (one code path builds every request, see ``_AccountCalls``
+and ``_SyncCalls``):
 
 * Every RPC except ``Register`` and health checks sends ``authorization: Bearer <token>``.
 * Every attempt has a deadline of ``timeout`` seconds.
@@ -20,12 +27,30 @@ Behaviour shared by both clients (one code path builds every request, see ``_Acc
   jitter) happen only on ``UNAVAILABLE``, and on ``RESOURCE_EXHAUSTED`` when the server
   sent a ``RetryInfo`` (its delay is honoured). Every other failure is raised at once.
 * Every failure is raised as a :class:`befriend.clients.errors.BefriendError` subclass.
+* Streams: ``sync.upload_contacts`` resumes a broken upload from the server's last
+  acknowledged chunk (``GetUploadStatus``) on a new stream, and ``sync.iter_restore_contacts``
+  reopens a broken restore holding what it already received; both at most ``retries``
+  times, with the same backoff. An upload stream's deadline is ``timeout`` per chunk.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import random
+import threading
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, TypeAlias, TypeVar, cast
@@ -37,17 +62,30 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
-from befriend.v1 import account_pb2, common_pb2
+from befriend.v1 import account_pb2, common_pb2, sync_pb2
 
-from .errors import BefriendError, ResourceExhausted, Unavailable, from_grpc_error
+from .errors import (
+    BefriendError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    from_grpc_error,
+)
 
 __all__ = [
     "DEFAULT_TARGET",
+    "MAX_CHUNK_ENTRIES",
     "AccountClient",
     "AsyncAccountClient",
     "AsyncClient",
+    "AsyncSyncClient",
     "Client",
     "ImIdLike",
+    "ProgressCallback",
+    "SyncClient",
+    "UploadResult",
 ]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -60,6 +98,7 @@ ImIdLike: TypeAlias = common_pb2.ImId | tuple[str, str]
 ChannelOptions: TypeAlias = Sequence[tuple[str, Any]]
 
 _ACCOUNT_SERVICE = account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name
+_SYNC_SERVICE = sync_pb2.DESCRIPTOR.services_by_name["SyncService"].full_name
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
@@ -67,6 +106,11 @@ def _account_method(name: str) -> str:
     # KeyError at import time if the contract and the SDK ever disagree on a method name.
     account_pb2.DESCRIPTOR.services_by_name["AccountService"].methods_by_name[name]
     return f"/{_ACCOUNT_SERVICE}/{name}"
+
+
+def _sync_method(name: str) -> str:
+    sync_pb2.DESCRIPTOR.services_by_name["SyncService"].methods_by_name[name]
+    return f"/{_SYNC_SERVICE}/{name}"
 
 
 # --------------------------------------------------------------------------------------
@@ -198,6 +242,233 @@ class _AccountCalls:
         return _Call(_AccountCalls.DELETE_ACCOUNT, request, account_pb2.DeleteAccountResponse)
 
 
+# --------------------------------------------------------------------------------------
+# SyncService: request building, the upload plan (chunks, acks, resume point)
+# --------------------------------------------------------------------------------------
+
+#: Most entries one UploadContacts chunk may carry (sync.proto).
+MAX_CHUNK_ENTRIES = 500
+# Chunks sent ahead of the last ack on one stream (bounds what a broken stream must resend).
+_UPLOAD_WINDOW = 8
+
+#: ``progress(acknowledged_entries, total_entries)``; called after each ack that advances.
+ProgressCallback: TypeAlias = Callable[[int, int], None]
+
+
+def _address_book_name(address_book: str) -> str:
+    """A resource name, or a bare id of one of the caller's books (``"phone"``)."""
+    return address_book if "/" in address_book else f"users/me/addressBooks/{address_book}"
+
+
+class _SyncCalls:
+    """Builds the requests of SyncService RPCs; no I/O here."""
+
+    UPLOAD_CONTACTS = _sync_method("UploadContacts")
+    GET_UPLOAD_STATUS = _sync_method("GetUploadStatus")
+    LIST_ADDRESS_BOOKS = _sync_method("ListAddressBooks")
+    RESTORE_CONTACTS = _sync_method("RestoreContacts")
+
+    @staticmethod
+    def get_upload_status(
+        upload_id: str,
+    ) -> _Call[sync_pb2.GetUploadStatusRequest, sync_pb2.GetUploadStatusResponse]:
+        return _Call(
+            _SyncCalls.GET_UPLOAD_STATUS,
+            sync_pb2.GetUploadStatusRequest(upload_id=upload_id),
+            sync_pb2.GetUploadStatusResponse,
+        )
+
+    @staticmethod
+    def list_address_books(
+        page_size: int, page_token: str
+    ) -> _Call[sync_pb2.ListAddressBooksRequest, sync_pb2.ListAddressBooksResponse]:
+        request = sync_pb2.ListAddressBooksRequest(
+            parent="users/me", page_size=page_size, page_token=page_token
+        )
+        return _Call(_SyncCalls.LIST_ADDRESS_BOOKS, request, sync_pb2.ListAddressBooksResponse)
+
+    @staticmethod
+    def restore_contacts(
+        address_book: str,
+        device_id: str,
+        held_entry_ids: Iterable[str],
+        held_content_hashes: Iterable[str],
+        batch_size: int,
+    ) -> _Call[sync_pb2.RestoreContactsRequest, sync_pb2.RestoreContactsResponse]:
+        request = sync_pb2.RestoreContactsRequest(
+            address_book=_address_book_name(address_book),
+            device_id=device_id,
+            held_entry_ids=list(held_entry_ids),
+            held_content_hashes=list(held_content_hashes),
+            batch_size=batch_size,
+        )
+        return _Call(_SyncCalls.RESTORE_CONTACTS, request, sync_pb2.RestoreContactsResponse)
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """The outcome of ``upload_contacts``.
+
+    Attributes:
+        upload_id: the upload's id (pass it to ``get_upload_status``).
+        address_book: resource name of the uploaded book.
+        acknowledged_entry_count: entries the server stored (rejected ones excluded).
+        rejections: entries the server did not store, each with field and reason, in
+            (sequence number, entry index) order, each reported once.
+        committed: True once the final chunk was acknowledged as committed (always True
+            when ``upload_contacts`` returns normally).
+        resumed_streams: how many times the upload resumed on a new stream.
+    """
+
+    upload_id: str
+    address_book: str
+    acknowledged_entry_count: int
+    rejections: list[sync_pb2.EntryRejection]
+    committed: bool
+    resumed_streams: int = 0
+
+
+def _with_hash(entry: sync_pb2.AddressBookEntry) -> sync_pb2.AddressBookEntry:
+    copy = sync_pb2.AddressBookEntry()
+    copy.CopyFrom(entry)
+    if not copy.content_hash and not copy.deleted:
+        copy.content_hash = hashlib.sha256(copy.raw).hexdigest()
+    return copy
+
+
+class _UploadPlan:
+    """The chunks of one upload and what the server acknowledged; no I/O here.
+
+    Entries are materialised up front (a phone book fits in memory), so any chunk can be
+    resent after a broken stream.
+    """
+
+    def __init__(
+        self,
+        *,
+        address_book_id: str,
+        kind: int,
+        device_id: str,
+        entries: Iterable[sync_pb2.AddressBookEntry],
+        mode: int,
+        chunk_size: int,
+        upload_id: str | None,
+        progress: ProgressCallback | None,
+    ) -> None:
+        if not 1 <= chunk_size <= MAX_CHUNK_ENTRIES:
+            raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_ENTRIES}")
+        self.upload_id = upload_id or str(uuid.uuid4())
+        materialised = [_with_hash(e) for e in entries]
+        self.total = len(materialised)
+        groups = [
+            materialised[i : i + chunk_size] for i in range(0, len(materialised), chunk_size)
+        ] or [[]]  # an empty upload still commits (a full snapshot of nothing empties a book)
+        self.chunks: list[sync_pb2.UploadContactsRequest] = []
+        # entries in chunks 1..n, for progress
+        self._entries_through = [0]
+        for seq, group in enumerate(groups, start=1):
+            # Every chunk repeats the book, kind, device and mode: whichever chunk opens a
+            # resumed stream is self-describing.
+            self.chunks.append(
+                sync_pb2.UploadContactsRequest(
+                    address_book_id=address_book_id,
+                    address_book_kind=cast(sync_pb2.AddressBookKind.ValueType, kind),
+                    device_id=device_id,
+                    upload_id=self.upload_id,
+                    sequence_number=seq,
+                    entries=group,
+                    final=seq == len(groups),
+                    mode=cast(sync_pb2.UploadMode.ValueType, mode),
+                    expected_entry_count=self.total,
+                )
+            )
+            self._entries_through.append(self._entries_through[-1] + len(group))
+        self._progress = progress
+        self.acknowledged = 0
+        self.acknowledged_entry_count = 0
+        self.address_book = ""
+        self.committed = False
+        self.resumes = 0
+        self._rejections: dict[tuple[int, int], sync_pb2.EntryRejection] = {}
+
+    @property
+    def last_sequence_number(self) -> int:
+        return len(self.chunks)
+
+    def after(self, sequence_number: int) -> list[sync_pb2.UploadContactsRequest]:
+        """The chunks to send on a stream that starts after ``sequence_number``."""
+        return self.chunks[max(0, sequence_number) :]
+
+    def _advance(self, sequence_number: int, entry_count: int) -> None:
+        sequence_number = min(sequence_number, self.last_sequence_number)
+        if sequence_number > self.acknowledged:
+            self.acknowledged = sequence_number
+            self.acknowledged_entry_count = entry_count
+            if self._progress is not None:
+                self._progress(self._entries_through[sequence_number], self.total)
+        elif sequence_number == self.acknowledged:
+            self.acknowledged_entry_count = max(self.acknowledged_entry_count, entry_count)
+
+    def on_ack(self, ack: sync_pb2.UploadContactsResponse) -> None:
+        self.address_book = ack.address_book or self.address_book
+        for rejection in ack.rejections:
+            key = (rejection.sequence_number, rejection.entry_index)
+            self._rejections.setdefault(key, rejection)
+        self._advance(ack.acknowledged_sequence_number, ack.acknowledged_entry_count)
+        if ack.committed:
+            self.committed = True
+            self.acknowledged_entry_count = ack.acknowledged_entry_count
+
+    def resume_after_status(self, status: sync_pb2.GetUploadStatusResponse) -> int:
+        """Where to resume, from GetUploadStatus: the last chunk the server holds."""
+        self.address_book = status.address_book or self.address_book
+        if status.state == sync_pb2.UPLOAD_STATE_COMMITTED:
+            self._advance(self.last_sequence_number, status.acknowledged_entry_count)
+            self.acknowledged_entry_count = status.acknowledged_entry_count
+            self.committed = True
+            return self.last_sequence_number
+        if status.state == sync_pb2.UPLOAD_STATE_EXPIRED:
+            raise FailedPrecondition(
+                f"upload {self.upload_id} expired before it was committed; start a new upload"
+            )
+        self._advance(status.last_acknowledged_sequence_number, status.acknowledged_entry_count)
+        # The final chunk is always (re)sent while the upload is not committed.
+        return min(status.last_acknowledged_sequence_number, self.last_sequence_number - 1)
+
+    def resume_after_not_found(self, error: NotFound) -> int:
+        """GetUploadStatus does not know the upload: start over unless it was acked before."""
+        if self.acknowledged:
+            raise error  # it existed: it expired
+        return 0
+
+    def result(self) -> UploadResult:
+        return UploadResult(
+            upload_id=self.upload_id,
+            address_book=self.address_book,
+            acknowledged_entry_count=self.acknowledged_entry_count,
+            rejections=[self._rejections[k] for k in sorted(self._rejections)],
+            committed=self.committed,
+            resumed_streams=self.resumes,
+        )
+
+    def stream_ended_early(self) -> Unavailable:
+        return Unavailable(
+            f"upload {self.upload_id}: the stream ended before the final chunk was committed"
+        )
+
+
+# Stands for an UploadContacts stream where a _Call is expected (metadata).
+_UPLOAD_CALL: _Call[Message, Message] = _Call(
+    _SyncCalls.UPLOAD_CONTACTS, sync_pb2.UploadContactsRequest(), sync_pb2.UploadContactsResponse
+)
+
+
+def _restore_resumable(settings: _Settings, error: BefriendError, progressed: bool) -> bool:
+    # A restore resumes (holding what it already received) on UNAVAILABLE-like failures, and
+    # on a deadline that cut a stream which was delivering entries.
+    return settings.is_retryable(error) or (progressed and isinstance(error, DeadlineExceeded))
+
+
 def _health_call(service: str) -> _Call[Message, Message]:
     return _Call(
         _HEALTH_CHECK,
@@ -249,6 +520,17 @@ class _Settings:
         if call.authenticated and self.token:
             return (("authorization", f"Bearer {self.token}"),)
         return ()
+
+    def stream_timeout(self, messages: int) -> float:
+        """Deadline of a stream attempt: ``timeout`` per message it must carry."""
+        return self.timeout * max(1, messages)
+
+    def backoff(self, attempt: int, error: BefriendError) -> float:
+        """Delay before retry ``attempt`` (1-based) of a stream: as for unary calls."""
+        if error.retry_delay is not None:
+            return max(0.0, min(error.retry_delay, self.max_retry_delay))
+        ceiling = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
+        return random.uniform(0.0, ceiling)
 
     def is_retryable(self, exc: BaseException) -> bool:
         if isinstance(exc, Unavailable):
@@ -341,10 +623,84 @@ class _SyncTransport:
         response: RespT = retrying(self._once, call)
         return response
 
+    def upload(self, plan: _UploadPlan, start_after: int) -> None:
+        """One UploadContacts stream: send the chunks after ``start_after``, read acks."""
+        chunks = plan.after(start_after)
+        window = threading.Semaphore(_UPLOAD_WINDOW)
+        stop = threading.Event()
+
+        def requests() -> Iterator[sync_pb2.UploadContactsRequest]:
+            # Runs on gRPC's request-consumer thread; never blocks past the stream's end.
+            for chunk in chunks:
+                while not window.acquire(timeout=0.05):
+                    if stop.is_set():
+                        return
+                if stop.is_set():
+                    return
+                yield chunk
+
+        callable_ = self.channel.stream_stream(
+            _SyncCalls.UPLOAD_CONTACTS,
+            request_serializer=sync_pb2.UploadContactsRequest.SerializeToString,
+            response_deserializer=sync_pb2.UploadContactsResponse.FromString,
+        )
+        call = callable_(
+            requests(),
+            timeout=self.settings.stream_timeout(len(chunks)),
+            metadata=self.settings.metadata(_UPLOAD_CALL),
+        )
+        released = start_after
+        try:
+            for ack in call:
+                plan.on_ack(ack)
+                acked = min(ack.acknowledged_sequence_number, start_after + len(chunks))
+                while released < acked:
+                    window.release()
+                    released += 1
+        except grpc.RpcError as err:
+            if not plan.committed:
+                raise from_grpc_error(err) from err
+        finally:
+            stop.set()
+            call.cancel()  # type: ignore[no-untyped-call]  # no-op once the call has ended
+
+    def server_stream(self, call: _Call[ReqT, RespT]) -> Generator[RespT, None, None]:
+        """One server-streaming attempt; errors are raised as BefriendError."""
+        callable_ = self.channel.unary_stream(
+            call.method,
+            request_serializer=type(call.request).SerializeToString,
+            response_deserializer=call.response_type.FromString,
+        )
+        responses = callable_(
+            call.request, timeout=self.settings.timeout, metadata=self.settings.metadata(call)
+        )
+        try:
+            yield from cast(Iterator[RespT], responses)
+        except grpc.RpcError as err:
+            raise from_grpc_error(err) from err
+        finally:
+            responses.cancel()  # type: ignore[no-untyped-call]
+
     def close(self) -> None:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+
+
+def _is_aio_failed_write(err: grpc.RpcError) -> bool:
+    """grpc.aio's report of a write that failed because the stream had already ended.
+
+    When a server ends a client-streaming call (abort, shutdown, dropped connection) while
+    the client is still writing, grpc.aio replaces the server's status with ``INTERNAL:
+    Internal error from Core`` (grpc/grpc#36066). The real status is lost; the stream is
+    broken, so the upload treats it as UNAVAILABLE and resumes: GetUploadStatus then
+    surfaces any non-retryable cause (bad token, unknown upload, ...).
+    """
+    if not isinstance(err, grpc.aio.AioRpcError) or err.code() != grpc.StatusCode.INTERNAL:
+        return False
+    return 'Failed "execute_batch"' in (err.debug_error_string() or "") and (
+        "SendMessageOperation" in (err.debug_error_string() or "")
+    )
 
 
 class _AsyncTransport:
@@ -386,6 +742,63 @@ class _AsyncTransport:
     async def invoke(self, call: _Call[ReqT, RespT]) -> RespT:
         retrying = tenacity.AsyncRetrying(**self.settings.retry_arguments())
         return await retrying(self._once, call)
+
+    async def upload(self, plan: _UploadPlan, start_after: int) -> None:
+        """One UploadContacts stream: send the chunks after ``start_after``, read acks."""
+        chunks = plan.after(start_after)
+        window = asyncio.Semaphore(_UPLOAD_WINDOW)
+
+        async def requests() -> AsyncIterator[sync_pb2.UploadContactsRequest]:
+            for chunk in chunks:
+                await window.acquire()
+                yield chunk
+
+        callable_ = self.channel.stream_stream(
+            _SyncCalls.UPLOAD_CONTACTS,
+            request_serializer=sync_pb2.UploadContactsRequest.SerializeToString,
+            response_deserializer=sync_pb2.UploadContactsResponse.FromString,
+        )
+        call = callable_(
+            requests(),
+            timeout=self.settings.stream_timeout(len(chunks)),
+            metadata=self.settings.metadata(_UPLOAD_CALL),
+        )
+        released = start_after
+        try:
+            async for ack in call:
+                plan.on_ack(ack)
+                acked = min(ack.acknowledged_sequence_number, start_after + len(chunks))
+                while released < acked:
+                    window.release()
+                    released += 1
+        except grpc.RpcError as err:
+            if plan.committed:
+                return
+            if _is_aio_failed_write(err):
+                raise Unavailable(
+                    f"upload {plan.upload_id}: the stream ended while a chunk was being sent"
+                ) from err
+            raise from_grpc_error(err) from err
+        finally:
+            call.cancel()
+
+    async def server_stream(self, call: _Call[ReqT, RespT]) -> AsyncGenerator[RespT, None]:
+        """One server-streaming attempt; errors are raised as BefriendError."""
+        callable_ = self.channel.unary_stream(
+            call.method,
+            request_serializer=type(call.request).SerializeToString,
+            response_deserializer=call.response_type.FromString,
+        )
+        responses = callable_(
+            call.request, timeout=self.settings.timeout, metadata=self.settings.metadata(call)
+        )
+        try:
+            async for response in responses:
+                yield cast(RespT, response)
+        except grpc.RpcError as err:
+            raise from_grpc_error(err) from err
+        finally:
+            responses.cancel()
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -569,6 +982,287 @@ class AccountClient:
         return self._t.invoke(_AccountCalls.delete_account(etag, request_id))
 
 
+class AsyncSyncClient:
+    """SyncService methods of :class:`AsyncClient` (``client.sync``)."""
+
+    def __init__(self, transport: _AsyncTransport) -> None:
+        self._t = transport
+
+    async def upload_contacts(
+        self,
+        *,
+        address_book_id: str,
+        kind: int,
+        device_id: str,
+        entries: Iterable[sync_pb2.AddressBookEntry],
+        mode: int = sync_pb2.UPLOAD_MODE_INCREMENTAL,
+        chunk_size: int = MAX_CHUNK_ENTRIES,
+        upload_id: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> UploadResult:
+        """Upload an address book in chunks of ``chunk_size`` entries, resuming on failure.
+
+        ``entries`` are materialised up front; an entry without ``content_hash`` gets the
+        SHA-256 of its ``raw`` (the caller's messages are not modified). Chunks are numbered
+        from 1 under ``upload_id`` (a uuid4 when not given); the last one is ``final``. At
+        most a few chunks travel ahead of the server's acks. When the stream breaks with a
+        retryable status (UNAVAILABLE: a dropped connection, a restarting server), the
+        client asks ``GetUploadStatus`` and resends from the chunk after the last one the
+        server holds, on a new stream, up to ``retries`` times with backoff; the server
+        acknowledges a resent chunk it already holds without applying it again, so no
+        entry is lost or applied twice. Every other failure raises its BefriendError.
+
+        ``progress(acknowledged_entries, total_entries)`` is called after each ack that
+        advances (acknowledged = in an acknowledged chunk, stored or rejected).
+        """
+        plan = _UploadPlan(
+            address_book_id=address_book_id,
+            kind=kind,
+            device_id=device_id,
+            entries=entries,
+            mode=mode,
+            chunk_size=chunk_size,
+            upload_id=upload_id,
+            progress=progress,
+        )
+        settings = self._t.settings
+        while True:
+            try:
+                start_after = await self._resume_point(plan) if plan.resumes else 0
+                if not plan.committed:
+                    await self._t.upload(plan, start_after)
+                if plan.committed:
+                    return plan.result()
+                raise plan.stream_ended_early()
+            except BefriendError as error:
+                if plan.resumes >= settings.retries or not settings.is_retryable(error):
+                    raise
+                plan.resumes += 1
+                await asyncio.sleep(settings.backoff(plan.resumes, error))
+
+    async def _resume_point(self, plan: _UploadPlan) -> int:
+        try:
+            status = await self._t._once(_SyncCalls.get_upload_status(plan.upload_id))
+        except NotFound as error:
+            return plan.resume_after_not_found(error)
+        return plan.resume_after_status(status)
+
+    async def get_upload_status(self, upload_id: str) -> sync_pb2.GetUploadStatusResponse:
+        """State of an upload: its last acknowledged chunk and entry (NOT_FOUND if unknown)."""
+        return await self._t.invoke(_SyncCalls.get_upload_status(upload_id))
+
+    async def list_address_books(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> sync_pb2.ListAddressBooksResponse:
+        """One page of the caller's address books, most recently updated first."""
+        return await self._t.invoke(_SyncCalls.list_address_books(page_size, page_token))
+
+    async def iter_address_books(self, page_size: int = 0) -> AsyncIterator[sync_pb2.AddressBook]:
+        """Every address book of the caller, walking all pages."""
+        page_token = ""
+        while True:
+            page = await self.list_address_books(page_size=page_size, page_token=page_token)
+            for book in page.address_books:
+                yield book
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    async def iter_restore_contacts(
+        self,
+        address_book: str,
+        *,
+        device_id: str = "",
+        held_entry_ids: Iterable[str] = (),
+        held_content_hashes: Iterable[str] = (),
+        batch_size: int = 0,
+    ) -> AsyncIterator[sync_pb2.AddressBookEntry]:
+        """The entries of ``address_book`` the device lacks, as the server streams them.
+
+        ``address_book`` is a resource name or a bare book id (``"phone"`` stands for
+        ``users/me/addressBooks/phone``). If the stream breaks (UNAVAILABLE, or a deadline
+        while entries were arriving), a new stream is opened holding every entry already
+        received, so nothing is yielded twice; ``retries`` bounds consecutive attempts
+        without progress.
+        """
+        held_ids = list(held_entry_ids)
+        held_hashes = list(held_content_hashes)
+        settings = self._t.settings
+        failures = 0
+        while True:
+            call = _SyncCalls.restore_contacts(
+                address_book, device_id, held_ids, held_hashes, batch_size
+            )
+            progressed = False
+            try:
+                async with contextlib.aclosing(self._t.server_stream(call)) as stream:
+                    async for response in stream:
+                        for entry in response.entries:
+                            held_ids.append(entry.entry_id)
+                            progressed = True
+                            yield entry
+                return
+            except BefriendError as error:
+                if progressed:
+                    failures = 0
+                if failures >= settings.retries or not _restore_resumable(
+                    settings, error, progressed
+                ):
+                    raise
+                failures += 1
+                await asyncio.sleep(settings.backoff(failures, error))
+
+    async def restore_contacts(
+        self,
+        address_book: str,
+        *,
+        device_id: str = "",
+        held_entry_ids: Iterable[str] = (),
+        held_content_hashes: Iterable[str] = (),
+        batch_size: int = 0,
+    ) -> list[sync_pb2.AddressBookEntry]:
+        """Every entry :meth:`iter_restore_contacts` yields, as a list."""
+        return [
+            entry
+            async for entry in self.iter_restore_contacts(
+                address_book,
+                device_id=device_id,
+                held_entry_ids=held_entry_ids,
+                held_content_hashes=held_content_hashes,
+                batch_size=batch_size,
+            )
+        ]
+
+
+class SyncClient:
+    """SyncService methods of :class:`Client` (``client.sync``); see :class:`AsyncSyncClient`."""
+
+    def __init__(self, transport: _SyncTransport) -> None:
+        self._t = transport
+
+    def upload_contacts(
+        self,
+        *,
+        address_book_id: str,
+        kind: int,
+        device_id: str,
+        entries: Iterable[sync_pb2.AddressBookEntry],
+        mode: int = sync_pb2.UPLOAD_MODE_INCREMENTAL,
+        chunk_size: int = MAX_CHUNK_ENTRIES,
+        upload_id: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> UploadResult:
+        """Upload an address book in chunks, resuming on failure (see the async client)."""
+        plan = _UploadPlan(
+            address_book_id=address_book_id,
+            kind=kind,
+            device_id=device_id,
+            entries=entries,
+            mode=mode,
+            chunk_size=chunk_size,
+            upload_id=upload_id,
+            progress=progress,
+        )
+        settings = self._t.settings
+        while True:
+            try:
+                start_after = self._resume_point(plan) if plan.resumes else 0
+                if not plan.committed:
+                    self._t.upload(plan, start_after)
+                if plan.committed:
+                    return plan.result()
+                raise plan.stream_ended_early()
+            except BefriendError as error:
+                if plan.resumes >= settings.retries or not settings.is_retryable(error):
+                    raise
+                plan.resumes += 1
+                time.sleep(settings.backoff(plan.resumes, error))
+
+    def _resume_point(self, plan: _UploadPlan) -> int:
+        try:
+            status = self._t._once(_SyncCalls.get_upload_status(plan.upload_id))
+        except NotFound as error:
+            return plan.resume_after_not_found(error)
+        return plan.resume_after_status(status)
+
+    def get_upload_status(self, upload_id: str) -> sync_pb2.GetUploadStatusResponse:
+        """State of an upload: its last acknowledged chunk and entry (NOT_FOUND if unknown)."""
+        return self._t.invoke(_SyncCalls.get_upload_status(upload_id))
+
+    def list_address_books(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> sync_pb2.ListAddressBooksResponse:
+        """One page of the caller's address books, most recently updated first."""
+        return self._t.invoke(_SyncCalls.list_address_books(page_size, page_token))
+
+    def iter_address_books(self, page_size: int = 0) -> Iterator[sync_pb2.AddressBook]:
+        """Every address book of the caller, walking all pages."""
+        page_token = ""
+        while True:
+            page = self.list_address_books(page_size=page_size, page_token=page_token)
+            yield from page.address_books
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    def iter_restore_contacts(
+        self,
+        address_book: str,
+        *,
+        device_id: str = "",
+        held_entry_ids: Iterable[str] = (),
+        held_content_hashes: Iterable[str] = (),
+        batch_size: int = 0,
+    ) -> Iterator[sync_pb2.AddressBookEntry]:
+        """The entries the device lacks, resuming a broken stream (see the async client)."""
+        held_ids = list(held_entry_ids)
+        held_hashes = list(held_content_hashes)
+        settings = self._t.settings
+        failures = 0
+        while True:
+            call = _SyncCalls.restore_contacts(
+                address_book, device_id, held_ids, held_hashes, batch_size
+            )
+            progressed = False
+            try:
+                with contextlib.closing(self._t.server_stream(call)) as stream:
+                    for response in stream:
+                        for entry in response.entries:
+                            held_ids.append(entry.entry_id)
+                            progressed = True
+                            yield entry
+                return
+            except BefriendError as error:
+                if progressed:
+                    failures = 0
+                if failures >= settings.retries or not _restore_resumable(
+                    settings, error, progressed
+                ):
+                    raise
+                failures += 1
+                time.sleep(settings.backoff(failures, error))
+
+    def restore_contacts(
+        self,
+        address_book: str,
+        *,
+        device_id: str = "",
+        held_entry_ids: Iterable[str] = (),
+        held_content_hashes: Iterable[str] = (),
+        batch_size: int = 0,
+    ) -> list[sync_pb2.AddressBookEntry]:
+        """Every entry :meth:`iter_restore_contacts` yields, as a list."""
+        return list(
+            self.iter_restore_contacts(
+                address_book,
+                device_id=device_id,
+                held_entry_ids=held_entry_ids,
+                held_content_hashes=held_content_hashes,
+                batch_size=batch_size,
+            )
+        )
+
+
 class AsyncClient:
     """asyncio client; use as ``async with AsyncClient(...) as client``.
 
@@ -612,6 +1306,7 @@ class AsyncClient:
             )
         )
         self.account = AsyncAccountClient(self._transport)
+        self.sync = AsyncSyncClient(self._transport)
 
     @property
     def target(self) -> str:
@@ -688,6 +1383,7 @@ class Client:
             )
         )
         self.account = AccountClient(self._transport)
+        self.sync = SyncClient(self._transport)
 
     @property
     def target(self) -> str:

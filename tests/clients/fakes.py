@@ -1,4 +1,4 @@
-"""A scripted in-process AccountService + health service for the client tests.
+"""A scripted in-process AccountService, SyncService and health service for the client tests.
 
 The servicer is a plain subclass of the generated ``AccountServiceServicer`` served by a
 real ``grpc.aio`` server on 127.0.0.1:0; it answers with the rich error model the befriend
@@ -8,8 +8,9 @@ server uses (``google.rpc.Status`` with ErrorInfo / BadRequest / RetryInfo detai
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from grpc_health.v1 import _async as health_aio  # the asyncio HealthServicer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from befriend.v1 import account_pb2, account_pb2_grpc, common_pb2
+from befriend.v1 import account_pb2, account_pb2_grpc, common_pb2, sync_pb2, sync_pb2_grpc
 
 DOMAIN = "befriend.dev"
 UNKNOWN_SERVICE = "befriend.v1.NotHere"
@@ -56,11 +57,62 @@ def rich_status(
 
 
 @dataclass
+class StreamFault:
+    """Break one UploadContacts (or RestoreContacts) stream.
+
+    After ``after`` chunks of the stream were handled (stored and, unless ``ack_last`` is
+    False for the last of them, acknowledged; for restore: ``after`` batches sent), the
+    stream fails with ``code``; ``code=None`` ends it cleanly instead.
+    """
+
+    after: int
+    ack_last: bool = True
+    code: grpc.StatusCode | None = grpc.StatusCode.UNAVAILABLE
+
+
+@dataclass
+class FakeUpload:
+    book_id: str
+    kind: sync_pb2.AddressBookKind.ValueType
+    device_id: str
+    mode: sync_pb2.UploadMode.ValueType
+    last_sequence_number: int = 0
+    stored: int = 0
+    last_entry_id: str = ""
+    committed: bool = False
+    staged: list[sync_pb2.AddressBookEntry] = field(default_factory=list)
+
+
+@dataclass
+class FakeBook:
+    kind: sync_pb2.AddressBookKind.ValueType
+    device_id: str
+    entries: dict[str, sync_pb2.AddressBookEntry] = field(default_factory=dict)
+    updates: int = 0
+
+
+@dataclass
+class SyncState:
+    """The fake SyncService's data and script; tests set faults and inspect the rest."""
+
+    upload_faults: deque[StreamFault] = field(default_factory=deque)
+    restore_faults: deque[StreamFault] = field(default_factory=deque)
+    status_failures: int = 0  # GetUploadStatus answers UNAVAILABLE this many times first
+    uploads: dict[str, FakeUpload] = field(default_factory=dict)
+    books: dict[str, FakeBook] = field(default_factory=dict)
+    # entry_id -> times an entry was applied (staged) across all uploads
+    applied: Counter[str] = field(default_factory=Counter)
+    upload_streams: int = 0
+    restore_requests: list[sync_pb2.RestoreContactsRequest] = field(default_factory=list)
+
+
+@dataclass
 class Recorder:
     """What the fake saw: every call's method, request and metadata."""
 
     calls: list[tuple[str, Any, dict[str, str]]] = field(default_factory=list)
     attempts: Counter[str] = field(default_factory=Counter)
+    sync: SyncState = field(default_factory=SyncState)
 
     def requests(self, method: str) -> list[Any]:
         return [req for m, req, _ in self.calls if m == method]
@@ -221,12 +273,215 @@ class FakeAccountServicer(account_pb2_grpc.AccountServiceServicer):
         return account_pb2.DeleteAccountResponse()
 
 
+USER = "users/u1"
+
+
+def _book_name(book_id: str) -> str:
+    return f"{USER}/addressBooks/{book_id}"
+
+
+class FakeSyncServicer(sync_pb2_grpc.SyncServiceServicer):
+    """UploadContacts / GetUploadStatus / ListAddressBooks / RestoreContacts per sync.proto.
+
+    One user (users/u1, "users/me" accepted); any bearer token is accepted, none is
+    UNAUTHENTICATED. Faults come from ``recorder.sync`` (see :class:`StreamFault`).
+    """
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.rec = recorder
+        self.state = recorder.sync
+
+    def _record(self, method: str, request, context) -> None:
+        md = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        self.rec.calls.append((method, request, md))
+
+    async def _require_token(self, context) -> None:
+        md = dict(context.invocation_metadata() or ())
+        if not str(md.get("authorization", "")).startswith("Bearer "):
+            await context.abort_with_status(
+                rich_status(grpc.StatusCode.UNAUTHENTICATED, "no token", reason="UNAUTHENTICATED")
+            )
+
+    @staticmethod
+    def _rejections(chunk: sync_pb2.UploadContactsRequest) -> dict[int, sync_pb2.EntryRejection]:
+        out: dict[int, sync_pb2.EntryRejection] = {}
+        for i, entry in enumerate(chunk.entries):
+            field_, why = "", ""
+            if not entry.entry_id:
+                field_, why = "entry_id", "entry_id is required"
+            elif entry.content_hash and entry.content_hash != hashlib.sha256(entry.raw).hexdigest():
+                field_, why = "content_hash", "content_hash does not match raw"
+            elif b"REJECT" in entry.raw:
+                field_, why = "contact.mobile_numbers[0].raw", "not a phone number"
+            if field_:
+                out[i] = sync_pb2.EntryRejection(
+                    sequence_number=chunk.sequence_number,
+                    entry_index=i,
+                    entry_id=entry.entry_id,
+                    field=field_,
+                    reason=common_pb2.ERROR_REASON_INVALID_ARGUMENT,
+                    description=why,
+                )
+        return out
+
+    def _commit(self, upload: FakeUpload) -> None:
+        book = self.state.books.setdefault(
+            upload.book_id, FakeBook(kind=upload.kind, device_id=upload.device_id)
+        )
+        if upload.mode == sync_pb2.UPLOAD_MODE_FULL_SNAPSHOT:
+            book.entries.clear()
+        for entry in upload.staged:
+            if entry.deleted:
+                book.entries.pop(entry.entry_id, None)
+            else:
+                book.entries[entry.entry_id] = entry
+        book.kind, book.device_id = upload.kind, upload.device_id
+        book.updates += 1
+        upload.committed = True
+
+    def _ack(
+        self, upload_id: str, upload: FakeUpload, rejections=()
+    ) -> sync_pb2.UploadContactsResponse:
+        return sync_pb2.UploadContactsResponse(
+            upload_id=upload_id,
+            address_book=_book_name(upload.book_id),
+            acknowledged_sequence_number=upload.last_sequence_number,
+            acknowledged_entry_count=upload.stored,
+            last_acknowledged_entry_id=upload.last_entry_id,
+            rejections=list(rejections),
+            committed=upload.committed,
+        )
+
+    async def UploadContacts(self, request_iterator, context):
+        await self._require_token(context)
+        self.state.upload_streams += 1
+        fault = self.state.upload_faults.popleft() if self.state.upload_faults else None
+        handled = 0
+        if fault is not None and fault.after == 0:
+            await context.abort(fault.code, "connection reset by fake")
+        async for chunk in request_iterator:
+            self._record("UploadContacts", chunk, context)
+            upload = self.state.uploads.get(chunk.upload_id)
+            if upload is None:
+                if chunk.sequence_number != 1:
+                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "upload not started")
+                upload = FakeUpload(
+                    chunk.address_book_id, chunk.address_book_kind, chunk.device_id, chunk.mode
+                )
+                self.state.uploads[chunk.upload_id] = upload
+            if chunk.sequence_number > upload.last_sequence_number + 1:
+                await context.abort_with_status(
+                    rich_status(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"expected chunk {upload.last_sequence_number + 1}",
+                        reason="INVALID_ARGUMENT",
+                    )
+                )
+            rejections: dict[int, sync_pb2.EntryRejection] = {}
+            if chunk.sequence_number == upload.last_sequence_number + 1:
+                rejections = self._rejections(chunk)
+                for i, entry in enumerate(chunk.entries):
+                    if i in rejections:
+                        continue
+                    upload.staged.append(entry)
+                    self.state.applied[entry.entry_id] += 1
+                    upload.stored += 1
+                    upload.last_entry_id = entry.entry_id
+                upload.last_sequence_number = chunk.sequence_number
+                if chunk.final:
+                    self._commit(upload)
+            handled += 1
+            if fault is not None and handled >= fault.after:
+                if fault.ack_last:
+                    yield self._ack(chunk.upload_id, upload, rejections.values())
+                if fault.code is None:
+                    return
+                await context.abort(fault.code, "connection reset by fake")
+            yield self._ack(chunk.upload_id, upload, rejections.values())
+
+    async def GetUploadStatus(self, request, context):
+        self._record("GetUploadStatus", request, context)
+        await self._require_token(context)
+        if self.state.status_failures > 0:
+            self.state.status_failures -= 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "status down")
+        upload = self.state.uploads.get(request.upload_id)
+        if upload is None:
+            await context.abort_with_status(
+                rich_status(grpc.StatusCode.NOT_FOUND, "no such upload", reason="NOT_FOUND")
+            )
+        assert upload is not None
+        return sync_pb2.GetUploadStatusResponse(
+            upload_id=request.upload_id,
+            address_book=_book_name(upload.book_id),
+            device_id=upload.device_id,
+            state=sync_pb2.UPLOAD_STATE_COMMITTED
+            if upload.committed
+            else sync_pb2.UPLOAD_STATE_IN_PROGRESS,
+            last_acknowledged_sequence_number=upload.last_sequence_number,
+            acknowledged_entry_count=upload.stored,
+            last_acknowledged_entry_id=upload.last_entry_id,
+        )
+
+    async def ListAddressBooks(self, request, context):
+        self._record("ListAddressBooks", request, context)
+        await self._require_token(context)
+        books = [
+            sync_pb2.AddressBook(
+                name=_book_name(book_id),
+                address_book_id=book_id,
+                kind=book.kind,
+                device_id=book.device_id,
+                entry_count=len(book.entries),
+                etag=str(book.updates),
+            )
+            for book_id, book in sorted(self.state.books.items())
+        ]
+        size = request.page_size or 50
+        start = int(request.page_token or "0")
+        nxt = str(start + size) if start + size < len(books) else ""
+        return sync_pb2.ListAddressBooksResponse(
+            address_books=books[start : start + size], next_page_token=nxt
+        )
+
+    async def RestoreContacts(self, request, context):
+        self._record("RestoreContacts", request, context)
+        await self._require_token(context)
+        self.state.restore_requests.append(request)
+        prefix, _, book_id = request.address_book.rpartition("/addressBooks/")
+        book = self.state.books.get(book_id)
+        if prefix not in ("users/me", USER) or book is None:
+            await context.abort_with_status(
+                rich_status(grpc.StatusCode.NOT_FOUND, "no such address book", reason="NOT_FOUND")
+            )
+        assert book is not None
+        held_ids = set(request.held_entry_ids)
+        held_hashes = set(request.held_content_hashes)
+        todo = [
+            e
+            for e in book.entries.values()
+            if e.entry_id not in held_ids and e.content_hash not in held_hashes
+        ]
+        size = request.batch_size or 200
+        fault = self.state.restore_faults.popleft() if self.state.restore_faults else None
+        for sent, start in enumerate(range(0, len(todo), size)):
+            if fault is not None and sent >= fault.after:
+                await context.abort(fault.code or grpc.StatusCode.UNAVAILABLE, "reset by fake")
+            batch = todo[start : start + size]
+            yield sync_pb2.RestoreContactsResponse(
+                entries=batch, remaining_count=len(todo) - start - len(batch)
+            )
+
+
 async def start_server(
     recorder: Recorder, health_status: int = health_pb2.HealthCheckResponse.SERVING
 ) -> tuple[grpc.aio.Server, int]:
-    """Start the fake AccountService and a health service on 127.0.0.1:0."""
+    """Start the fake AccountService, SyncService and a health service on 127.0.0.1:0."""
     server = grpc.aio.server()
     account_pb2_grpc.add_AccountServiceServicer_to_server(FakeAccountServicer(recorder), server)
+    # Only the RPCs the SDK calls are scripted; the rest answer UNIMPLEMENTED.
+    sync = FakeSyncServicer(recorder)  # type: ignore[abstract]
+    sync_pb2_grpc.add_SyncServiceServicer_to_server(sync, server)
     health = health_aio.HealthServicer()
     await health.set("", health_status)
     await health.set("befriend.v1.AccountService", health_pb2.HealthCheckResponse.SERVING)
@@ -270,8 +525,14 @@ class ThreadedServer:
 __all__ = [
     "DOMAIN",
     "UNKNOWN_SERVICE",
+    "USER",
     "FakeAccountServicer",
+    "FakeBook",
+    "FakeSyncServicer",
+    "FakeUpload",
     "Recorder",
+    "StreamFault",
+    "SyncState",
     "ThreadedServer",
     "rich_status",
     "start_server",

@@ -80,7 +80,9 @@ class BefriendServer:
         )
         servicers: dict[str, object] = {
             "befriend.v1.AccountService": AccountServicer(self.backend),
-            "befriend.v1.SyncService": SyncServicer(self.backend),
+            "befriend.v1.SyncService": SyncServicer(
+                self.backend, daily_key_quota=settings.daily_key_quota
+            ),
             "befriend.v1.FriendshipService": FriendshipServicer(self.backend),
         }
         self.server.add_generic_rpc_handlers(

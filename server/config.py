@@ -54,6 +54,10 @@ class Settings:
     db_threads: int = field(default=8, metadata={"help": "threads running database work"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
     log_format: str = field(default="json", metadata={"help": "json or console"})
+    daily_key_quota: int = field(
+        default=20_000,
+        metadata={"help": "new distinct phonebook keys a user may submit per day (0 = no limit)"},
+    )
     idempotency_ttl_hours: float = field(
         default=24.0, metadata={"help": "how long request_id answers are kept"}
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -87,19 +88,23 @@ class RunningServer:
 SERVICE_TOKEN = "test-service-token"
 
 
-@pytest.fixture
-async def running_server(db: Database) -> AsyncIterator[RunningServer]:
+@asynccontextmanager
+async def serve(db: Database, **overrides: object) -> AsyncIterator[RunningServer]:
+    """A real server on 127.0.0.1:0 over ``db``; ``overrides`` change its settings."""
     from befriend.server.app import BefriendServer
 
     settings = config.from_env(
         {},
-        host="127.0.0.1",
-        port=0,
-        database_url=db.url,
-        metrics_port=-1,
-        service_token=SERVICE_TOKEN,
-        grace_seconds=2.0,
-        db_threads=4,
+        **{
+            "host": "127.0.0.1",
+            "port": 0,
+            "database_url": db.url,
+            "metrics_port": -1,
+            "service_token": SERVICE_TOKEN,
+            "grace_seconds": 2.0,
+            "db_threads": 4,
+            **overrides,
+        },
     )
     server = BefriendServer(settings, Database(db.url))
     port = await server.start()
@@ -107,3 +112,9 @@ async def running_server(db: Database) -> AsyncIterator[RunningServer]:
         yield RunningServer(f"127.0.0.1:{port}", port, server, SERVICE_TOKEN)
     finally:
         await server.stop(grace=1.0)
+
+
+@pytest.fixture
+async def running_server(db: Database) -> AsyncIterator[RunningServer]:
+    async with serve(db) as server:
+        yield server

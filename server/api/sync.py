@@ -54,7 +54,7 @@ def _malformed(index: int, entry: sync_pb2.AddressBookEntry) -> Rejection | None
     return Rejection(index, entry.entry_id, *problem)
 
 
-def chunk_from(request: sync_pb2.UploadContactsRequest) -> Chunk:
+def chunk_from(request: sync_pb2.UploadContactsRequest, daily_key_quota: int = 0) -> Chunk:
     rejected = {}
     for i, entry in enumerate(request.entries):
         bad = _malformed(i, entry)
@@ -74,6 +74,7 @@ def chunk_from(request: sync_pb2.UploadContactsRequest) -> Chunk:
             else UploadMode.INCREMENTAL
         ),
         rejected=rejected,
+        daily_key_quota=daily_key_quota,
     )
 
 
@@ -104,8 +105,9 @@ class SyncServicer:
     """Implements part of SyncService; befriend.server.api.handlers answers the rest
     with UNIMPLEMENTED."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, daily_key_quota: int = 0) -> None:
         self.backend = backend
+        self.daily_key_quota = daily_key_quota
 
     async def UploadContacts(
         self,
@@ -114,7 +116,7 @@ class SyncServicer:
     ) -> AsyncIterator[sync_pb2.UploadContactsResponse]:
         me = auth.require_user()
         async for request in request_iterator:
-            chunk = chunk_from(request)
+            chunk = chunk_from(request, self.daily_key_quota)
 
             def work(s: Session, chunk: Chunk = chunk) -> ChunkResult:
                 now = utcnow()

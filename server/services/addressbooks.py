@@ -11,10 +11,16 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from befriend.core.normalize import Status, email_key, im_key, normalize_many
-from befriend.server.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from befriend.server.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from befriend.server.records import (
     BookRecord,
     EntryInput,
@@ -52,6 +58,8 @@ class Chunk:
     mode: UploadMode = UploadMode.INCREMENTAL
     # Entries the gRPC layer already found malformed (index -> rejection).
     rejected: dict[int, Rejection] = field(default_factory=dict)
+    # New distinct keys the user may submit per UTC day (0 = no limit).
+    daily_key_quota: int = 0
 
 
 @dataclass(frozen=True)
@@ -216,6 +224,8 @@ def apply_chunk(
     books.delete_entries(book_pk, [e.entry_id for e in accepted if e.deleted])
     region = get_user(accounts, user_id).region_code
     keys = entry_keys(live, region)
+    if chunk.daily_key_quota:
+        _spend_quota(books, user_id, keys, chunk.daily_key_quota, now)
     filled = [
         (
             e
@@ -253,6 +263,34 @@ def apply_chunk(
     return ChunkResult(
         after[2], book_record, sorted(rejections.values(), key=lambda r: r.index), False
     )
+
+
+def _spend_quota(
+    books: AddressBookRepository,
+    user_id: str,
+    keys: Sequence[Sequence[EntryKeyRecord]],
+    limit: int,
+    now: datetime,
+) -> None:
+    """Enumeration defence: count keys new to the user's books against a daily quota.
+
+    Over the quota the chunk is refused whole with RESOURCE_EXHAUSTED and a retry delay
+    until the next UTC day; nothing of it is stored (the upload can resume then)."""
+    exact = {k.key for ks in keys for k in ks if k.key is not None}
+    new = len(exact - books.known_keys(user_id, sorted(exact)))
+    if not new:
+        return
+    day = now.date().isoformat()
+    used = books.quota_used(user_id, day)
+    if used + new > limit:
+        tomorrow = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=UTC)
+        raise ResourceExhausted(
+            f"{new} new numbers would exceed the daily matching quota of {limit} "
+            f"({used} used today); retry after {tomorrow.isoformat()}",
+            metadata={"limit": str(limit), "used": str(used), "requested": str(new)},
+            retry_after=(tomorrow - now).total_seconds(),
+        )
+    books.add_quota(user_id, day, new)
 
 
 def upload_status(books: AddressBookRepository, user_id: str, upload_id: str) -> UploadRecord:

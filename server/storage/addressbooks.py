@@ -18,7 +18,7 @@ from befriend.server.records import (
     UploadState,
 )
 from befriend.server.storage import models
-from befriend.server.storage.repositories import key_to_db
+from befriend.server.storage.repositories import key_from_db, key_to_db
 
 _BATCH = 500  # rows per IN (...) list
 
@@ -267,3 +267,36 @@ class AddressBookRepository:
             StoredEntry(r.entry_id, r.raw, r.raw_media_type, r.content_hash, r.contact)
             for r in rows
         ]
+
+    # -- enumeration quota ---------------------------------------------------------------
+    def known_keys(self, user_id: str, keys: Sequence[int]) -> set[int]:
+        """Which of these keys the user's books already hold."""
+        found: set[int] = set()
+        wanted = [key_to_db(k) for k in keys]
+        for i in range(0, len(wanted), _BATCH):
+            rows = self.s.execute(
+                select(models.EntryKey.key).where(
+                    models.EntryKey.user_id == user_id,
+                    models.EntryKey.key.in_(wanted[i : i + _BATCH]),
+                )
+            ).scalars()
+            found.update(key_from_db(k) for k in rows if k is not None)
+        return found
+
+    def quota_used(self, user_id: str, day: str) -> int:
+        used = self.s.execute(
+            select(models.KeyQuota.used).where(
+                models.KeyQuota.user_id == user_id, models.KeyQuota.day == day
+            )
+        ).scalar_one_or_none()
+        return int(used or 0)
+
+    def add_quota(self, user_id: str, day: str, count: int) -> None:
+        updated = self.s.execute(
+            update(models.KeyQuota)
+            .where(models.KeyQuota.user_id == user_id, models.KeyQuota.day == day)
+            .values(used=models.KeyQuota.used + count)
+        )
+        if not getattr(updated, "rowcount", 0):
+            self.s.add(models.KeyQuota(user_id=user_id, day=day, used=count))
+            self.s.flush()

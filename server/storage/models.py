@@ -291,3 +291,46 @@ class PresenceRow(Base):
     status_message: Mapped[str] = mapped_column(String(280), default="")
     picture_uri: Mapped[str] = mapped_column(String(2048), default="")
     updated_at: Mapped[datetime]
+
+
+class KeyQuota(Base):
+    """New distinct keys a user submitted for matching on one UTC day (enumeration defence)."""
+
+    __tablename__ = "key_quota"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD
+    used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ActiveContact(Base):
+    """A number seen in the user's SMS or call logs, proposed as an active contact."""
+
+    __tablename__ = "active_contacts"
+    __table_args__ = (UniqueConstraint("user_id", "e164", name="uq_active_contacts_user_e164"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    e164: Mapped[str] = mapped_column(String(20))
+    raw: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    interactions: Mapped[int] = mapped_column(Integer, default=0)
+    sources: Mapped[int] = mapped_column(SmallInteger, default=0)  # bit per log source
+    last_seen: Mapped[datetime]
+    state: Mapped[int] = mapped_column(SmallInteger, default=1)  # 1 open, 2 confirmed, 3 excluded
+
+
+class RefreshJob(Base):
+    """A bulk re-match; ``last_user_id`` lets a crashed job resume where it stopped."""
+
+    __tablename__ = "refresh_jobs"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[int] = mapped_column(SmallInteger)  # 1 running, 2 done
+    last_user_id: Mapped[str] = mapped_column(String(32), default="")
+    user_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    done_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    started_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

@@ -10,11 +10,16 @@ import pytest
 from sqlalchemy import func, select
 
 from befriend.clients import AsyncClient, from_grpc_error
-from befriend.clients.errors import FailedPrecondition, InvalidArgument, NotFound
+from befriend.clients.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from befriend.server.storage import models
 from befriend.server.storage.db import Database
 from befriend.v1 import common_pb2, sync_pb2, sync_pb2_grpc
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, serve
 
 pytestmark = pytest.mark.asyncio
 PHONE = sync_pb2.ADDRESS_BOOK_KIND_DEVICE_PHONE_BOOK
@@ -274,3 +279,24 @@ async def test_books_are_private(running_server: RunningServer, session: Session
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert owner != other.token
     await other.close()
+
+
+async def test_daily_key_quota(db: Database) -> None:
+    async with serve(db, daily_key_quota=25) as server:
+        client = AsyncClient(server.target, retries=0)
+        await client.account.register(
+            display_name="Crawler", phone_numbers=["13800000000"], region_code="CN"
+        )
+        session = Session(client)
+        await session.upload(chunks([entry(i) for i in range(20)], "q-1"))
+        # Re-sending known numbers costs nothing.
+        await session.upload(chunks([entry(i) for i in range(20)], "q-2"))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await session.upload(chunks([entry(i) for i in range(20, 40)], "q-3"))
+        error = from_grpc_error(err.value)
+        assert isinstance(error, ResourceExhausted)
+        assert error.reason == "QUOTA_EXCEEDED"
+        assert error.retry_delay is not None and 0 < error.retry_delay <= 86_400
+        assert error.metadata["limit"] == "25"
+        assert count(db, models.ContactEntry) == 20  # stored data untouched
+        await client.close()

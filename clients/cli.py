@@ -7,27 +7,37 @@ and ``--timeout`` (env ``BEFRIEND_TIMEOUT``).
 
 Server-side failures print ``error: <CODE> <reason>: <message>`` and one indented line per
 offending field to stderr and exit with status 1 — never a traceback.
+
+Address books: ``befriend contacts import FILE`` (vCard or CSV, see
+:mod:`befriend.clients.contacts_io`), ``befriend contacts export``, ``befriend books``. The
+device id they use defaults to a random id created once and kept beside the token file
+(``device_id``); ``--device-id`` or env ``BEFRIEND_DEVICE_ID`` overrides it.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, cast
 
 import typer
 from google.protobuf import json_format
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from befriend.v1 import account_pb2, common_pb2
+from befriend.v1 import account_pb2, common_pb2, sync_pb2
 
+from . import contacts_io
 from .errors import BefriendError, Unavailable
 from .sdk import DEFAULT_TARGET, Client
 
-__all__ = ["app", "main", "token_file_path"]
+__all__ = ["app", "device_id_path", "main", "token_file_path"]
 
 TOKEN_FILE_ENV = "BEFRIEND_TOKEN_FILE"
 
@@ -56,6 +66,26 @@ def token_file_path() -> Path:
     if override:
         return Path(override).expanduser()
     return Path(typer.get_app_dir("befriend")) / "token"
+
+
+def device_id_path() -> Path:
+    """Where the CLI keeps this machine's device id: beside the token file."""
+    return token_file_path().parent / "device_id"
+
+
+def _device_id() -> str:
+    """This machine's device id, created (``cli-<uuid4 hex>``) on first use."""
+    path = device_id_path()
+    try:
+        existing = path.read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        existing = ""
+    if existing:
+        return existing
+    device_id = f"cli-{uuid.uuid4().hex}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(device_id + "\n", encoding="utf-8")
+    return device_id
 
 
 def _read_token_file() -> str | None:
@@ -220,6 +250,15 @@ def register(
         _err(f"token saved to {path}")
 
 
+def _require_token(state: _State) -> None:
+    if state.token is None:
+        _err(
+            "error: UNAUTHENTICATED: no token; pass --token, set BEFRIEND_TOKEN "
+            "or run `befriend register`"
+        )
+        raise typer.Exit(1)
+
+
 @app.command()
 def whoami(
     ctx: typer.Context,
@@ -227,15 +266,198 @@ def whoami(
 ) -> None:
     """Print the caller's user."""
     state = _state(ctx)
-    if state.token is None:
-        _err(
-            "error: UNAUTHENTICATED: no token; pass --token, set BEFRIEND_TOKEN "
-            "or run `befriend register`"
-        )
-        raise typer.Exit(1)
+    _require_token(state)
     with _reporting_errors(state), state.client() as client:
         response = client.account.get_me()
     _print_user(response.user, as_json)
+
+
+# --------------------------------------------------------------------------------------
+# Address books
+# --------------------------------------------------------------------------------------
+
+contacts_app = typer.Typer(
+    name="contacts", help="Import and export address books.", no_args_is_help=True
+)
+app.add_typer(contacts_app)
+
+
+class BookKind(StrEnum):
+    phone = "phone"
+    email = "email"
+    im = "im"
+
+
+_KINDS = {
+    BookKind.phone: sync_pb2.ADDRESS_BOOK_KIND_DEVICE_PHONE_BOOK,
+    BookKind.email: sync_pb2.ADDRESS_BOOK_KIND_EMAIL_BOOK,
+    BookKind.im: sync_pb2.ADDRESS_BOOK_KIND_IM_BOOK,
+}
+
+
+class ExportFormat(StrEnum):
+    vcf = "vcf"
+    csv = "csv"
+
+
+BookOption = Annotated[str, typer.Option("--book", help="Address book id, [a-z0-9-], e.g. phone.")]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device-id",
+        envvar="BEFRIEND_DEVICE_ID",
+        help="Device id (default: this machine's id, kept beside the token file).",
+        show_default=False,
+    ),
+]
+
+
+def _describe_issue(issue: contacts_io.ParseIssue, fmt: str) -> str:
+    what = "vCard" if fmt == "vcf" else "row"
+    where = (
+        f"{what} #{issue.index + 1} (line {issue.line})"
+        if issue.index is not None
+        else (f"line {issue.line}")
+    )
+    return f"warning: skipped {where}: {issue.reason}"
+
+
+def _reason_name(reason: int) -> str:
+    try:
+        return common_pb2.ErrorReason.Name(cast(common_pb2.ErrorReason.ValueType, reason))
+    except ValueError:
+        return str(reason)
+
+
+@contacts_app.command("import")
+def import_contacts(
+    ctx: typer.Context,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="A .vcf/.vcard or .csv file."
+        ),
+    ],
+    book: BookOption = "phone",
+    device_id: DeviceOption = None,
+    kind: Annotated[BookKind, typer.Option("--kind", help="Kind of address book.")] = (
+        BookKind.phone
+    ),
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="The file is the whole book: stored entries not in it are removed.",
+        ),
+    ] = False,
+) -> None:
+    """Upload the contacts of a vCard or CSV file to an address book (resumable)."""
+    state = _state(ctx)
+    try:
+        fmt = contacts_io.format_for_path(file)
+    except ValueError as error:
+        _err(f"error: {error}")
+        raise typer.Exit(2) from None
+    _require_token(state)
+    parsed = contacts_io.read_contacts(file)
+    for issue in parsed.issues:
+        _err(_describe_issue(issue, fmt))
+    if parsed.ignored_columns:
+        _err("warning: ignored columns: " + ", ".join(parsed.ignored_columns))
+    device = device_id or _device_id()
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("uploading"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    task = progress.add_task("upload", total=len(parsed.entries))
+
+    def advance(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    with _reporting_errors(state), state.client() as client, progress:
+        client.account.register_device(device, platform="befriend-cli")
+        result = client.sync.upload_contacts(
+            address_book_id=book,
+            kind=_KINDS[kind],
+            device_id=device,
+            entries=parsed.entries,
+            mode=sync_pb2.UPLOAD_MODE_FULL_SNAPSHOT if full else sync_pb2.UPLOAD_MODE_INCREMENTAL,
+            progress=advance,
+        )
+    typer.echo(
+        f"stored {result.acknowledged_entry_count} of {len(parsed.entries)} entries "
+        f"in {result.address_book or book}"
+    )
+    typer.echo(f"rejected {len(result.rejections)}")
+    for rejection in result.rejections:
+        typer.echo(
+            f"  {rejection.entry_id or '(no id)'} (chunk {rejection.sequence_number} "
+            f"#{rejection.entry_index}) {rejection.field}: {_reason_name(rejection.reason)} "
+            f"{rejection.description}"
+        )
+    if parsed.issues:
+        typer.echo(f"skipped {len(parsed.issues)} unreadable record(s) of {file.name}")
+
+
+@contacts_app.command("export")
+def export_contacts(
+    ctx: typer.Context,
+    book: BookOption = "phone",
+    fmt: Annotated[
+        ExportFormat | None,
+        typer.Option("--format", help="vcf (original vCards) or csv (default: from -o, else vcf)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", dir_okay=False, help="File to write (default stdout)."),
+    ] = None,
+    device_id: DeviceOption = None,
+) -> None:
+    """Download an address book (every entry, byte for byte as uploaded) as vCard or CSV."""
+    state = _state(ctx)
+    _require_token(state)
+    chosen = fmt
+    if chosen is None:
+        chosen = (
+            ExportFormat.csv
+            if output is not None and output.suffix.lower() == ".csv"
+            else ExportFormat.vcf
+        )
+    with _reporting_errors(state), state.client() as client:
+        entries = client.sync.restore_contacts(book, device_id=device_id or _device_id())
+    data = (
+        contacts_io.write_csv(entries)
+        if chosen is ExportFormat.csv
+        else contacts_io.write_vcards(entries)
+    )
+    if output is None:
+        typer.echo(data, nl=False)
+    else:
+        output.write_bytes(data)
+    _err(f"exported {len(entries)} entries from {book}" + (f" to {output}" if output else ""))
+
+
+@app.command()
+def books(ctx: typer.Context) -> None:
+    """List the caller's address books, most recently updated first."""
+    state = _state(ctx)
+    _require_token(state)
+    with _reporting_errors(state), state.client() as client:
+        found = list(client.sync.iter_address_books())
+    for book in found:
+        kind = sync_pb2.AddressBookKind.Name(book.kind).removeprefix("ADDRESS_BOOK_KIND_")
+        updated = book.update_time.ToJsonString() if book.HasField("update_time") else "-"
+        typer.echo(
+            f"{book.address_book_id}  {kind.lower()}  {book.entry_count} entries  "
+            f"device {book.device_id or '-'}  updated {updated}"
+        )
+    if not found:
+        _err("no address books")
 
 
 def main() -> None:

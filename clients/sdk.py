@@ -16,8 +16,15 @@
             device_id="dev-1", entries=read_contacts("phone.vcf").entries)
         entries = client.sync.restore_contacts("phone", held_entry_ids=ids_on_device)
 
-Behaviour shared by both clients (one code path builds every request, see ``_AccountCalls``
-and ``_SyncCalls``):
+    with Client("127.0.0.1:50051", token=token) as client:      # buddies
+        for buddy in client.friendship.iter_buddies(kind=friendship_pb2.BUDDY_KIND_FULL):
+            print(buddy.display_name)
+        client.friendship.accept_one_way_request("u42")     # users/me/oneWayRequests/u42
+        for event in client.friendship.watch_events(cursor=saved_cursor):
+            saved_cursor = event.cursor
+
+Behaviour shared by both clients (one code path builds every request, see ``_AccountCalls``,
+``_SyncCalls`` and ``_FriendshipCalls``):
 
 * Every RPC except ``Register`` and health checks sends ``authorization: Bearer <token>``.
 * Every attempt has a deadline of ``timeout`` seconds.
@@ -31,6 +38,8 @@ and ``_SyncCalls``):
   acknowledged chunk (``GetUploadStatus``) on a new stream, and ``sync.iter_restore_contacts``
   reopens a broken restore holding what it already received; both at most ``retries``
   times, with the same backoff. An upload stream's deadline is ``timeout`` per chunk.
+  ``friendship.watch_events`` has no deadline and reopens a broken stream after the last
+  cursor it received.
 """
 
 from __future__ import annotations
@@ -62,7 +71,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
-from befriend.v1 import account_pb2, common_pb2, sync_pb2
+from befriend.v1 import account_pb2, common_pb2, friendship_pb2, sync_pb2
 
 from .errors import (
     BefriendError,
@@ -77,11 +86,14 @@ from .errors import (
 __all__ = [
     "DEFAULT_TARGET",
     "MAX_CHUNK_ENTRIES",
+    "MAX_COMMUNICATION_LOG_ENTRIES",
     "AccountClient",
     "AsyncAccountClient",
     "AsyncClient",
+    "AsyncFriendshipClient",
     "AsyncSyncClient",
     "Client",
+    "FriendshipClient",
     "ImIdLike",
     "ProgressCallback",
     "SyncClient",
@@ -99,6 +111,7 @@ ChannelOptions: TypeAlias = Sequence[tuple[str, Any]]
 
 _ACCOUNT_SERVICE = account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name
 _SYNC_SERVICE = sync_pb2.DESCRIPTOR.services_by_name["SyncService"].full_name
+_FRIENDSHIP_SERVICE = friendship_pb2.DESCRIPTOR.services_by_name["FriendshipService"].full_name
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
@@ -111,6 +124,11 @@ def _account_method(name: str) -> str:
 def _sync_method(name: str) -> str:
     sync_pb2.DESCRIPTOR.services_by_name["SyncService"].methods_by_name[name]
     return f"/{_SYNC_SERVICE}/{name}"
+
+
+def _friendship_method(name: str) -> str:
+    friendship_pb2.DESCRIPTOR.services_by_name["FriendshipService"].methods_by_name[name]
+    return f"/{_FRIENDSHIP_SERVICE}/{name}"
 
 
 # --------------------------------------------------------------------------------------
@@ -484,6 +502,262 @@ def _health_status_name(response: Message) -> str:
 
 
 # --------------------------------------------------------------------------------------
+# FriendshipService: request building, resource names, the WatchEvents resume point
+# --------------------------------------------------------------------------------------
+
+#: Most records one SubmitCommunicationLogs call may carry (friendship.proto).
+MAX_COMMUNICATION_LOG_ENTRIES = 5000
+
+
+def _child_name(value: str, collection: str) -> str:
+    """``users/me/{collection}/{id}`` for a bare id or a ``users/{id}`` member name.
+
+    A full resource name (``users/{user}/{collection}/{id}``) is returned unchanged, so
+    ``one_way_request.name``, ``one_way_request.requester`` and a bare requester id all
+    name the same request.
+    """
+    if not value:
+        raise ValueError(f"a {collection} id or resource name is required")
+    parts = value.split("/")
+    if len(parts) == 1:
+        return f"users/me/{collection}/{value}"
+    if len(parts) == 2 and parts[0] == "users":
+        return f"users/me/{collection}/{parts[1]}"
+    return value
+
+
+def _user_name(value: str) -> str:
+    """``users/{id}`` for a bare user id; a resource name is returned unchanged."""
+    return value if "/" in value else f"users/{value}"
+
+
+class _FriendshipCalls:
+    """Builds the requests of FriendshipService RPCs; no I/O here."""
+
+    LIST_BUDDIES = _friendship_method("ListBuddies")
+    LIST_ONE_WAY_REQUESTS = _friendship_method("ListOneWayRequests")
+    ACCEPT_ONE_WAY_REQUEST = _friendship_method("AcceptOneWayRequest")
+    BLOCK_ONE_WAY_REQUEST = _friendship_method("BlockOneWayRequest")
+    SET_PRESENCE = _friendship_method("SetPresence")
+    GET_BUDDY_PRESENCE = _friendship_method("GetBuddyPresence")
+    SUBMIT_COMMUNICATION_LOGS = _friendship_method("SubmitCommunicationLogs")
+    LIST_ACTIVE_CONTACT_PROPOSALS = _friendship_method("ListActiveContactProposals")
+    CONFIRM_ACTIVE_CONTACTS = _friendship_method("ConfirmActiveContacts")
+    WATCH_EVENTS = _friendship_method("WatchEvents")
+    REFRESH_MATCHES = _friendship_method("RefreshMatches")
+
+    @staticmethod
+    def list_buddies(
+        kind: int, page_size: int, page_token: str
+    ) -> _Call[friendship_pb2.ListBuddiesRequest, friendship_pb2.ListBuddiesResponse]:
+        request = friendship_pb2.ListBuddiesRequest(
+            parent="users/me",
+            kind=cast(friendship_pb2.BuddyKind.ValueType, kind),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return _Call(_FriendshipCalls.LIST_BUDDIES, request, friendship_pb2.ListBuddiesResponse)
+
+    @staticmethod
+    def list_one_way_requests(
+        state: int, page_size: int, page_token: str
+    ) -> _Call[friendship_pb2.ListOneWayRequestsRequest, friendship_pb2.ListOneWayRequestsResponse]:
+        request = friendship_pb2.ListOneWayRequestsRequest(
+            parent="users/me",
+            state=cast(friendship_pb2.OneWayRequestState.ValueType, state),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return _Call(
+            _FriendshipCalls.LIST_ONE_WAY_REQUESTS,
+            request,
+            friendship_pb2.ListOneWayRequestsResponse,
+        )
+
+    @staticmethod
+    def accept_one_way_request(
+        name_or_user_id: str, etag: str, request_id: str | None
+    ) -> _Call[
+        friendship_pb2.AcceptOneWayRequestRequest, friendship_pb2.AcceptOneWayRequestResponse
+    ]:
+        request = friendship_pb2.AcceptOneWayRequestRequest(
+            name=_child_name(name_or_user_id, "oneWayRequests"),
+            etag=etag,
+            request_id=_request_id(request_id),
+        )
+        return _Call(
+            _FriendshipCalls.ACCEPT_ONE_WAY_REQUEST,
+            request,
+            friendship_pb2.AcceptOneWayRequestResponse,
+        )
+
+    @staticmethod
+    def block_one_way_request(
+        name_or_user_id: str, etag: str, request_id: str | None
+    ) -> _Call[friendship_pb2.BlockOneWayRequestRequest, friendship_pb2.BlockOneWayRequestResponse]:
+        request = friendship_pb2.BlockOneWayRequestRequest(
+            name=_child_name(name_or_user_id, "oneWayRequests"),
+            etag=etag,
+            request_id=_request_id(request_id),
+        )
+        return _Call(
+            _FriendshipCalls.BLOCK_ONE_WAY_REQUEST,
+            request,
+            friendship_pb2.BlockOneWayRequestResponse,
+        )
+
+    @staticmethod
+    def set_presence(
+        state: int, status_message: str, picture_uri: str, request_id: str | None
+    ) -> _Call[friendship_pb2.SetPresenceRequest, friendship_pb2.SetPresenceResponse]:
+        request = friendship_pb2.SetPresenceRequest(
+            presence=friendship_pb2.Presence(
+                state=cast(friendship_pb2.PresenceState.ValueType, state),
+                status_message=status_message,
+                picture_uri=picture_uri,
+            ),
+            request_id=_request_id(request_id),
+        )
+        return _Call(_FriendshipCalls.SET_PRESENCE, request, friendship_pb2.SetPresenceResponse)
+
+    @staticmethod
+    def get_buddy_presence(
+        buddies: Iterable[str], page_size: int, page_token: str
+    ) -> _Call[friendship_pb2.GetBuddyPresenceRequest, friendship_pb2.GetBuddyPresenceResponse]:
+        if isinstance(buddies, str):
+            raise TypeError("buddies must be a sequence of buddy names or ids, not a str")
+        request = friendship_pb2.GetBuddyPresenceRequest(
+            parent="users/me",
+            buddies=[_child_name(b, "buddies") for b in buddies],
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return _Call(
+            _FriendshipCalls.GET_BUDDY_PRESENCE, request, friendship_pb2.GetBuddyPresenceResponse
+        )
+
+    @staticmethod
+    def submit_communication_logs(
+        entries: Iterable[friendship_pb2.CommunicationLogEntry],
+        device_id: str,
+        request_id: str | None,
+    ) -> _Call[
+        friendship_pb2.SubmitCommunicationLogsRequest,
+        friendship_pb2.SubmitCommunicationLogsResponse,
+    ]:
+        materialised = list(entries)
+        if len(materialised) > MAX_COMMUNICATION_LOG_ENTRIES:
+            raise ValueError(
+                f"at most {MAX_COMMUNICATION_LOG_ENTRIES} log entries per call "
+                f"(got {len(materialised)}); split them over several calls"
+            )
+        request = friendship_pb2.SubmitCommunicationLogsRequest(
+            device_id=device_id, entries=materialised, request_id=_request_id(request_id)
+        )
+        return _Call(
+            _FriendshipCalls.SUBMIT_COMMUNICATION_LOGS,
+            request,
+            friendship_pb2.SubmitCommunicationLogsResponse,
+        )
+
+    @staticmethod
+    def list_active_contact_proposals(
+        page_size: int, page_token: str
+    ) -> _Call[
+        friendship_pb2.ListActiveContactProposalsRequest,
+        friendship_pb2.ListActiveContactProposalsResponse,
+    ]:
+        request = friendship_pb2.ListActiveContactProposalsRequest(
+            parent="users/me", page_size=page_size, page_token=page_token
+        )
+        return _Call(
+            _FriendshipCalls.LIST_ACTIVE_CONTACT_PROPOSALS,
+            request,
+            friendship_pb2.ListActiveContactProposalsResponse,
+        )
+
+    @staticmethod
+    def confirm_active_contacts(
+        excluded: Iterable[str], request_id: str | None
+    ) -> _Call[
+        friendship_pb2.ConfirmActiveContactsRequest,
+        friendship_pb2.ConfirmActiveContactsResponse,
+    ]:
+        if isinstance(excluded, str):
+            raise TypeError("excluded must be a sequence of proposal names or ids, not a str")
+        request = friendship_pb2.ConfirmActiveContactsRequest(
+            parent="users/me",
+            excluded_proposals=[_child_name(p, "activeContactProposals") for p in excluded],
+            request_id=_request_id(request_id),
+        )
+        return _Call(
+            _FriendshipCalls.CONFIRM_ACTIVE_CONTACTS,
+            request,
+            friendship_pb2.ConfirmActiveContactsResponse,
+        )
+
+    @staticmethod
+    def watch_events(
+        cursor: str, types: Sequence[int]
+    ) -> _Call[friendship_pb2.WatchEventsRequest, friendship_pb2.WatchEventsResponse]:
+        request = friendship_pb2.WatchEventsRequest(
+            parent="users/me",
+            cursor=cursor,
+            types=[cast(friendship_pb2.BuddyEventType.ValueType, t) for t in types],
+        )
+        return _Call(_FriendshipCalls.WATCH_EVENTS, request, friendship_pb2.WatchEventsResponse)
+
+    @staticmethod
+    def refresh_matches(
+        users: Iterable[str], validate_only: bool, request_id: str | None
+    ) -> _Call[friendship_pb2.RefreshMatchesRequest, friendship_pb2.RefreshMatchesResponse]:
+        if isinstance(users, str):
+            raise TypeError("users must be a sequence of user names or ids, not a str")
+        request = friendship_pb2.RefreshMatchesRequest(
+            users=[_user_name(u) for u in users],
+            validate_only=validate_only,
+            request_id=_request_id(request_id),
+        )
+        return _Call(
+            _FriendshipCalls.REFRESH_MATCHES, request, friendship_pb2.RefreshMatchesResponse
+        )
+
+
+class _WatchState:
+    """Where a WatchEvents watch stands across streams; no I/O here.
+
+    ``cursor`` advances with every response (heartbeats included), so a reopened stream
+    starts after the last event delivered and nothing is yielded twice.
+    """
+
+    def __init__(self, cursor: str, types: Iterable[int]) -> None:
+        self.cursor = cursor
+        self.types = [int(t) for t in types]
+        self.failures = 0
+
+    def call(self) -> _Call[friendship_pb2.WatchEventsRequest, friendship_pb2.WatchEventsResponse]:
+        return _FriendshipCalls.watch_events(self.cursor, self.types)
+
+    def on_response(self, response: friendship_pb2.WatchEventsResponse) -> None:
+        self.failures = 0
+        if response.cursor:
+            self.cursor = response.cursor
+        elif response.events and response.events[-1].cursor:
+            self.cursor = response.events[-1].cursor
+
+    def on_event(self, event: friendship_pb2.BuddyEvent) -> None:
+        if event.cursor:
+            self.cursor = event.cursor
+
+    def should_resume(self, settings: _Settings, error: BefriendError) -> bool:
+        """Reopen after ``error``? Only a retryable one, ``retries`` times in a row."""
+        if self.failures >= settings.retries or not settings.is_retryable(error):
+            return False
+        self.failures += 1
+        return True
+
+
+# --------------------------------------------------------------------------------------
 # Connection settings, retry policy and transports
 # --------------------------------------------------------------------------------------
 
@@ -664,15 +938,23 @@ class _SyncTransport:
             stop.set()
             call.cancel()  # type: ignore[no-untyped-call]  # no-op once the call has ended
 
-    def server_stream(self, call: _Call[ReqT, RespT]) -> Generator[RespT, None, None]:
-        """One server-streaming attempt; errors are raised as BefriendError."""
+    def server_stream(
+        self, call: _Call[ReqT, RespT], *, deadline: bool = True
+    ) -> Generator[RespT, None, None]:
+        """One server-streaming attempt; errors are raised as BefriendError.
+
+        ``deadline=False`` leaves the stream open until the server or the caller ends it
+        (``WatchEvents``); otherwise it is cut after ``timeout`` seconds.
+        """
         callable_ = self.channel.unary_stream(
             call.method,
             request_serializer=type(call.request).SerializeToString,
             response_deserializer=call.response_type.FromString,
         )
         responses = callable_(
-            call.request, timeout=self.settings.timeout, metadata=self.settings.metadata(call)
+            call.request,
+            timeout=self.settings.timeout if deadline else None,
+            metadata=self.settings.metadata(call),
         )
         try:
             yield from cast(Iterator[RespT], responses)
@@ -782,15 +1064,22 @@ class _AsyncTransport:
         finally:
             call.cancel()
 
-    async def server_stream(self, call: _Call[ReqT, RespT]) -> AsyncGenerator[RespT, None]:
-        """One server-streaming attempt; errors are raised as BefriendError."""
+    async def server_stream(
+        self, call: _Call[ReqT, RespT], *, deadline: bool = True
+    ) -> AsyncGenerator[RespT, None]:
+        """One server-streaming attempt; errors are raised as BefriendError.
+
+        ``deadline=False`` leaves the stream open until the server or the caller ends it.
+        """
         callable_ = self.channel.unary_stream(
             call.method,
             request_serializer=type(call.request).SerializeToString,
             response_deserializer=call.response_type.FromString,
         )
         responses = callable_(
-            call.request, timeout=self.settings.timeout, metadata=self.settings.metadata(call)
+            call.request,
+            timeout=self.settings.timeout if deadline else None,
+            metadata=self.settings.metadata(call),
         )
         try:
             async for response in responses:
@@ -1263,6 +1552,293 @@ class SyncClient:
         )
 
 
+class AsyncFriendshipClient:
+    """FriendshipService methods of :class:`AsyncClient` (``client.friendship``).
+
+    Names: ``"me"`` always stands for the caller. Wherever a method takes a one-way
+    request, buddy or proposal, a bare id (``"u2"``), a member name (``"users/u2"``) and the
+    full resource name (``"users/me/oneWayRequests/u2"``) are all accepted.
+    """
+
+    def __init__(self, transport: _AsyncTransport) -> None:
+        self._t = transport
+
+    async def list_buddies(
+        self, kind: int = 0, page_size: int = 0, page_token: str = ""
+    ) -> friendship_pb2.ListBuddiesResponse:
+        """One page of the caller's buddies; ``kind`` (``BUDDY_KIND_*``) 0 lists every kind."""
+        return await self._t.invoke(_FriendshipCalls.list_buddies(kind, page_size, page_token))
+
+    async def iter_buddies(
+        self, kind: int = 0, page_size: int = 0
+    ) -> AsyncIterator[friendship_pb2.Buddy]:
+        """Every buddy of the caller (of ``kind``, 0 for all), walking all pages."""
+        page_token = ""
+        while True:
+            page = await self.list_buddies(kind=kind, page_size=page_size, page_token=page_token)
+            for buddy in page.buddies:
+                yield buddy
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    async def list_one_way_requests(
+        self, state: int = 0, page_size: int = 0, page_token: str = ""
+    ) -> friendship_pb2.ListOneWayRequestsResponse:
+        """One page of one-way requests to the caller (``state`` 0: the pending ones)."""
+        return await self._t.invoke(
+            _FriendshipCalls.list_one_way_requests(state, page_size, page_token)
+        )
+
+    async def iter_one_way_requests(
+        self, state: int = 0, page_size: int = 0
+    ) -> AsyncIterator[friendship_pb2.OneWayRequest]:
+        """Every one-way request to the caller (``state`` 0: pending), walking all pages."""
+        page_token = ""
+        while True:
+            page = await self.list_one_way_requests(state, page_size, page_token)
+            for request in page.one_way_requests:
+                yield request
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    async def accept_one_way_request(
+        self, name_or_user_id: str, request_id: str | None = None, *, etag: str = ""
+    ) -> friendship_pb2.AcceptOneWayRequestResponse:
+        """Accept the one-way request of a member (by requester id or request name)."""
+        return await self._t.invoke(
+            _FriendshipCalls.accept_one_way_request(name_or_user_id, etag, request_id)
+        )
+
+    async def block_one_way_request(
+        self, name_or_user_id: str, request_id: str | None = None, *, etag: str = ""
+    ) -> friendship_pb2.BlockOneWayRequestResponse:
+        """Block the member behind a one-way request (by requester id or request name)."""
+        return await self._t.invoke(
+            _FriendshipCalls.block_one_way_request(name_or_user_id, etag, request_id)
+        )
+
+    async def set_presence(
+        self,
+        state: int,
+        status_message: str = "",
+        picture_uri: str = "",
+        request_id: str | None = None,
+    ) -> friendship_pb2.SetPresenceResponse:
+        """Set the caller's presence (``PRESENCE_STATE_*``); full buddies see it."""
+        return await self._t.invoke(
+            _FriendshipCalls.set_presence(state, status_message, picture_uri, request_id)
+        )
+
+    async def get_buddy_presence(
+        self, buddies: Iterable[str] = (), page_size: int = 0, page_token: str = ""
+    ) -> friendship_pb2.GetBuddyPresenceResponse:
+        """Presence of the named full buddies (buddy names or ids); none given: all of them."""
+        return await self._t.invoke(
+            _FriendshipCalls.get_buddy_presence(buddies, page_size, page_token)
+        )
+
+    async def submit_communication_logs(
+        self,
+        entries: Iterable[friendship_pb2.CommunicationLogEntry],
+        device_id: str = "",
+        request_id: str | None = None,
+    ) -> friendship_pb2.SubmitCommunicationLogsResponse:
+        """Send SMS/call-log records (at most ``MAX_COMMUNICATION_LOG_ENTRIES`` per call)."""
+        return await self._t.invoke(
+            _FriendshipCalls.submit_communication_logs(entries, device_id, request_id)
+        )
+
+    async def list_active_contact_proposals(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> friendship_pb2.ListActiveContactProposalsResponse:
+        """One page of the caller's active-contact proposals, most frequent first."""
+        return await self._t.invoke(
+            _FriendshipCalls.list_active_contact_proposals(page_size, page_token)
+        )
+
+    async def confirm_active_contacts(
+        self, excluded: Iterable[str] = (), request_id: str | None = None
+    ) -> friendship_pb2.ConfirmActiveContactsResponse:
+        """Confirm every open proposal except ``excluded`` (the ones the user unticked)."""
+        return await self._t.invoke(_FriendshipCalls.confirm_active_contacts(excluded, request_id))
+
+    async def watch_events(
+        self, cursor: str = "", types: Iterable[int] = ()
+    ) -> AsyncIterator[friendship_pb2.BuddyEvent]:
+        """Buddy events after ``cursor`` (empty: from now on), as the server streams them.
+
+        The stream has no deadline; it ends when the server ends it or the caller stops
+        iterating. Keep ``event.cursor`` to resume later. When the stream breaks with a
+        retryable status (UNAVAILABLE), it is reopened after the last cursor received
+        (heartbeats advance it too), so no event is yielded twice; ``retries`` bounds
+        consecutive failures. An expired cursor raises :class:`FailedPrecondition`
+        (reason ``SYNC_CURSOR_EXPIRED``).
+        """
+        watch = _WatchState(cursor, types)
+        while True:
+            try:
+                stream = self._t.server_stream(watch.call(), deadline=False)
+                async with contextlib.aclosing(stream):
+                    async for response in stream:
+                        for event in response.events:
+                            watch.on_event(event)
+                            yield event
+                        watch.on_response(response)
+                return
+            except BefriendError as error:
+                if not watch.should_resume(self._t.settings, error):
+                    raise
+                await asyncio.sleep(self._t.settings.backoff(watch.failures, error))
+
+    async def refresh_matches(
+        self,
+        users: Iterable[str] = (),
+        validate_only: bool = False,
+        request_id: str | None = None,
+    ) -> friendship_pb2.RefreshMatchesResponse:
+        """Re-run matching for ``users`` (ids or ``users/{id}``; none: everyone).
+
+        Internal RPC: the client's ``token`` must be the server's service token
+        (``BEFRIEND_SERVICE_TOKEN``); a user token is refused (PERMISSION_DENIED).
+        """
+        return await self._t.invoke(
+            _FriendshipCalls.refresh_matches(users, validate_only, request_id)
+        )
+
+
+class FriendshipClient:
+    """FriendshipService methods of :class:`Client` (``client.friendship``).
+
+    See :class:`AsyncFriendshipClient`; ``watch_events`` is a blocking iterator here.
+    """
+
+    def __init__(self, transport: _SyncTransport) -> None:
+        self._t = transport
+
+    def list_buddies(
+        self, kind: int = 0, page_size: int = 0, page_token: str = ""
+    ) -> friendship_pb2.ListBuddiesResponse:
+        """One page of the caller's buddies; ``kind`` (``BUDDY_KIND_*``) 0 lists every kind."""
+        return self._t.invoke(_FriendshipCalls.list_buddies(kind, page_size, page_token))
+
+    def iter_buddies(self, kind: int = 0, page_size: int = 0) -> Iterator[friendship_pb2.Buddy]:
+        """Every buddy of the caller (of ``kind``, 0 for all), walking all pages."""
+        page_token = ""
+        while True:
+            page = self.list_buddies(kind=kind, page_size=page_size, page_token=page_token)
+            yield from page.buddies
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    def list_one_way_requests(
+        self, state: int = 0, page_size: int = 0, page_token: str = ""
+    ) -> friendship_pb2.ListOneWayRequestsResponse:
+        """One page of one-way requests to the caller (``state`` 0: the pending ones)."""
+        return self._t.invoke(_FriendshipCalls.list_one_way_requests(state, page_size, page_token))
+
+    def iter_one_way_requests(
+        self, state: int = 0, page_size: int = 0
+    ) -> Iterator[friendship_pb2.OneWayRequest]:
+        """Every one-way request to the caller (``state`` 0: pending), walking all pages."""
+        page_token = ""
+        while True:
+            page = self.list_one_way_requests(state, page_size, page_token)
+            yield from page.one_way_requests
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    def accept_one_way_request(
+        self, name_or_user_id: str, request_id: str | None = None, *, etag: str = ""
+    ) -> friendship_pb2.AcceptOneWayRequestResponse:
+        """Accept the one-way request of a member (by requester id or request name)."""
+        return self._t.invoke(
+            _FriendshipCalls.accept_one_way_request(name_or_user_id, etag, request_id)
+        )
+
+    def block_one_way_request(
+        self, name_or_user_id: str, request_id: str | None = None, *, etag: str = ""
+    ) -> friendship_pb2.BlockOneWayRequestResponse:
+        """Block the member behind a one-way request (by requester id or request name)."""
+        return self._t.invoke(
+            _FriendshipCalls.block_one_way_request(name_or_user_id, etag, request_id)
+        )
+
+    def set_presence(
+        self,
+        state: int,
+        status_message: str = "",
+        picture_uri: str = "",
+        request_id: str | None = None,
+    ) -> friendship_pb2.SetPresenceResponse:
+        """Set the caller's presence (``PRESENCE_STATE_*``); full buddies see it."""
+        return self._t.invoke(
+            _FriendshipCalls.set_presence(state, status_message, picture_uri, request_id)
+        )
+
+    def get_buddy_presence(
+        self, buddies: Iterable[str] = (), page_size: int = 0, page_token: str = ""
+    ) -> friendship_pb2.GetBuddyPresenceResponse:
+        """Presence of the named full buddies (buddy names or ids); none given: all of them."""
+        return self._t.invoke(_FriendshipCalls.get_buddy_presence(buddies, page_size, page_token))
+
+    def submit_communication_logs(
+        self,
+        entries: Iterable[friendship_pb2.CommunicationLogEntry],
+        device_id: str = "",
+        request_id: str | None = None,
+    ) -> friendship_pb2.SubmitCommunicationLogsResponse:
+        """Send SMS/call-log records (at most ``MAX_COMMUNICATION_LOG_ENTRIES`` per call)."""
+        return self._t.invoke(
+            _FriendshipCalls.submit_communication_logs(entries, device_id, request_id)
+        )
+
+    def list_active_contact_proposals(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> friendship_pb2.ListActiveContactProposalsResponse:
+        """One page of the caller's active-contact proposals, most frequent first."""
+        return self._t.invoke(_FriendshipCalls.list_active_contact_proposals(page_size, page_token))
+
+    def confirm_active_contacts(
+        self, excluded: Iterable[str] = (), request_id: str | None = None
+    ) -> friendship_pb2.ConfirmActiveContactsResponse:
+        """Confirm every open proposal except ``excluded`` (the ones the user unticked)."""
+        return self._t.invoke(_FriendshipCalls.confirm_active_contacts(excluded, request_id))
+
+    def watch_events(
+        self, cursor: str = "", types: Iterable[int] = ()
+    ) -> Iterator[friendship_pb2.BuddyEvent]:
+        """Buddy events after ``cursor``, resuming a broken stream (see the async client)."""
+        watch = _WatchState(cursor, types)
+        while True:
+            try:
+                with contextlib.closing(
+                    self._t.server_stream(watch.call(), deadline=False)
+                ) as stream:
+                    for response in stream:
+                        for event in response.events:
+                            watch.on_event(event)
+                            yield event
+                        watch.on_response(response)
+                return
+            except BefriendError as error:
+                if not watch.should_resume(self._t.settings, error):
+                    raise
+                time.sleep(self._t.settings.backoff(watch.failures, error))
+
+    def refresh_matches(
+        self,
+        users: Iterable[str] = (),
+        validate_only: bool = False,
+        request_id: str | None = None,
+    ) -> friendship_pb2.RefreshMatchesResponse:
+        """Re-run matching for ``users``; needs the service token (see the async client)."""
+        return self._t.invoke(_FriendshipCalls.refresh_matches(users, validate_only, request_id))
+
+
 class AsyncClient:
     """asyncio client; use as ``async with AsyncClient(...) as client``.
 
@@ -1307,6 +1883,7 @@ class AsyncClient:
         )
         self.account = AsyncAccountClient(self._transport)
         self.sync = AsyncSyncClient(self._transport)
+        self.friendship = AsyncFriendshipClient(self._transport)
 
     @property
     def target(self) -> str:
@@ -1384,6 +1961,7 @@ class Client:
         )
         self.account = AccountClient(self._transport)
         self.sync = SyncClient(self._transport)
+        self.friendship = FriendshipClient(self._transport)
 
     @property
     def target(self) -> str:

@@ -1,4 +1,5 @@
-"""A scripted in-process AccountService, SyncService and health service for the client tests.
+"""Scripted in-process AccountService, SyncService, FriendshipService and health service for
+the client tests.
 
 The servicer is a plain subclass of the generated ``AccountServiceServicer`` served by a
 real ``grpc.aio`` server on 127.0.0.1:0; it answers with the rich error model the befriend
@@ -22,7 +23,15 @@ from grpc_health.v1 import _async as health_aio  # the asyncio HealthServicer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from befriend.v1 import account_pb2, account_pb2_grpc, common_pb2, sync_pb2, sync_pb2_grpc
+from befriend.v1 import (
+    account_pb2,
+    account_pb2_grpc,
+    common_pb2,
+    friendship_pb2,
+    friendship_pb2_grpc,
+    sync_pb2,
+    sync_pb2_grpc,
+)
 
 DOMAIN = "befriend.dev"
 UNKNOWN_SERVICE = "befriend.v1.NotHere"
@@ -106,6 +115,68 @@ class SyncState:
     restore_requests: list[sync_pb2.RestoreContactsRequest] = field(default_factory=list)
 
 
+def _default_buddies() -> list[friendship_pb2.Buddy]:
+    def entry(name: str, phone: str) -> common_pb2.Contact:
+        return common_pb2.Contact(
+            display_name=name, mobile_numbers=[common_pb2.PhoneNumber(raw=phone)]
+        )
+
+    return [
+        friendship_pb2.Buddy(
+            name="users/u1/buddies/u2",
+            kind=friendship_pb2.BUDDY_KIND_FULL,
+            user="users/u2",
+            display_name="Bob",
+            phonebook_entry=entry("Bobby", "139 0000 0002"),
+            match=friendship_pb2.BuddyMatch(key=friendship_pb2.BUDDY_MATCH_KEY_EXACT_E164),
+        ),
+        friendship_pb2.Buddy(
+            name="users/u1/buddies/u3",
+            kind=friendship_pb2.BUDDY_KIND_ONE_WAY,
+            user="users/u3",
+            display_name="Carol",
+            phonebook_entry=entry("Carol W", "0000 0003"),
+            match=friendship_pb2.BuddyMatch(
+                key=friendship_pb2.BUDDY_MATCH_KEY_WEAK_SUFFIX, weak_suffix_digits=7
+            ),
+        ),
+        friendship_pb2.Buddy(
+            name="users/u1/buddies/k8613900000009",
+            kind=friendship_pb2.BUDDY_KIND_PHONEBOOK,
+            display_name="Dan",
+            phonebook_entry=entry("Dan", "13900000009"),
+        ),
+    ]
+
+
+def _default_requests() -> dict[str, str]:
+    return {"u4": "Eve", "u5": "Frank"}
+
+
+@dataclass
+class FriendshipState:
+    """The fake FriendshipService's data and script (users/u1's view)."""
+
+    buddies: list[friendship_pb2.Buddy] = field(default_factory=_default_buddies)
+    # pending one-way requests to users/u1: requester id -> display name
+    requests: dict[str, str] = field(default_factory=_default_requests)
+    # the event log; event i (1-based) has cursor str(i)
+    events: list[friendship_pb2.BuddyEvent] = field(default_factory=list)
+    watch_faults: deque[StreamFault] = field(default_factory=deque)
+    watch_streams: int = 0
+    # the cursor below which the log was trimmed (older cursors: SYNC_CURSOR_EXPIRED)
+    trimmed_before: int = 0
+
+    def add_events(self, *types: friendship_pb2.BuddyEventType.ValueType) -> None:
+        for t in types:
+            n = len(self.events) + 1
+            self.events.append(
+                friendship_pb2.BuddyEvent(
+                    cursor=str(n), type=t, buddy=friendship_pb2.Buddy(name=f"ev{n}")
+                )
+            )
+
+
 @dataclass
 class Recorder:
     """What the fake saw: every call's method, request and metadata."""
@@ -113,6 +184,7 @@ class Recorder:
     calls: list[tuple[str, Any, dict[str, str]]] = field(default_factory=list)
     attempts: Counter[str] = field(default_factory=Counter)
     sync: SyncState = field(default_factory=SyncState)
+    friendship: FriendshipState = field(default_factory=FriendshipState)
 
     def requests(self, method: str) -> list[Any]:
         return [req for m, req, _ in self.calls if m == method]
@@ -473,15 +545,221 @@ class FakeSyncServicer(sync_pb2_grpc.SyncServiceServicer):
             )
 
 
+SERVICE_TOKEN = "service-token"
+
+
+class FakeFriendshipServicer(friendship_pb2_grpc.FriendshipServiceServicer):
+    """FriendshipService per friendship.proto for users/u1 ("users/me" accepted).
+
+    Any bearer token is accepted except for RefreshMatches (``SERVICE_TOKEN`` only). A
+    request id answered UNAVAILABLE once: requester ``flaky`` (accept/block). WatchEvents
+    sends one event per message after the request's cursor, then a heartbeat, then ends;
+    faults come from ``recorder.friendship.watch_faults``.
+    """
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.rec = recorder
+        self.state = recorder.friendship
+
+    def _record(self, method: str, request, context) -> None:
+        md = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        self.rec.calls.append((method, request, md))
+
+    async def _require_token(self, context) -> str:
+        md = dict(context.invocation_metadata() or ())
+        auth = str(md.get("authorization", ""))
+        if not auth.startswith("Bearer "):
+            await context.abort_with_status(
+                rich_status(grpc.StatusCode.UNAUTHENTICATED, "no token", reason="UNAUTHENTICATED")
+            )
+        return auth.removeprefix("Bearer ")
+
+    async def _own(self, name: str, context, collection: str) -> str:
+        parts = name.split("/")
+        if len(parts) != 4 or parts[0] != "users" or parts[2] != collection:
+            await context.abort_with_status(
+                rich_status(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "malformed name",
+                    reason="INVALID_ARGUMENT",
+                    violations=[("name", f"expected users/{{user}}/{collection}/{{id}}")],
+                )
+            )
+        if parts[1] not in ("me", "u1"):
+            await context.abort_with_status(
+                rich_status(
+                    grpc.StatusCode.PERMISSION_DENIED, "not yours", reason="PERMISSION_DENIED"
+                )
+            )
+        return parts[3]
+
+    async def ListBuddies(self, request, context):
+        self._record("ListBuddies", request, context)
+        await self._require_token(context)
+        found = [b for b in self.state.buddies if not request.kind or b.kind == request.kind]
+        size = request.page_size or 100
+        start = int(request.page_token or "0")
+        nxt = str(start + size) if start + size < len(found) else ""
+        return friendship_pb2.ListBuddiesResponse(
+            buddies=found[start : start + size], next_page_token=nxt, total_size=len(found)
+        )
+
+    async def ListOneWayRequests(self, request, context):
+        self._record("ListOneWayRequests", request, context)
+        await self._require_token(context)
+        found = [
+            friendship_pb2.OneWayRequest(
+                name=f"users/u1/oneWayRequests/{uid}",
+                requester=f"users/{uid}",
+                requester_display_name=name,
+                state=friendship_pb2.ONE_WAY_REQUEST_STATE_PENDING,
+            )
+            for uid, name in self.state.requests.items()
+        ]
+        size = request.page_size or 50
+        start = int(request.page_token or "0")
+        nxt = str(start + size) if start + size < len(found) else ""
+        return friendship_pb2.ListOneWayRequestsResponse(
+            one_way_requests=found[start : start + size], next_page_token=nxt
+        )
+
+    async def _answer(self, method: str, request, context) -> str:
+        self._record(method, request, context)
+        await self._require_token(context)
+        requester = await self._own(request.name, context, "oneWayRequests")
+        self.rec.attempts[request.request_id] += 1
+        if requester == "flaky" and self.rec.attempts[request.request_id] == 1:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset")
+        if requester not in self.state.requests and requester != "flaky":
+            await context.abort_with_status(
+                rich_status(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"no pending one-way request from users/{requester}",
+                    reason="NOT_FOUND",
+                )
+            )
+        self.state.requests.pop(requester, None)
+        return requester
+
+    async def AcceptOneWayRequest(self, request, context):
+        requester = await self._answer("AcceptOneWayRequest", request, context)
+        buddy = friendship_pb2.Buddy(
+            name=f"users/u1/buddies/{requester}",
+            kind=friendship_pb2.BUDDY_KIND_FULL,
+            user=f"users/{requester}",
+        )
+        self.state.buddies.append(buddy)
+        return friendship_pb2.AcceptOneWayRequestResponse(
+            one_way_request=friendship_pb2.OneWayRequest(
+                name=request.name,
+                requester=f"users/{requester}",
+                state=friendship_pb2.ONE_WAY_REQUEST_STATE_ACCEPTED,
+            ),
+            buddy=buddy,
+        )
+
+    async def BlockOneWayRequest(self, request, context):
+        requester = await self._answer("BlockOneWayRequest", request, context)
+        return friendship_pb2.BlockOneWayRequestResponse(
+            one_way_request=friendship_pb2.OneWayRequest(
+                name=request.name,
+                requester=f"users/{requester}",
+                state=friendship_pb2.ONE_WAY_REQUEST_STATE_BLOCKED,
+            ),
+            blocked_user=friendship_pb2.BlockedUser(
+                name=f"users/u1/blockedUsers/{requester}", user=f"users/{requester}"
+            ),
+        )
+
+    async def SetPresence(self, request, context):
+        self._record("SetPresence", request, context)
+        await self._require_token(context)
+        return friendship_pb2.SetPresenceResponse(presence=request.presence)
+
+    async def GetBuddyPresence(self, request, context):
+        self._record("GetBuddyPresence", request, context)
+        await self._require_token(context)
+        return friendship_pb2.GetBuddyPresenceResponse(
+            presences=[friendship_pb2.BuddyPresence(buddy=b) for b in request.buddies]
+        )
+
+    async def SubmitCommunicationLogs(self, request, context):
+        self._record("SubmitCommunicationLogs", request, context)
+        await self._require_token(context)
+        distinct = {e.phone_number for e in request.entries}
+        return friendship_pb2.SubmitCommunicationLogsResponse(
+            accepted_count=len(request.entries),
+            distinct_number_count=len(distinct),
+            proposal_count=len(distinct),
+        )
+
+    async def ListActiveContactProposals(self, request, context):
+        self._record("ListActiveContactProposals", request, context)
+        await self._require_token(context)
+        return friendship_pb2.ListActiveContactProposalsResponse(
+            proposals=[
+                friendship_pb2.ActiveContactProposal(
+                    name="users/u1/activeContactProposals/p1", selected=True
+                )
+            ]
+        )
+
+    async def ConfirmActiveContacts(self, request, context):
+        self._record("ConfirmActiveContacts", request, context)
+        await self._require_token(context)
+        return friendship_pb2.ConfirmActiveContactsResponse()
+
+    async def WatchEvents(self, request, context):
+        self._record("WatchEvents", request, context)
+        await self._require_token(context)
+        self.state.watch_streams += 1
+        after = int(request.cursor or str(len(self.state.events)))
+        if after < self.state.trimmed_before:
+            await context.abort_with_status(
+                rich_status(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "cursor expired",
+                    reason="SYNC_CURSOR_EXPIRED",
+                )
+            )
+        fault = self.state.watch_faults.popleft() if self.state.watch_faults else None
+        types = set(request.types)
+        sent = 0
+        for event in self.state.events[after:]:
+            if fault is not None and sent >= fault.after:
+                await context.abort(fault.code or grpc.StatusCode.UNAVAILABLE, "reset by fake")
+            if types and event.type not in types:
+                continue
+            sent += 1
+            yield friendship_pb2.WatchEventsResponse(events=[event], cursor=event.cursor)
+        yield friendship_pb2.WatchEventsResponse(cursor=str(len(self.state.events)))
+
+    async def RefreshMatches(self, request, context):
+        self._record("RefreshMatches", request, context)
+        if await self._require_token(context) != SERVICE_TOKEN:
+            await context.abort_with_status(
+                rich_status(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "internal RPC: service token required",
+                    reason="PERMISSION_DENIED",
+                )
+            )
+        return friendship_pb2.RefreshMatchesResponse(
+            job_id="job-1", user_count=len(request.users) or 42
+        )
+
+
 async def start_server(
     recorder: Recorder, health_status: int = health_pb2.HealthCheckResponse.SERVING
 ) -> tuple[grpc.aio.Server, int]:
-    """Start the fake AccountService, SyncService and a health service on 127.0.0.1:0."""
+    """Start the fake AccountService, SyncService, FriendshipService and health on :0."""
     server = grpc.aio.server()
     account_pb2_grpc.add_AccountServiceServicer_to_server(FakeAccountServicer(recorder), server)
     # Only the RPCs the SDK calls are scripted; the rest answer UNIMPLEMENTED.
     sync = FakeSyncServicer(recorder)  # type: ignore[abstract]
     sync_pb2_grpc.add_SyncServiceServicer_to_server(sync, server)
+    friendship = FakeFriendshipServicer(recorder)  # type: ignore[abstract]
+    friendship_pb2_grpc.add_FriendshipServiceServicer_to_server(friendship, server)
     health = health_aio.HealthServicer()
     await health.set("", health_status)
     await health.set("befriend.v1.AccountService", health_pb2.HealthCheckResponse.SERVING)
@@ -524,12 +802,15 @@ class ThreadedServer:
 
 __all__ = [
     "DOMAIN",
+    "SERVICE_TOKEN",
     "UNKNOWN_SERVICE",
     "USER",
     "FakeAccountServicer",
     "FakeBook",
+    "FakeFriendshipServicer",
     "FakeSyncServicer",
     "FakeUpload",
+    "FriendshipState",
     "Recorder",
     "StreamFault",
     "SyncState",

@@ -12,14 +12,18 @@ Address books: ``befriend contacts import FILE`` (vCard or CSV, see
 :mod:`befriend.clients.contacts_io`), ``befriend contacts export``, ``befriend books``. The
 device id they use defaults to a random id created once and kept beside the token file
 (``device_id``); ``--device-id`` or env ``BEFRIEND_DEVICE_ID`` overrides it.
+
+Buddies: ``befriend buddies list [--kind full|one-way|phonebook] [--json]``, ``befriend
+buddies requests`` (pending one-way requests), ``befriend buddies accept|block USER_ID``.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,10 +32,13 @@ from typing import Annotated, cast
 
 import typer
 from google.protobuf import json_format
+from google.protobuf.message import Message
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
 
-from befriend.v1 import account_pb2, common_pb2, sync_pb2
+from befriend.v1 import account_pb2, common_pb2, friendship_pb2, sync_pb2
 
 from . import contacts_io
 from .errors import BefriendError, Unavailable
@@ -458,6 +465,148 @@ def books(ctx: typer.Context) -> None:
         )
     if not found:
         _err("no address books")
+
+
+# --------------------------------------------------------------------------------------
+# Buddies
+# --------------------------------------------------------------------------------------
+
+buddies_app = typer.Typer(
+    name="buddies", help="Buddy list and one-way requests.", no_args_is_help=True
+)
+app.add_typer(buddies_app)
+
+
+class BuddyKindChoice(StrEnum):
+    full = "full"
+    one_way = "one-way"
+    phonebook = "phonebook"
+
+
+_BUDDY_KINDS = {
+    BuddyKindChoice.full: friendship_pb2.BUDDY_KIND_FULL,
+    BuddyKindChoice.one_way: friendship_pb2.BUDDY_KIND_ONE_WAY,
+    BuddyKindChoice.phonebook: friendship_pb2.BUDDY_KIND_PHONEBOOK,
+}
+_KIND_LABELS = {value: choice.value for choice, value in _BUDDY_KINDS.items()}
+_MATCH_LABELS = {
+    friendship_pb2.BUDDY_MATCH_KEY_EXACT_E164: "number",
+    friendship_pb2.BUDDY_MATCH_KEY_EMAIL: "e-mail",
+    friendship_pb2.BUDDY_MATCH_KEY_IM_ID: "IM id",
+    friendship_pb2.BUDDY_MATCH_KEY_WEAK_SUFFIX: "number suffix",
+}
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON array.")]
+
+
+def _matched_by(buddy: friendship_pb2.Buddy) -> str:
+    label = _MATCH_LABELS.get(buddy.match.key, "-")
+    if buddy.match.key == friendship_pb2.BUDDY_MATCH_KEY_WEAK_SUFFIX and (
+        buddy.match.weak_suffix_digits
+    ):
+        label += f" ({buddy.match.weak_suffix_digits} digits)"
+    return label
+
+
+def _print_json(messages: Iterable[Message]) -> None:
+    typer.echo(json.dumps([json_format.MessageToDict(m) for m in messages], indent=2))
+
+
+def _stdout_console() -> Console:
+    # Not a terminal (a pipe, a test): wide enough that rows are never wrapped.
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+@buddies_app.command("list")
+def list_buddies(
+    ctx: typer.Context,
+    kind: Annotated[
+        BuddyKindChoice | None,
+        typer.Option("--kind", help="Only buddies of this kind (default: every kind)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the caller's buddies: name, kind, what matched and the phonebook name."""
+    state = _state(ctx)
+    _require_token(state)
+    wanted = _BUDDY_KINDS[kind] if kind is not None else 0
+    with _reporting_errors(state), state.client() as client:
+        found = list(client.friendship.iter_buddies(kind=wanted))
+    if as_json:
+        _print_json(found)
+        return
+    if not found:
+        _err("no buddies")
+        return
+    table = Table("name", "kind", "matched by", "phonebook name", box=box.SIMPLE_HEAD)
+    for buddy in found:
+        table.add_row(
+            buddy.display_name or "-",
+            _KIND_LABELS.get(buddy.kind, str(buddy.kind)),
+            _matched_by(buddy),
+            buddy.phonebook_entry.display_name or "-",
+        )
+    _stdout_console().print(table)
+
+
+@buddies_app.command("requests")
+def list_requests(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """List pending one-way requests: members who hold your number but not vice versa."""
+    state = _state(ctx)
+    _require_token(state)
+    with _reporting_errors(state), state.client() as client:
+        found = list(client.friendship.iter_one_way_requests())
+    if as_json:
+        _print_json(found)
+        return
+    if not found:
+        _err("no pending one-way requests")
+        return
+    table = Table("user id", "name", "since", box=box.SIMPLE_HEAD)
+    for request in found:
+        since = request.create_time.ToJsonString() if request.HasField("create_time") else "-"
+        table.add_row(
+            request.requester.removeprefix("users/"),
+            request.requester_display_name or "-",
+            since,
+        )
+    _stdout_console().print(table)
+    _err("answer with `befriend buddies accept USER_ID` or `befriend buddies block USER_ID`")
+
+
+UserIdArgument = Annotated[
+    str, typer.Argument(help="The requester's user id (or users/{id}, or the request's name).")
+]
+RequestIdOption = Annotated[
+    str | None, typer.Option("--request-id", help="Idempotency key (default: a uuid4).")
+]
+
+
+@buddies_app.command("accept")
+def accept_request(
+    ctx: typer.Context, user_id: UserIdArgument, request_id: RequestIdOption = None
+) -> None:
+    """Accept a one-way request: the two of you become full buddies and share presence."""
+    state = _state(ctx)
+    _require_token(state)
+    with _reporting_errors(state), state.client() as client:
+        answer = client.friendship.accept_one_way_request(user_id, request_id)
+    who = answer.one_way_request.requester or answer.buddy.user
+    typer.echo(f"accepted {who}: now full buddies")
+
+
+@buddies_app.command("block")
+def block_request(
+    ctx: typer.Context, user_id: UserIdArgument, request_id: RequestIdOption = None
+) -> None:
+    """Block the member behind a one-way request: you leave their buddy list."""
+    state = _state(ctx)
+    _require_token(state)
+    with _reporting_errors(state), state.client() as client:
+        answer = client.friendship.block_one_way_request(user_id, request_id)
+    who = answer.one_way_request.requester or answer.blocked_user.user
+    typer.echo(f"blocked {who}")
 
 
 def main() -> None:

@@ -7,7 +7,8 @@
    GIL and prefetches), then the optional ``owner_of_member`` mapping and the checks;
 2. per book: the hits packed as ``other << 32 | position`` and sorted (introsort on a
    row-sized scratch buffer), so the unique others come out ascending with their first key;
-   the misses sorted and deduplicated as phonebook keys. Books are visited in owner order, so
+   the misses deduplicated as phonebook keys through a small per-book hash set (in book
+   order: sorting them cost as much as everything else together). Books are visited in owner order, so
    the edge codes ``owner << 32 | other`` come out globally sorted and unique without a global
    sort (a 30M-key sort would cost more than the lookup);
 3. the edge list transposed by counting sort (CSR of in-edges: for each user, the ascending
@@ -113,64 +114,75 @@ cdef int _map_members(u64 *vals, Py_ssize_t n, const u64 *om, Py_ssize_t nom) no
     """
     cdef Py_ssize_t i
     cdef u64 v
-    for i in range(n):
+    cdef bint bad = 0
+    if om != NULL:
+        for i in range(n):
+            v = vals[i]
+            if v != EMPTY:
+                if v >= <u64>nom:
+                    return -3
+                vals[i] = om[v]
+    for i in range(n):  # branch-free: most keys miss or hit at random
         v = vals[i]
-        if v == EMPTY:
-            continue
-        if om != NULL:
-            if v >= <u64>nom:
-                return -3
-            v = om[v]
-            vals[i] = v
-            if v == EMPTY:
-                continue
-        if v >= C_MAX_USERS:
-            return -4
-    return 0
+        bad |= (v != EMPTY) & (v >= C_MAX_USERS)
+    return -4 if bad else 0
 
 
 cdef void _count(const i64 *indptr, Py_ssize_t n_books, const u64 *keys, const u64 *vals,
                  Py_ssize_t *n_hit, Py_ssize_t *n_miss, Py_ssize_t *max_row) noexcept nogil:
     """Upper bounds of the edges and phonebook entries, and the longest book."""
     cdef Py_ssize_t u, i, base = indptr[0], h = 0, m = 0, mr = 0
+    cdef u64 k, v
     for u in range(n_books):
         if indptr[u + 1] - indptr[u] > mr:
             mr = indptr[u + 1] - indptr[u]
     for i in range(indptr[n_books] - base):
-        if keys[i] != EMPTY:
-            if vals[i] == EMPTY:
-                m += 1
-            else:
-                h += 1
+        k = keys[i]
+        v = vals[i]
+        h += (k != EMPTY) & (v != EMPTY)
+        m += (k != EMPTY) & (v == EMPTY)
     n_hit[0] = h
     n_miss[0] = m
     max_row[0] = mr
 
 
 cdef void _rows(const i64 *indptr, Py_ssize_t n_books, const u64 *keys, const u64 *vals,
-                u64 *hits, u64 *miss, i64 *e_ptr, i64 *e_owner, i64 *e_other, u64 *e_key,
-                i64 *p_owner, u64 *p_key, Py_ssize_t *n_p) noexcept nogil:
+                u64 *hits, u64 *seen_key, u32 *seen_gen, int bits, i64 *e_ptr, i64 *e_owner,
+                i64 *e_other, u64 *e_key, i64 *p_owner, u64 *p_key,
+                Py_ssize_t *n_p) noexcept nogil:
     """Pass 2: per book, sorted unique edges (first key each) and phonebook keys.
 
-    ``keys``/``vals`` start at ``indptr[0]``; ``hits``/``miss`` are scratch of the longest
-    book's length; ``e_ptr[u]`` receives the first edge of book ``u``.
+    ``keys``/``vals`` start at ``indptr[0]``; ``hits`` is scratch of the longest book's
+    length; ``seen_key``/``seen_gen`` a hash set of ``2**bits`` slots (at least twice the
+    longest book) that dedupes the phonebook keys, a slot being live when its generation is
+    the current book's (no clearing between books); ``e_ptr[u]`` receives the first edge of
+    book ``u``. Phonebook keys come out in book order (first occurrence).
     """
-    cdef Py_ssize_t u, i, s, e, nh, nm, ne = 0, np_ = 0, base = indptr[0]
-    cdef u64 v, k, c, prev
+    cdef Py_ssize_t u, i, s, e, nh, ne = 0, np_ = 0, base = indptr[0]
+    cdef u64 v, k, c, prev, mask = ((<u64>1) << bits) - 1, h
+    cdef int shift = 64 - bits
+    cdef u32 gen
     e_ptr[0] = 0
     for u in range(n_books):
         s = indptr[u] - base
         e = indptr[u + 1] - base
+        gen = <u32>u + 1
         nh = 0
-        nm = 0
         for i in range(s, e):
             k = keys[i]
             if k == EMPTY:
                 continue
             v = vals[i]
             if v == EMPTY:
-                miss[nm] = k
-                nm += 1
+                h = (k * 0x9E3779B97F4A7C15ULL) >> shift
+                while seen_gen[h] == gen and seen_key[h] != k:
+                    h = (h + 1) & mask
+                if seen_gen[h] != gen:
+                    seen_gen[h] = gen
+                    seen_key[h] = k
+                    p_owner[np_] = u
+                    p_key[np_] = k
+                    np_ += 1
             elif v != <u64>u:
                 hits[nh] = (v << 32) | <u64>(i - s)
                 nh += 1
@@ -185,13 +197,6 @@ cdef void _rows(const i64 *indptr, Py_ssize_t n_books, const u64 *keys, const u6
                 e_key[ne] = keys[s + <Py_ssize_t>(hits[i] & LOW32)]
                 ne += 1
                 prev = c
-        if nm > 1:
-            bf_sort_u64(miss, nm)
-        for i in range(nm):
-            if i == 0 or miss[i] != miss[i - 1]:
-                p_owner[np_] = u
-                p_key[np_] = miss[i]
-                np_ += 1
         e_ptr[u + 1] = ne
     n_p[0] = np_
 
@@ -419,7 +424,12 @@ def bulk_match(book_indptr, book_keys, member_index, owner_of_member=None):
     p_owner = np.empty(n_miss + 1, dtype=np.int64)
     p_key = np.empty(n_miss + 1, dtype=np.uint64)
     e_ptr = np.empty(n_books + 1, dtype=np.int64)
-    scratch = np.empty(2 * max_row + 1, dtype=np.uint64)
+    scratch = np.empty(max_row + 1, dtype=np.uint64)
+    cdef int bits = 6
+    while (<Py_ssize_t>1 << bits) < 2 * max_row:
+        bits += 1
+    seen_key = np.empty(1 << bits, dtype=np.uint64)
+    seen_gen = np.zeros(1 << bits, dtype=np.uint32)  # generation 0: never a book's
     cdef i64[::1] eo = e_owner
     cdef i64[::1] et = e_other
     cdef u64[::1] ek = e_key
@@ -427,11 +437,13 @@ def bulk_match(book_indptr, book_keys, member_index, owner_of_member=None):
     cdef u64[::1] pk = p_key
     cdef i64[::1] ep = e_ptr
     cdef u64[::1] sc = scratch
+    cdef u64[::1] skv = seen_key
+    cdef u32[::1] sgv = seen_gen
     cdef Py_ssize_t n_p = 0
     with nogil:
-        _rows(&pv[0], n_books, &kv[0], &vv[0], &sc[0], &sc[max_row], &ep[0], &eo[0], &et[0],
-              &ek[0], &po[0], &pk[0], &n_p)
-    del vv, vals, sc, scratch
+        _rows(&pv[0], n_books, &kv[0], &vv[0], &sc[0], &skv[0], &sgv[0], bits, &ep[0], &eo[0],
+              &et[0], &ek[0], &po[0], &pk[0], &n_p)
+    del vv, vals, sc, scratch, skv, sgv, seen_key, seen_gen
     cdef Py_ssize_t ne = ep[n_books]
 
     in_ptr = np.empty(n_books + 1, dtype=np.int64)

@@ -28,7 +28,7 @@ class KeyLookup(Protocol):
 
 class MatchResult(NamedTuple):
     """Edges of a bulk re-match, sorted by ``(owner, other)``, and phonebook entries sorted by
-    ``(phonebook_owner, phonebook_key)``.
+    owner, each owner's in book order (first occurrence).
 
     ``owner[i]``'s book holds ``key[i]`` (its first occurrence there), which belongs to member
     ``other[i]``; ``mutual[i]`` is True when ``other[i]``'s book also holds a key of
@@ -106,20 +106,20 @@ def bulk_match(
     rev = (e_other.astype(np.uint64) << np.uint64(32)) | e_owner.astype(np.uint64)
     mutual = np.isin(rev, uniq, assume_unique=True)
 
-    # phonebook: keys of no member, unique per owner
+    # phonebook: keys of no member, first occurrence per owner, in book order
     miss = np.flatnonzero(valid & (vals == EMPTY))
-    p_owner, p_key = owner[miss], sub[miss]
-    order = np.lexsort((p_key, p_owner))
-    p_owner, p_key = p_owner[order], p_key[order]
-    keep = np.ones(p_owner.shape[0], dtype=np.bool_)
-    keep[1:] = (p_owner[1:] != p_owner[:-1]) | (p_key[1:] != p_key[:-1])
+    order = np.lexsort((miss, sub[miss], owner[miss]))  # by (owner, key, position)
+    m_owner, m_key = owner[miss][order], sub[miss][order]
+    first_of_group = np.ones(order.shape[0], dtype=np.bool_)
+    first_of_group[1:] = (m_owner[1:] != m_owner[:-1]) | (m_key[1:] != m_key[:-1])
+    kept = np.sort(miss[order][first_of_group])
     return MatchResult(
         owner=e_owner,
         other=e_other,
         key=e_key.astype(np.uint64, copy=False),
         mutual=mutual.astype(np.bool_, copy=False),
-        phonebook_owner=p_owner[keep].astype(np.int64, copy=False),
-        phonebook_key=p_key[keep].astype(np.uint64, copy=False),
+        phonebook_owner=owner[kept].astype(np.int64, copy=False),
+        phonebook_key=sub[kept].astype(np.uint64, copy=False),
     )
 
 

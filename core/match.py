@@ -11,7 +11,8 @@ number). User indices must be below ``MAX_USERS`` (2**32 - 1).
 The ``MatchResult`` holds one edge per ``(owner, other)`` pair, sorted: the first key of
 ``owner``'s book that maps to ``other``, and ``mutual`` when ``other``'s book holds a key of
 ``owner`` too (full match: buddies both ways; otherwise one-way); self-matches are dropped.
-Keys of no member are the phonebook buddies, once per owner, sorted by ``(owner, key)``. Book
+Keys of no member are the phonebook buddies, once per owner, sorted by owner and in book order
+(first occurrence) within an owner. Book
 keys equal to 2**64 - 1 (the KeyIndex's reserved empty marker) are skipped.
 
 ``reverse_holders(book_indptr, book_keys, keys)`` answers "who holds this number" (the

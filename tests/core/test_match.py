@@ -47,6 +47,15 @@ def to_csr(books: list[list[int]]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any
     return indptr, keys
 
 
+def book_order(books: list[list[int]], members: dict[int, int]) -> list[tuple[int, int]]:
+    """Phonebook entries as the API orders them: by owner, then first occurrence."""
+    out: list[tuple[int, int]] = []
+    for u, book in enumerate(books):
+        mine = [k for k in book if k != EMPTY_KEY and k not in members]
+        out += [(u, k) for k in dict.fromkeys(mine)]
+    return out
+
+
 def as_sets(r: MatchResult) -> tuple[Edges, Phonebook]:
     edges = {
         (u, v): (k, m)
@@ -67,7 +76,7 @@ def check_shape(r: MatchResult) -> None:
     pairs = list(zip(r.owner.tolist(), r.other.tolist(), strict=True))
     assert pairs == sorted(set(pairs))  # sorted by (owner, other), unique
     pb = list(zip(r.phonebook_owner.tolist(), r.phonebook_key.tolist(), strict=True))
-    assert pb == sorted(set(pb))
+    assert len(pb) == len(set(pb)) and r.phonebook_owner.tolist() == sorted(r.phonebook_owner)
 
 
 def same(a: MatchResult, b: MatchResult) -> None:
@@ -93,6 +102,8 @@ def run(
     check_shape(r)
     edges, phonebook, holders = oracle(books, effective)
     assert as_sets(r) == (edges, phonebook)
+    pb = list(zip(r.phonebook_owner.tolist(), r.phonebook_key.tolist(), strict=True))
+    assert pb == book_order(books, effective)
     same(r, _pymatch.bulk_match(indptr, keys, index, owner_of_member))
     query = [*sorted(holders)[:50], EMPTY_KEY, 10**15]
     q_ptr, q_holders = match.reverse_holders(indptr, keys, query)
@@ -139,7 +150,7 @@ def test_explicit_cases() -> None:
     members = {100: 0, 101: 1, 102: 2, 103: 3, 104: 4, 105: 1}
     books = [
         [101, 900, 101, 100, 102, 105],  # 0: has 1 (twice, then 105), self, 2; phonebook 900
-        [900, 100, 901, 901],  # 1: has 0 -> mutual with 0; phonebook 900 and 901 once
+        [901, 100, 900, 901],  # 1: has 0 -> mutual with 0; phonebook 901 and 900 once
         [],  # 2: empty book (one-way target of 0)
         [104, EMPTY_KEY],  # 3: one-way to 4; the reserved key is skipped
         [103, 103],  # 4: has 3 -> mutual with 3
@@ -156,7 +167,7 @@ def test_explicit_cases() -> None:
         (5, 0, 100, False),
     ]
     assert r.phonebook_owner.tolist() == [0, 1, 1]
-    assert r.phonebook_key.tolist() == [900, 900, 901]
+    assert r.phonebook_key.tolist() == [900, 901, 900]  # book order, not key order
     ptr, holders = match.reverse_holders(*to_csr(books), [100, 900, 999, 100])
     assert ptr.tolist() == [0, 3, 5, 5, 8]
     assert holders.tolist() == [0, 1, 5, 0, 1, 0, 1, 5]

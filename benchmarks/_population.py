@@ -1,0 +1,349 @@
+"""Bulk loading of a synthetic population (``befriend.clients.population``) for benchmarks.
+
+Rows go straight into the tables: PostgreSQL ``COPY ... FROM STDIN`` through psycopg, SQLite
+``executemany`` on the raw connection (synchronous=OFF, one transaction per batch). This is
+setup, never part of a measured figure: it bypasses registration (no tokens, devices or
+identity-log rows; the registry snapshot reads the identities table directly) so a million
+members load in well under a minute instead of hours of RPCs.
+
+Scratch PostgreSQL databases are created and dropped here too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from befriend.clients.population import Population
+from befriend.server.storage.db import Database
+from befriend.server.storage.repositories import key_to_db
+
+PG_URL = os.environ.get(
+    "BEFRIEND_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+PHONE = 1  # IdentityKind.PHONE
+BATCH = 50_000
+_I64 = 1 << 63
+
+
+def _signed(keys: np.ndarray[Any, Any]) -> list[int]:
+    """Unsigned keys -> signed BIGINT values (phone keys are < 2**50, so this is a copy)."""
+    arr = keys.astype(np.uint64)
+    if arr.size and int(arr.max()) >= _I64:
+        return [key_to_db(int(k)) for k in arr.tolist()]
+    return arr.astype(np.int64).tolist()  # type: ignore[no-any-return]
+
+
+def _sqlite_ts(now: datetime) -> str:
+    # SQLAlchemy's SQLite DateTime storage format (UTC, naive).
+    return now.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def pg_reachable() -> bool:
+    try:
+        eng = create_engine(PG_URL)
+        with eng.connect():
+            pass
+        eng.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@contextmanager
+def scratch_postgres(prefix: str = "befriend_bench") -> Iterator[str]:
+    """A private PostgreSQL database for one benchmark run, dropped afterwards."""
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+class Loader:
+    """Bulk inserts into a migrated befriend database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.now = datetime.now(UTC)
+
+    # -- low level ----------------------------------------------------------------------
+    def _copy(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        raw = self.db.engine.raw_connection()
+        n = 0
+        try:
+            conn: Any = raw.driver_connection
+            with conn.cursor() as cur:
+                stmt = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+                with cur.copy(stmt) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                        n += 1
+            raw.commit()
+        finally:
+            raw.close()
+        return n
+
+    def _sqlite_insert(
+        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> int:
+        raw = self.db.engine.raw_connection()
+        n = 0
+        try:
+            conn: Any = raw.driver_connection
+            conn.execute("PRAGMA synchronous=OFF")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            sql = (
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' for _ in columns)})"
+            )
+            batch: list[Sequence[Any]] = []
+            for row in rows:
+                batch.append(row)
+                if len(batch) >= BATCH:
+                    conn.execute("BEGIN")
+                    conn.executemany(sql, batch)
+                    conn.execute("COMMIT")
+                    n += len(batch)
+                    batch = []
+            if batch:
+                conn.execute("BEGIN")
+                conn.executemany(sql, batch)
+                conn.execute("COMMIT")
+                n += len(batch)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        finally:
+            raw.close()
+        return n
+
+    def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        if self.db.is_sqlite:
+            return self._sqlite_insert(table, columns, rows)
+        return self._copy(table, columns, rows)
+
+    @property
+    def _ts(self) -> Any:
+        return _sqlite_ts(self.now) if self.db.is_sqlite else self.now
+
+    def fix_sequences(self, tables: Sequence[str]) -> None:
+        """After explicit ids: move each PostgreSQL id sequence past the largest id."""
+        if self.db.is_sqlite:
+            return
+        with self.db.engine.begin() as conn:
+            for t in tables:
+                conn.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), "
+                        f"COALESCE((SELECT max(id) FROM {t}), 0) + 1, false)"
+                    )
+                )
+
+    def analyze(self) -> None:
+        with self.db.engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+
+    # -- population -----------------------------------------------------------------------
+    def members(self, pop: Population, start: int, stop: int) -> int:
+        """users + one phone identity each for members ``start..stop``; identity id = i + 1."""
+        ts = self._ts
+        profile = "{}"
+        regions = _regions(pop, start, stop)
+
+        def user_rows() -> Iterator[tuple[Any, ...]]:
+            for (uid, _e164, _key), region, i in zip(
+                pop.identity_rows(start, stop), regions, range(start, stop), strict=True
+            ):
+                yield (uid, f"Member {i}", region, "UTC", profile, 1, ts, ts)
+
+        def identity_rows() -> Iterator[tuple[Any, ...]]:
+            for (uid, e164, key), i in zip(
+                pop.identity_rows(start, stop), range(start, stop), strict=True
+            ):
+                yield (i + 1, uid, PHONE, e164, key_to_db(key), e164, ts)
+
+        self.insert(
+            "users",
+            (
+                "id",
+                "display_name",
+                "region_code",
+                "time_zone",
+                "profile",
+                "version",
+                "created_at",
+                "updated_at",
+            ),
+            user_rows(),
+        )
+        n = self.insert(
+            "identities",
+            ("id", "user_id", "kind", "value", "key", "raw", "created_at"),
+            identity_rows(),
+        )
+        self.fix_sequences(["identities"])
+        return n
+
+    def holders_of(self, pop: Population, holder_indices: Sequence[int], key: int) -> int:
+        """One address book per holder with one entry holding ``key`` (e.g. the members
+        who hold a benchmark uploader back). Holders must already be loaded members."""
+        ts = self._ts
+        dbkey = key_to_db(key)
+        e164 = f"+{key}"
+        books = (
+            (n + 1, pop.user_id(h), "phone", 1, "bench", 1, 1, ts, ts)
+            for n, h in enumerate(holder_indices)
+        )
+        self.insert(
+            "address_books",
+            (
+                "id",
+                "user_id",
+                "book_id",
+                "kind",
+                "device_id",
+                "entry_count",
+                "version",
+                "created_at",
+                "updated_at",
+            ),
+            books,
+        )
+        raw = f"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Uploader\r\nTEL:{e164}\r\nEND:VCARD\r\n"
+        entries = (
+            (n + 1, n + 1, pop.user_id(h), "e0", raw.encode(), "text/vcard", "0" * 64, b"", ts, ts)
+            for n, h in enumerate(holder_indices)
+        )
+        self.insert(
+            "contact_entries",
+            (
+                "id",
+                "book_pk",
+                "user_id",
+                "entry_id",
+                "raw",
+                "raw_media_type",
+                "content_hash",
+                "contact",
+                "created_at",
+                "updated_at",
+            ),
+            entries,
+        )
+        weak = key % 10_000_000
+        keys = (
+            (n + 1, n + 1, pop.user_id(h), PHONE, dbkey, weak, e164)
+            for n, h in enumerate(holder_indices)
+        )
+        n = self.insert(
+            "entry_keys", ("id", "entry_pk", "user_id", "kind", "key", "weak_key", "value"), keys
+        )
+        self.fix_sequences(["address_books", "contact_entries", "entry_keys"])
+        return n
+
+    def entry_keys(self, pop: Population, owners: int, size: int, *, progress: bool = True) -> int:
+        """``owners`` x ``size`` rows of the reverse index (entry_keys) for the books of
+        members 0..owners-1 drawn by ``Population.bulk_book_indices``.
+
+        Only entry_keys is filled: the reverse lookup reads no other table, so the
+        contact_entries rows the entry_pk column points at are not materialised (its foreign
+        keys are dropped for the load; this is a scratch database). The secondary indexes
+        are dropped during the load and rebuilt afterwards, as a bulk import would do."""
+        user_ids = [pop.user_id(i) for i in range(pop.config.members)]
+        t0 = time.perf_counter()
+        with self.db.engine.connect() as conn:
+            next_id = (
+                int(conn.execute(text("SELECT COALESCE(max(id), 0) FROM entry_keys")).scalar_one())
+                + 1
+            )
+        first_id = next_id
+        per = max(1, 200_000 // size)  # owners per block
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            nonlocal next_id
+            for base in range(0, owners, per):
+                own = np.arange(base, min(owners, base + per), dtype=np.int64)
+                o, c = pop.bulk_book_indices(own, size)
+                keys = pop.keys(c)
+                weak = (keys % np.uint64(10_000_000)).astype(np.int64).tolist()
+                signed = _signed(keys)
+                for j, (oi, k, w) in enumerate(zip(o.tolist(), signed, weak, strict=True)):
+                    yield (next_id + j, next_id + j, user_ids[oi], PHONE, k, w, f"+{k}")
+                next_id += len(signed)
+                if progress and base // per % 25 == 0:
+                    done = next_id - first_id
+                    rate = done / max(time.perf_counter() - t0, 1e-9)
+                    print(f"  entry_keys: {done:,} rows, {rate:,.0f} rows/s", flush=True)
+
+        cols = ("id", "entry_pk", "user_id", "kind", "key", "weak_key", "value")
+        indexes = _drop_entry_key_indexes(self.db)
+        n = self.insert("entry_keys", cols, rows())
+        t1 = time.perf_counter()
+        _create_indexes(self.db, indexes)
+        if progress:
+            print(
+                f"  entry_keys: {n:,} rows loaded in {t1 - t0:.0f} s, "
+                f"indexes rebuilt in {time.perf_counter() - t1:.0f} s",
+                flush=True,
+            )
+        self.fix_sequences(["entry_keys"])
+        return n
+
+
+def _regions(pop: Population, start: int, stop: int) -> Iterator[str]:
+    for i in range(start, stop):
+        yield pop.country_of(i).region
+
+
+def _drop_entry_key_indexes(db: Database) -> list[str]:
+    """Drop entry_keys' secondary indexes (and, on PostgreSQL, its foreign keys); return
+    the CREATE INDEX statements that rebuild the indexes."""
+    with db.engine.begin() as conn:
+        if db.is_sqlite:
+            rows = conn.execute(
+                text(
+                    "SELECT name, sql FROM sqlite_master WHERE type='index' "
+                    "AND tbl_name='entry_keys' AND sql IS NOT NULL"
+                )
+            ).all()
+        else:
+            rows = conn.execute(
+                text(
+                    "SELECT indexname, indexdef FROM pg_indexes WHERE tablename='entry_keys' "
+                    "AND indexname <> 'entry_keys_pkey'"
+                )
+            ).all()
+            fks = conn.execute(
+                text(
+                    "SELECT conname FROM pg_constraint WHERE conrelid='entry_keys'::regclass "
+                    "AND contype='f'"
+                )
+            ).all()
+            for (fk,) in fks:
+                conn.execute(text(f'ALTER TABLE entry_keys DROP CONSTRAINT "{fk}"'))
+        for name, _ in rows:
+            conn.execute(text(f'DROP INDEX "{name}"'))
+    return [sql for _, sql in rows]
+
+
+def _create_indexes(db: Database, statements: Sequence[str]) -> None:
+    with db.engine.begin() as conn:
+        if not db.is_sqlite:
+            conn.execute(text("SET maintenance_work_mem = '1GB'"))
+            conn.execute(text("SET max_parallel_maintenance_workers = 2"))
+        for sql in statements:
+            conn.execute(text(sql))

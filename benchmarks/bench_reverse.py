@@ -1,0 +1,220 @@
+"""Reverse lookup ("who holds this key") latency over a large phone-book index, and the
+memory of the in-memory registry of members' keys.
+
+Setup (bulk load, not measured; see ``benchmarks/_population.py``): ``BEFRIEND_BENCH_MEMBERS``
+members (default 1,000,000: users + phone identities) and ``BEFRIEND_BENCH_ENTRIES`` rows of
+``entry_keys`` (default 30,000,000 on PostgreSQL = 30 contacts per member's book; the books
+of the first entries/30 members) drawn by ``Population.bulk_book_indices`` (35 % members,
+40 % of those reciprocal, the rest from a shared non-member pool of 2x members).
+SQLite gets ``BEFRIEND_BENCH_SQLITE_ENTRIES`` rows (default: the same as PostgreSQL).
+
+Measured: ``BEFRIEND_BENCH_LOOKUPS`` (default 2,000) lookups of random population keys (each
+held by ~10 books) and as many of keys nobody holds, each ``MatchRepository.holders([key])``
+in its own read transaction, after 200 warm-up lookups; p50 / p99 / max. Baseline in the same
+run: ``SELECT 1`` in its own read transaction (the floor: pool checkout, BEGIN, round trip,
+COMMIT). Target p99 <= 5 ms.
+
+Registry: ``Registry`` loaded from the members' identities; RSS delta after load (retained)
+and peak, tracemalloc peak of the load, and ``KeyIndex.nbytes`` of its two indexes.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import numpy as np
+from sqlalchemy import text
+
+from befriend.clients.population import Population, PopulationConfig
+from befriend.server.services.registry import Registry
+from befriend.server.storage.db import Database
+from befriend.server.storage.matching import MatchRepository
+from benchmarks._population import Loader, pg_reachable, scratch_postgres
+
+TARGET_P99_MS = 5.0
+BOOK = 30
+WARMUP = 200
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _latencies(db: Database, fn: Callable[[MatchRepository], object], n: int) -> np.ndarray:
+    out = np.empty(n)
+    for i in range(n):
+        t = time.perf_counter()
+        with db.transaction(readonly=True) as s:
+            fn(MatchRepository(s))
+        out[i] = time.perf_counter() - t
+    return out * 1e3
+
+
+def _line(name: str, ms: np.ndarray, extra: str = "") -> float:
+    p50, p99 = np.percentile(ms, [50, 99])
+    print(
+        f"  {name:<40} n={ms.size:>5,}  p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  "
+        f"max {ms.max():7.3f} ms{extra}",
+        flush=True,
+    )
+    return float(p99)
+
+
+def _lookups(db: Database, pop: Population, n: int, label: str) -> None:
+    rnd = np.random.default_rng(99)
+    c = pop.config
+    held = pop.keys(rnd.integers(0, c.members + c.pool, n + WARMUP)).tolist()
+    # Indices past the population: valid numbers nobody holds.
+    missing = pop.keys(rnd.integers(c.members + c.pool, c.members + 2 * c.pool, n)).tolist()
+    hits: list[int] = []
+    for k in held[:WARMUP]:
+        with db.transaction(readonly=True) as s:
+            MatchRepository(s).holders([k])
+    it = iter(held[WARMUP:])
+    held_ms = _latencies(db, lambda r: hits.append(len(r.holders([next(it)]))), n)
+    it2 = iter(missing)
+    miss_ms = _latencies(db, lambda r: r.holders([next(it2)]), n)
+    floor = _latencies(db, lambda r: r.s.execute(text("SELECT 1")).scalar_one(), n)
+    print(f"{label}:")
+    p99 = _line(
+        "holders([key]), population keys",
+        held_ms,
+        f"  ({np.mean(hits):.1f} holders/key, {np.mean(np.array(hits) > 0):.0%} held)",
+    )
+    _line("holders([key]), keys nobody holds", miss_ms)
+    base = _line("baseline: SELECT 1 in a read transaction", floor)
+    verdict = "meets" if p99 <= TARGET_P99_MS else "MISSES"
+    print(
+        f"  p99 {p99:.3f} ms {verdict} the {TARGET_P99_MS} ms target; "
+        f"p99 / baseline p99 = {p99 / base:.1f}x"
+    )
+
+
+def _load(db: Database, pop: Population, entries: int) -> tuple[float, float]:
+    loader = Loader(db)
+    t = time.perf_counter()
+    loader.members(pop, 0, pop.config.members)
+    t_members = time.perf_counter() - t
+    owners = min(pop.config.members, max(1, entries // BOOK))
+    t = time.perf_counter()
+    loader.entry_keys(pop, owners, BOOK)
+    if not db.is_sqlite:
+        loader.analyze()
+    else:
+        with db.engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+    return t_members, time.perf_counter() - t
+
+
+def _count(db: Database) -> int:
+    with db.engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM entry_keys")).scalar_one())
+
+
+def _reset_peak_rss() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM (peak RSS) of this process
+    except OSError:
+        pass
+
+
+def _load_registry(db: Database) -> tuple[Registry, float]:
+    reg = Registry()
+    t = time.perf_counter()
+    with db.transaction(readonly=True) as s:
+        reg.lookup(MatchRepository(s), np.zeros(0, dtype=np.uint64))
+    return reg, time.perf_counter() - t
+
+
+def _registry(db: Database, members: int) -> None:
+    gc.collect()
+    before = _rss()
+    _reset_peak_rss()
+    reg, took = _load_registry(db)
+    peak = _peak_rss() - before
+    gc.collect()
+    retained = _rss() - before
+    by_key, by_pk = reg._by_key.nbytes, reg._by_pk.nbytes
+    n, cap = len(reg), reg._by_key.capacity
+    del reg
+    gc.collect()
+    tracemalloc.start()
+    reg2, _ = _load_registry(db)
+    traced_now, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del reg2
+    print(
+        f"registry: {n:,} identities loaded in {took:.2f} s\n"
+        f"  KeyIndex key->pk {by_key / 2**20:.1f} MiB + pk->key {by_pk / 2**20:.1f} MiB = "
+        f"{(by_key + by_pk) / n:.1f} bytes/identity "
+        f"({cap:,} slots each for {n:,} keys)\n"
+        f"  RSS delta retained after load {retained / 2**20:.1f} MiB = "
+        f"{retained / n:.1f} bytes/identity; RSS peak during load +{peak / 2**20:.1f} MiB = "
+        f"{peak / n:.0f} bytes/identity (the transient row list of the snapshot)\n"
+        f"  tracemalloc (second load): retained {traced_now / 2**20:.1f} MiB, "
+        f"peak {traced_peak / 2**20:.1f} MiB = {traced_peak / n:.0f} bytes/identity",
+        flush=True,
+    )
+    assert n == members
+
+
+def main() -> None:
+    members = int(os.environ.get("BEFRIEND_BENCH_MEMBERS", "1000000"))
+    entries = int(os.environ.get("BEFRIEND_BENCH_ENTRIES", "30000000"))
+    sqlite_entries = int(os.environ.get("BEFRIEND_BENCH_SQLITE_ENTRIES", str(entries)))
+    n = int(os.environ.get("BEFRIEND_BENCH_LOOKUPS", "2000"))
+    if entries > members * BOOK:
+        members = -(-entries // BOOK)
+        print(f"members raised to {members:,} so that {entries:,} entries fit {BOOK}-entry books")
+    pop = Population(PopulationConfig(members=members))
+    registry_done = False
+    if pg_reachable():
+        with scratch_postgres() as url:
+            db = Database(url)
+            db.migrate()
+            tm, te = _load(db, pop, entries)
+            size = _count(db)
+            print(
+                f"postgres: {members:,} members loaded in {tm:.0f} s; {size:,} entry_keys rows "
+                f"loaded and indexed in {te:.0f} s (setup, not measured)",
+                flush=True,
+            )
+            _lookups(db, pop, n, f"postgres, {size:,} entry_keys rows")
+            _registry(db, members)
+            registry_done = True
+            db.dispose()
+    else:
+        print("PostgreSQL not reachable: SQLite only")
+    with tempfile.TemporaryDirectory() as d:
+        db = Database(f"sqlite:///{d}/befriend.db")
+        db.migrate()
+        tm, te = _load(db, pop, sqlite_entries)
+        size = _count(db)
+        print(
+            f"sqlite: {members:,} members loaded in {tm:.0f} s; {size:,} entry_keys rows "
+            f"loaded and indexed in {te:.0f} s (setup, not measured)",
+            flush=True,
+        )
+        _lookups(db, pop, n, f"sqlite, {size:,} entry_keys rows")
+        if not registry_done:
+            _registry(db, members)
+        db.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""Address-book upload throughput over gRPC, with a million registered members.
+
+For each database (SQLite file under a temp dir; PostgreSQL when reachable) and each member
+table size (an empty member table as the baseline, then ``BEFRIEND_BENCH_MEMBERS``, default
+1,000,000), a fresh database is migrated and bulk-loaded (setup, not measured: see
+``benchmarks/_population.py``), a real server starts in-process on 127.0.0.1:0, one member
+registers over gRPC (population member 0; the first registration also loads the in-memory
+registry of every member's key, timed separately) and uploads a ``BEFRIEND_BENCH_BOOK``
+(default 10,000) contact book in 500-entry chunks on one UploadContacts stream. The final
+chunk also runs buddy matching for the uploader. Reported: contacts/s for the whole upload
+(one server process), time per chunk (median / max of the non-final chunks) and of the final
+chunk. Baselines in the same run: normalisation alone (``normalize_many`` over the book's
+raw numbers) and the same upload against the empty member table.
+
+With members loaded, the uploader's reciprocal contacts (40 % of the 35 % member contacts)
+hold the uploader's number in their own books, so registration and matching see real
+holders. ``BEFRIEND_BENCH_PROFILE=1`` adds a cProfile of the server-side chunk work (the same
+calls as the servicer, without gRPC) on the last database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import io
+import os
+import pstats
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from befriend.clients import AsyncClient
+from befriend.clients.population import BookContact, Population, PopulationConfig, to_entry
+from befriend.core.normalize import normalize_many
+from befriend.v1 import sync_pb2, sync_pb2_grpc
+from benchmarks._population import Loader, pg_reachable, scratch_postgres
+
+TARGET = 50_000  # contacts/s per server process
+CHUNK = 500
+PHONE_BOOK = sync_pb2.ADDRESS_BOOK_KIND_DEVICE_PHONE_BOOK
+
+
+@dataclass
+class Run:
+    label: str
+    load_s: float
+    register_s: float
+    total_s: float
+    chunks_s: list[float]
+    acked: int
+
+    @property
+    def rate(self) -> float:
+        return self.acked / self.total_s
+
+
+def requests(
+    entries: Sequence[sync_pb2.AddressBookEntry], upload_id: str
+) -> list[sync_pb2.UploadContactsRequest]:
+    out = []
+    for n, start in enumerate(range(0, len(entries), CHUNK), start=1):
+        out.append(
+            sync_pb2.UploadContactsRequest(
+                address_book_id="phone",
+                address_book_kind=PHONE_BOOK,
+                device_id="bench-device",
+                upload_id=upload_id,
+                sequence_number=n,
+                entries=entries[start : start + CHUNK],
+                final=start + CHUNK >= len(entries),
+            )
+        )
+    return out
+
+
+async def _upload(url: str, pop: Population, reqs: list[sync_pb2.UploadContactsRequest]) -> Run:
+    from befriend.server import config
+    from befriend.server.app import BefriendServer
+    from befriend.server.storage.db import Database
+
+    settings = config.from_env(
+        {},
+        host="127.0.0.1",
+        port=0,
+        database_url=url,
+        metrics_port=-1,
+        service_token="bench-service-token",
+        grace_seconds=2.0,
+    )
+    server = BefriendServer(settings, Database(url))
+    port = await server.start()
+    me = pop.member(0)
+    client = AsyncClient(f"127.0.0.1:{port}", retries=0)
+    try:
+        t = time.perf_counter()
+        await client.account.register(
+            display_name=me.display_name, phone_numbers=[me.e164], region_code=me.region
+        )
+        register_s = time.perf_counter() - t
+        stub = sync_pb2_grpc.SyncServiceStub(client.channel)
+        md = (("authorization", f"Bearer {client.token}"),)
+
+        async def feed() -> AsyncIterator[sync_pb2.UploadContactsRequest]:
+            for r in reqs:
+                yield r
+
+        marks: list[float] = []
+        acked = 0
+        t0 = time.perf_counter()
+        async for ack in stub.UploadContacts(feed(), metadata=md):
+            marks.append(time.perf_counter())
+            acked = ack.acknowledged_entry_count
+            if ack.rejections:
+                raise SystemExit(f"upload rejected entries: {list(ack.rejections)[:3]}")
+        total = time.perf_counter() - t0
+        if not ack.committed:
+            raise SystemExit("upload did not commit")
+        chunks = [b - a for a, b in zip([t0, *marks], marks, strict=False)]
+        return Run("", 0.0, register_s, total, chunks, acked)
+    finally:
+        await client.close()
+        await server.stop(grace=1.0)
+
+
+def _one(
+    backend: str, members: int, pop: Population, reqs: list[sync_pb2.UploadContactsRequest]
+) -> Run:
+    from befriend.server.storage.db import Database
+
+    def go(url: str) -> Run:
+        db = Database(url)
+        db.migrate()
+        t = time.perf_counter()
+        if members > 1:
+            loader = Loader(db)
+            loader.members(pop, 1, members)  # member 0 is the uploader: registers over gRPC
+            n_rec, _, _ = pop.book_shape(len(BOOK_CACHE))
+            holders = [c.index for c in BOOK_CACHE if c.reciprocal]
+            assert len(holders) == n_rec
+            loader.holders_of(pop, holders, pop.key(0))
+            if not db.is_sqlite:
+                loader.analyze()
+        load_s = time.perf_counter() - t
+        db.dispose()
+        run = asyncio.run(_upload(url, pop, reqs))
+        run.load_s = load_s
+        run.label = f"{backend}, {members - 1 if members > 1 else 0:,} other members"
+        return run
+
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as d:
+            return go(f"sqlite:///{d}/befriend.db")
+    with scratch_postgres() as url:
+        return go(url)
+
+
+BOOK_CACHE: list[BookContact] = []
+
+
+def _print(run: Run) -> None:
+    body = sorted(run.chunks_s[:-1]) or [0.0]
+    print(
+        f"{run.label:<36} {run.acked:>7,} contacts in {run.total_s:7.3f} s "
+        f"{run.rate:>9,.0f} contacts/s  chunk p50 {statistics.median(body) * 1e3:6.1f} ms "
+        f"max {body[-1] * 1e3:6.1f} ms  final {run.chunks_s[-1] * 1e3:7.1f} ms  "
+        f"(register {run.register_s * 1e3:.0f} ms; setup {run.load_s:.0f} s, not measured)",
+        flush=True,
+    )
+
+
+def _profile(
+    url_backend: str, members: int, pop: Population, entries: list[sync_pb2.AddressBookEntry]
+) -> None:
+    """cProfile the server-side work of each chunk (same calls as SyncServicer)."""
+    from befriend.server.api.backend import utcnow
+    from befriend.server.api.sync import chunk_from
+    from befriend.server.records import IdentityKind, IdentityRecord
+    from befriend.server.services import addressbooks, matching
+    from befriend.server.services.registry import Registry
+    from befriend.server.storage.addressbooks import AddressBookRepository
+    from befriend.server.storage.db import Database
+    from befriend.server.storage.matching import MatchRepository
+    from befriend.server.storage.repositories import AccountRepository
+
+    def go(url: str) -> None:
+        db = Database(url)
+        db.migrate()
+        loader = Loader(db)
+        if members > 1:
+            loader.members(pop, 1, members)
+            loader.holders_of(pop, [c.index for c in BOOK_CACHE if c.reciprocal], pop.key(0))
+            if not db.is_sqlite:
+                loader.analyze()
+        me = pop.member(0)
+        with db.transaction() as s:
+            AccountRepository(s).add_user(
+                me.user_id,
+                display_name=me.display_name,
+                region_code=me.region,
+                time_zone="UTC",
+                profile={},
+                identities=[IdentityRecord(IdentityKind.PHONE, me.e164, me.key, me.e164)],
+                now=utcnow(),
+            )
+        registry = Registry()
+        with db.transaction(readonly=True) as s:
+            import numpy as np
+
+            registry.lookup(MatchRepository(s), np.zeros(0, dtype=np.uint64))
+        prof = cProfile.Profile()
+        t = time.perf_counter()
+        for req in requests(entries, "profiled"):
+            chunk = chunk_from(req)
+            prof.enable()
+            with db.transaction() as s:
+                now = utcnow()
+                addressbooks.apply_chunk(
+                    AddressBookRepository(s), AccountRepository(s), me.user_id, chunk, now
+                )
+                if chunk.final:
+                    matching.match_user(MatchRepository(s), registry, me.user_id, now, 1)
+            prof.disable()
+        took = time.perf_counter() - t
+        print(
+            f"profile ({url_backend}): server-side chunk work without gRPC "
+            f"{len(entries):,} contacts in {took:.3f} s = {len(entries) / took:,.0f} contacts/s "
+            "(under cProfile, which slows it)"
+        )
+        out = io.StringIO()
+        st = pstats.Stats(prof, stream=out)
+        st.sort_stats("tottime").print_stats(18)
+        st.sort_stats("cumulative").print_stats(30)
+        print(out.getvalue())
+        db.dispose()
+
+    if url_backend == "sqlite":
+        with tempfile.TemporaryDirectory() as d:
+            go(f"sqlite:///{d}/befriend.db")
+    else:
+        with scratch_postgres() as url:
+            go(url)
+
+
+def main() -> None:
+    members = int(os.environ.get("BEFRIEND_BENCH_MEMBERS", "1000000"))
+    size = int(os.environ.get("BEFRIEND_BENCH_BOOK", "10000"))
+    pop = Population(PopulationConfig(members=members))
+    me = pop.member(0)
+    t = time.perf_counter()
+    BOOK_CACHE[:] = pop.book(0, size)
+    entries = [to_entry(f"c{j:06d}", bc) for j, bc in enumerate(BOOK_CACHE)]
+    n_rec, n_one, n_non = pop.book_shape(size)
+    print(
+        f"book: {size:,} contacts of member 0 ({me.region}) generated in "
+        f"{time.perf_counter() - t:.2f} s: {n_rec:,} reciprocal members, {n_one:,} one-way "
+        f"members, {n_non:,} non-members; {CHUNK}-entry chunks; target {TARGET:,} contacts/s"
+    )
+    raws = [bc.raw for bc in BOOK_CACHE]
+    normalize_many(raws[:100], me.region)  # warm the module
+    t = time.perf_counter()
+    normalize_many(raws, me.region)
+    norm = time.perf_counter() - t
+    print(
+        f"{'baseline: normalize_many alone':<36} {size:>7,} contacts in {norm:7.3f} s "
+        f"{size / norm:>9,.0f} contacts/s"
+    )
+    backends = ["sqlite"] + (["postgres"] if pg_reachable() else [])
+    if len(backends) == 1:
+        print("PostgreSQL not reachable: SQLite only")
+    for backend in backends:
+        runs = []
+        for m in (1, members):
+            reqs = requests(entries, f"bench-{backend}-{m}")
+            run = _one(backend, m, pop, reqs)
+            _print(run)
+            runs.append(run)
+        empty, full = runs
+        verdict = "meets" if full.rate >= TARGET else "MISSES"
+        print(
+            f"{backend}: {full.rate:,.0f} contacts/s with {members - 1:,} members {verdict} the "
+            f"{TARGET:,}/s target; ratio to the empty member table "
+            f"{full.rate / empty.rate:.2f}x; normalisation share "
+            f"{norm / full.total_s:.1%} of the upload"
+        )
+    if os.environ.get("BEFRIEND_BENCH_PROFILE"):
+        _profile(backends[-1], members, pop, entries)
+
+
+if __name__ == "__main__":
+    main()

@@ -500,6 +500,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON array.")]
 
 
 def _matched_by(buddy: friendship_pb2.Buddy) -> str:
+    if buddy.kind == friendship_pb2.BUDDY_KIND_PHONEBOOK:
+        return "-"  # not a match (friendship.proto: match is unset for phonebook buddies)
     label = _MATCH_LABELS.get(buddy.match.key, "-")
     if buddy.match.key == friendship_pb2.BUDDY_MATCH_KEY_WEAK_SUFFIX and (
         buddy.match.weak_suffix_digits

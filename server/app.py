@@ -6,8 +6,11 @@ import asyncio
 import importlib
 import pkgutil
 import signal
+from datetime import UTC
 from types import ModuleType
 
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -15,13 +18,14 @@ from grpc_reflection.v1alpha import reflection
 import befriend.v1
 from befriend.server.api import auth
 from befriend.server.api.account import AccountServicer
-from befriend.server.api.backend import Backend
+from befriend.server.api.backend import Backend, utcnow
 from befriend.server.api.calls import CallLayer
 from befriend.server.api.friendship import FriendshipServicer
 from befriend.server.api.handlers import service_handler
 from befriend.server.api.sync import SyncServicer
 from befriend.server.config import Settings
 from befriend.server.observability import log
+from befriend.server.services import refresh
 from befriend.server.storage.db import Database
 
 
@@ -92,6 +96,7 @@ class BefriendServer:
         reflection.enable_server_reflection(
             [*self.services, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.port = 0
 
     async def start(self) -> int:
@@ -102,16 +107,40 @@ class BefriendServer:
         if self.port == 0:
             raise OSError(f"could not bind {self.settings.address}")
         await self.server.start()
+        self._schedule()
         for name in ["", *self.services]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("server.started", address=f"{self.settings.host}:{self.port}", purged=purged)
         return self.port
+
+    def _schedule(self) -> None:
+        """Resume refresh jobs a previous process left running; schedule the next ones."""
+        db, registry = self.db, self.backend.registry
+        self.backend.spawn(lambda: refresh.resume_all(db, registry, utcnow))
+        if not self.settings.refresh_cron:
+            return
+
+        def scheduled() -> None:
+            now = utcnow()
+            job_id = f"scheduled-{now:%Y-%m-%d}"
+            if refresh.start(db, job_id, now):  # once per period across workers
+                refresh.run(db, registry, job_id, utcnow)
+
+        async def fire() -> None:
+            self.backend.spawn(scheduled)
+
+        self.scheduler.add_job(
+            fire, CronTrigger.from_crontab(self.settings.refresh_cron, timezone=UTC)
+        )
+        self.scheduler.start()
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish within the grace period, close."""
         grace = self.settings.grace_seconds if grace is None else grace
         self.calls.draining = True
         await self.health.enter_graceful_shutdown()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         await self.server.stop(grace)
         self.backend.close()
         log.info("server.stopped")

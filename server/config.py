@@ -58,6 +58,10 @@ class Settings:
         default=20_000,
         metadata={"help": "new distinct phonebook keys a user may submit per day (0 = no limit)"},
     )
+    refresh_cron: str = field(
+        default="0 3 1 * *",
+        metadata={"help": "crontab (UTC) of the bulk re-match; empty disables (monthly default)"},
+    )
     idempotency_ttl_hours: float = field(
         default=24.0, metadata={"help": "how long request_id answers are kept"}
     )

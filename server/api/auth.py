@@ -107,3 +107,11 @@ def resolve_name(name: str, field: str, collection: str = "") -> str:
     if parts[1] not in ("me", me):
         raise PermissionDenied(f"{name} is not yours", metadata={"resource": name})
     return parts[-1] if collection else me
+
+
+def user_id_of(name: str, field: str) -> str:
+    """The id in a user resource name "users/{id}" (for internal RPCs naming anyone)."""
+    parts = name.split("/")
+    if len(parts) != 2 or parts[0] != "users" or not parts[1] or parts[1] == "me":
+        raise InvalidArgument.field(field, "expected 'users/{user_id}'")
+    return parts[1]

@@ -48,6 +48,10 @@ class Backend:
     async def run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
 
+    def spawn(self, fn: Callable[[], object]) -> None:
+        """Run background work (e.g. a refresh job) on the database threads."""
+        self.executor.submit(fn)
+
     async def read(self, fn: Callable[[Session], T]) -> T:
         def work() -> T:
             with self.db.transaction(readonly=True) as session:

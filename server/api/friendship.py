@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import cast
+
 from sqlalchemy.orm import Session
 
 from befriend.server.api import auth, convert
 from befriend.server.api.backend import Backend, utcnow
 from befriend.server.api.status import Context
 from befriend.server.errors import InvalidArgument
-from befriend.server.services import matching, pagination
-from befriend.server.storage.matching import ACCEPTED, BLOCKED, BuddyView, MatchRepository
+from befriend.server.services import active_contacts, matching, pagination, refresh
+from befriend.server.storage.addressbooks import AddressBookRepository
+from befriend.server.storage.matching import (
+    ACCEPTED,
+    BLOCKED,
+    ActiveProposal,
+    BuddyView,
+    MatchRepository,
+)
+from befriend.server.storage.repositories import AccountRepository
 from befriend.v1 import common_pb2, friendship_pb2
 
 MAX_STATUS_MESSAGE = 280
+POLL_SECONDS = 0.25
+HEARTBEAT_SECONDS = 15.0
 
 
 def _buddy(owner: str, v: BuddyView) -> friendship_pb2.Buddy:
@@ -22,7 +37,12 @@ def _buddy(owner: str, v: BuddyView) -> friendship_pb2.Buddy:
         kind=v.kind,  # type: ignore[arg-type]
         user=f"users/{v.other_id}" if v.other_id else "",
         display_name=v.other_name,
-        match=friendship_pb2.BuddyMatch(key=v.key_kind),  # type: ignore[arg-type]
+        # Which key made a member match; a phonebook buddy matched no one (unset).
+        match=(
+            friendship_pb2.BuddyMatch(key=v.key_kind)  # type: ignore[arg-type]
+            if v.other_id
+            else None
+        ),
         origin=v.origin,  # type: ignore[arg-type]
         create_time=convert.timestamp(v.created_at),
         update_time=convert.timestamp(v.updated_at),
@@ -163,3 +183,202 @@ class FriendshipServicer:
                 if not wanted or uid in wanted
             ]
         )
+
+    # -- active contacts -----------------------------------------------------------------
+    async def SubmitCommunicationLogs(
+        self, request: friendship_pb2.SubmitCommunicationLogsRequest, context: Context
+    ) -> friendship_pb2.SubmitCommunicationLogsResponse:
+        me = auth.require_user()
+        records = [
+            active_contacts.LogRecord(
+                e.phone_number[:64],
+                int(e.source),
+                e.event_time.ToDatetime(tzinfo=UTC) if e.HasField("event_time") else utcnow(),
+                e.display_name[:200],
+            )
+            for e in request.entries
+        ]
+
+        def work(s: Session) -> tuple[friendship_pb2.SubmitCommunicationLogsResponse, str]:
+            r = active_contacts.submit_logs(
+                AccountRepository(s), MatchRepository(s), me, records, utcnow()
+            )
+            return (
+                friendship_pb2.SubmitCommunicationLogsResponse(
+                    accepted_count=r.accepted,
+                    distinct_number_count=r.distinct,
+                    proposal_count=r.proposals,
+                    rejections=[
+                        friendship_pb2.CommunicationLogRejection(
+                            entry_index=x.index,
+                            field=x.field,
+                            reason=common_pb2.ErrorReason.Value(f"ERROR_REASON_{x.reason}"),
+                        )
+                        for x in r.rejections
+                    ],
+                ),
+                me,
+            )
+
+        return await self.backend.idempotent(
+            scope=me,
+            method="befriend.v1.FriendshipService/SubmitCommunicationLogs",
+            request=request,
+            request_id=request.request_id,
+            response_type=friendship_pb2.SubmitCommunicationLogsResponse,
+            fn=work,
+        )
+
+    async def ListActiveContactProposals(
+        self, request: friendship_pb2.ListActiveContactProposalsRequest, context: Context
+    ) -> friendship_pb2.ListActiveContactProposalsResponse:
+        me = auth.resolve_name(request.parent or "users/me", "parent")
+        scope = f"active:{me}"
+        page = pagination.page(request.page_size, request.page_token, scope)
+        found, members = await self.backend.read(
+            lambda s: active_contacts.proposals(MatchRepository(s), me)
+        )
+        items = found[page.offset : page.offset + page.size]
+        return friendship_pb2.ListActiveContactProposalsResponse(
+            proposals=[_proposal(me, p, p.e164 in members) for p in items],
+            next_page_token=page.next_token(len(items), scope),
+        )
+
+    async def ConfirmActiveContacts(
+        self, request: friendship_pb2.ConfirmActiveContactsRequest, context: Context
+    ) -> friendship_pb2.ConfirmActiveContactsResponse:
+        me = auth.resolve_name(request.parent or "users/me", "parent")
+        excluded = set()
+        for i, name in enumerate(request.excluded_proposals):
+            ident = auth.resolve_name(name, f"excluded_proposals[{i}]", "activeContactProposals")
+            if not ident.isdigit():
+                raise InvalidArgument.field(f"excluded_proposals[{i}]", "unknown proposal")
+            excluded.add(int(ident))
+
+        def work(s: Session) -> tuple[friendship_pb2.ConfirmActiveContactsResponse, str]:
+            chosen, members = active_contacts.confirm(
+                AccountRepository(s),
+                AddressBookRepository(s),
+                MatchRepository(s),
+                self.backend.registry,
+                me,
+                excluded,
+                _contact_bytes,
+                utcnow(),
+            )
+            views, _ = MatchRepository(s).list_buddies(me, None, 0, 10_000)
+            keys = {int(p.e164[1:]) for p in chosen}
+            return (
+                friendship_pb2.ConfirmActiveContactsResponse(
+                    buddies=[_buddy(me, v) for v in views if v.key in keys],
+                    invitable_numbers=[
+                        common_pb2.PhoneNumber(raw=p.raw, e164=p.e164)
+                        for p in chosen
+                        if p.e164 not in members
+                    ],
+                ),
+                me,
+            )
+
+        return await self.backend.idempotent(
+            scope=me,
+            method="befriend.v1.FriendshipService/ConfirmActiveContacts",
+            request=request,
+            request_id=request.request_id,
+            response_type=friendship_pb2.ConfirmActiveContactsResponse,
+            fn=work,
+        )
+
+    # -- events and refresh -------------------------------------------------------------
+    async def WatchEvents(
+        self, request: friendship_pb2.WatchEventsRequest, context: Context
+    ) -> AsyncIterator[friendship_pb2.WatchEventsResponse]:
+        """Poll the event log; a batch per change, a heartbeat when idle."""
+        me = auth.resolve_name(request.parent or "users/me", "parent")
+        types = {int(t) for t in request.types}
+        if request.cursor and not request.cursor.isdigit():
+            raise InvalidArgument.field("cursor", "malformed cursor")
+        cursor = int(request.cursor) if request.cursor else None
+        if cursor is None:
+            cursor = await self.backend.read(lambda s: MatchRepository(s).last_event_seq(me))
+        idle = 0.0
+        while True:
+
+            def since(s: Session, after: int = cursor) -> list[tuple[int, int, str, datetime]]:
+                return MatchRepository(s).events(me, after)
+
+            events = await self.backend.read(since)
+            batch = [e for e in events if not types or e[1] in types]
+            if events:
+                cursor = events[-1][0]
+            if batch or idle >= HEARTBEAT_SECONDS:
+                idle = 0.0
+                yield friendship_pb2.WatchEventsResponse(
+                    events=[_event(me, seq, kind, other, at) for seq, kind, other, at in batch],
+                    cursor=str(cursor),
+                )
+            await asyncio.sleep(POLL_SECONDS)
+            idle += POLL_SECONDS
+
+    async def RefreshMatches(
+        self, request: friendship_pb2.RefreshMatchesRequest, context: Context
+    ) -> friendship_pb2.RefreshMatchesResponse:
+        """Internal: re-match the named users now, or start a job over everyone."""
+        users = [auth.user_id_of(name, f"users[{i}]") for i, name in enumerate(request.users)]
+        now = utcnow()
+        db, registry = self.backend.db, self.backend.registry
+        if users:
+            count = await self.backend.run(lambda: refresh.rematch_users(db, registry, users, now))
+            return friendship_pb2.RefreshMatchesResponse(
+                job_id="", user_count=count, start_time=convert.timestamp(now)
+            )
+        job_id = request.request_id or f"manual-{now:%Y%m%dT%H%M%S}"
+        await self.backend.run(lambda: refresh.start(db, job_id, now))
+        self.backend.spawn(lambda: refresh.run(db, registry, job_id, utcnow))
+        count = await self.backend.read(lambda s: MatchRepository(s).user_count())
+        return friendship_pb2.RefreshMatchesResponse(
+            job_id=job_id, user_count=count, start_time=convert.timestamp(now)
+        )
+
+
+def _contact_bytes(name: str, e164: str) -> bytes:
+    contact = common_pb2.Contact(display_name=name)
+    contact.mobile_numbers.add(raw=e164, e164=e164)
+    return contact.SerializeToString(deterministic=True)
+
+
+def _proposal(
+    owner: str, p: ActiveProposal, is_member: bool
+) -> friendship_pb2.ActiveContactProposal:
+    return friendship_pb2.ActiveContactProposal(
+        name=f"users/{owner}/activeContactProposals/{p.id}",
+        phone_number=common_pb2.PhoneNumber(raw=p.raw, e164=p.e164),
+        display_name=p.display_name,
+        interaction_count=p.interactions,
+        last_interaction_time=convert.timestamp(p.last_seen),
+        sources=[s for s in range(1, 6) if p.sources & (1 << s)],  # type: ignore[misc]
+        is_member=is_member,
+        in_network=not is_member,
+        selected=True,
+    )
+
+
+def _event(owner: str, seq: int, kind: int, other: str, at: datetime) -> friendship_pb2.BuddyEvent:
+    event = friendship_pb2.BuddyEvent(
+        cursor=str(seq),
+        type=cast(friendship_pb2.BuddyEventType.ValueType, kind),
+        event_time=convert.timestamp(at),
+    )
+    if kind == matching.EVENT_ONE_WAY_REQUEST:
+        event.one_way_request.CopyFrom(
+            friendship_pb2.OneWayRequest(
+                name=f"users/{owner}/oneWayRequests/{other}",
+                requester=f"users/{other}",
+                state=friendship_pb2.ONE_WAY_REQUEST_STATE_PENDING,
+            )
+        )
+    else:
+        event.buddy.CopyFrom(
+            friendship_pb2.Buddy(name=f"users/{owner}/buddies/{other}", user=f"users/{other}")
+        )
+    return event

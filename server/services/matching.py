@@ -55,21 +55,30 @@ def match_user(
     repo: MatchRepository, registry: Registry, user_id: str, now: datetime, origin: int
 ) -> list[tuple[str, int, str]]:
     """Recompute every buddy row involving ``user_id``; return the events written."""
-    # Keys of U's books, first entry per key.
-    first: dict[int, BookKey] = {}
-    for bk in repo.book_keys(user_id):
-        first.setdefault(bk.key, bk)
-    keys = np.fromiter(first, dtype=np.uint64, count=len(first))
+    book = repo.book_keys(user_id)
+    keys = np.unique(np.fromiter((bk.key for bk in book), dtype=np.uint64, count=len(book)))
     hits = registry.lookup(repo, keys)
     owners = repo.owners_of_identities([int(p) for p in hits[hits != EMPTY_KEY]])
-    a_has: dict[str, BookKey] = {}
-    unmatched: list[BookKey] = []
-    for key, pk in zip(keys.tolist(), hits.tolist(), strict=True):
-        owner = owners.get(pk)
-        if owner is None:
-            unmatched.append(first[key])
-        elif owner[0] != user_id:
-            a_has.setdefault(owner[0], first[key])
+    owner_of = {
+        key: owners[pk][0]
+        for key, pk in zip(keys.tolist(), hits.tolist(), strict=True)
+        if pk in owners
+    }
+    a_has: dict[str, BookKey] = {}  # member -> the first of U's entry keys naming them
+    for bk in book:
+        owner = owner_of.get(bk.key)
+        if owner is not None and owner != user_id:
+            a_has.setdefault(owner, bk)
+    # One phonebook buddy per contact none of whose keys belongs to a member (its first
+    # key), and one per number when several contacts share it.
+    member_entries = {bk.entry_pk for bk in book if bk.key in owner_of}
+    unmatched: dict[int, BookKey] = {}
+    first_of_entry: set[int] = set()
+    for bk in book:
+        if bk.entry_pk in member_entries or bk.entry_pk in first_of_entry:
+            continue
+        first_of_entry.add(bk.entry_pk)
+        unmatched.setdefault(bk.key, bk)
 
     own = [k for _, k in repo.own_keys(user_id)]
     b_has: dict[str, BookKey] = {}
@@ -100,7 +109,7 @@ def match_user(
             kind = FULL if (a or accepted) else ONE_WAY
             how = origin if b else ORIGIN_ACCEPTED
             desired.append(_row(other, user_id, kind, b_has.get(other), how))
-    desired += [_row(user_id, None, PHONEBOOK, bk, origin) for bk in unmatched]
+    desired += [_row(user_id, None, PHONEBOOK, bk, origin) for bk in unmatched.values()]
 
     before = {_slot(r): r for r in existing}
     after = {_slot(r): r for r in desired}

@@ -17,6 +17,8 @@ _BATCH = 500
 
 FULL, ONE_WAY, PHONEBOOK = 1, 2, 3
 ACCEPTED, BLOCKED = 1, 2
+ACTIVE_OPEN, ACTIVE_CONFIRMED, ACTIVE_EXCLUDED = 1, 2, 3
+JOB_RUNNING, JOB_DONE = 1, 2
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,18 @@ class BuddyState:
     key_kind: int
     entry_pk: int | None
     origin: int
+
+
+@dataclass(frozen=True)
+class ActiveProposal:
+    id: int
+    e164: str
+    raw: str
+    display_name: str
+    interactions: int
+    sources: int  # bit (1 << CommunicationLogSource) per source seen
+    last_seen: datetime
+    state: int
 
 
 @dataclass(frozen=True)
@@ -282,13 +296,31 @@ class MatchRepository:
                 [{"user_id": u, "type": t, "other_id": o, "created_at": now} for u, t, o in events],
             )
 
-    def events(self, user_id: str, after: int = 0) -> list[tuple[int, int, str]]:
+    def events(
+        self, user_id: str, after: int = 0, limit: int = 500
+    ) -> list[tuple[int, int, str, datetime]]:
+        """(seq, type, other user, time) of the user's events after ``after``."""
         rows = self.s.execute(
-            select(models.BuddyEvent.seq, models.BuddyEvent.type, models.BuddyEvent.other_id)
+            select(
+                models.BuddyEvent.seq,
+                models.BuddyEvent.type,
+                models.BuddyEvent.other_id,
+                models.BuddyEvent.created_at,
+            )
             .where(models.BuddyEvent.user_id == user_id, models.BuddyEvent.seq > after)
             .order_by(models.BuddyEvent.seq)
+            .limit(limit)
         )
-        return [(q, t, o) for q, t, o in rows]
+        return [(q, t, o, at) for q, t, o, at in rows]
+
+    def last_event_seq(self, user_id: str) -> int:
+        return int(
+            self.s.execute(
+                select(func.coalesce(func.max(models.BuddyEvent.seq), 0)).where(
+                    models.BuddyEvent.user_id == user_id
+                )
+            ).scalar_one()
+        )
 
     def set_presence(
         self, user_id: str, state: int, message: str, picture: str, now: datetime
@@ -329,3 +361,141 @@ class MatchRepository:
             .order_by(models.BuddyRow.created_at, models.BuddyRow.id)
         )
         return [(o, n, t) for o, n, t in rows]
+
+    # -- active contacts ----------------------------------------------------------------
+    def buddy_keys(self, owner_id: str) -> set[int]:
+        """Keys of everyone already on the owner's list: the matched keys and every
+        identity key of member buddies."""
+        keys = {
+            key_from_db(k)
+            for k in self.s.execute(
+                select(models.BuddyRow.key).where(models.BuddyRow.owner_id == owner_id)
+            ).scalars()
+        }
+        members = (
+            select(models.BuddyRow.other_id)
+            .where(models.BuddyRow.owner_id == owner_id, models.BuddyRow.other_id.is_not(None))
+            .scalar_subquery()
+        )
+        keys.update(
+            key_from_db(k)
+            for k in self.s.execute(
+                select(models.Identity.key).where(models.Identity.user_id.in_(members))
+            ).scalars()
+        )
+        return keys
+
+    def upsert_active(
+        self, user_id: str, seen: Sequence[tuple[str, str, str, int, int, datetime]]
+    ) -> None:
+        """Merge (e164, raw, name, interactions, source bits, last seen) into proposals."""
+        for e164, raw, name, count, bits, last in seen:
+            row = self.s.scalars(
+                select(models.ActiveContact).where(
+                    models.ActiveContact.user_id == user_id, models.ActiveContact.e164 == e164
+                )
+            ).one_or_none()
+            if row is None:
+                self.s.add(
+                    models.ActiveContact(
+                        user_id=user_id,
+                        e164=e164,
+                        raw=raw[:64],
+                        display_name=name[:200],
+                        interactions=count,
+                        sources=bits,
+                        last_seen=last,
+                        state=ACTIVE_OPEN,
+                    )
+                )
+            else:
+                row.interactions += count
+                row.sources |= bits
+                row.last_seen = max(row.last_seen, last)
+                row.display_name = row.display_name or name[:200]
+        self.s.flush()
+
+    def active_proposals(self, user_id: str, state: int = 0) -> list[ActiveProposal]:
+        stmt = select(models.ActiveContact).where(models.ActiveContact.user_id == user_id)
+        if state:
+            stmt = stmt.where(models.ActiveContact.state == state)
+        stmt = stmt.order_by(models.ActiveContact.interactions.desc(), models.ActiveContact.id)
+        return [
+            ActiveProposal(
+                r.id, r.e164, r.raw, r.display_name, r.interactions, r.sources, r.last_seen, r.state
+            )
+            for r in self.s.scalars(stmt)
+        ]
+
+    def set_active_state(self, user_id: str, ids: Sequence[int], state: int) -> None:
+        if ids:
+            self.s.execute(
+                update(models.ActiveContact)
+                .where(models.ActiveContact.user_id == user_id, models.ActiveContact.id.in_(ids))
+                .values(state=state)
+            )
+
+    def members_by_e164(self, values: Sequence[str]) -> set[str]:
+        if not values:
+            return set()
+        return set(
+            self.s.execute(
+                select(models.Identity.value).where(models.Identity.value.in_(list(values)))
+            ).scalars()
+        )
+
+    # -- refresh jobs -------------------------------------------------------------------
+    def create_job(self, job_id: str, user_count: int, now: datetime) -> bool:
+        """Create a refresh job; False when that job id exists already (another worker or
+        replica started it)."""
+        if self.s.get(models.RefreshJob, job_id) is not None:
+            return False
+        self.s.add(
+            models.RefreshJob(
+                job_id=job_id,
+                state=JOB_RUNNING,
+                last_user_id="",
+                user_count=user_count,
+                done_count=0,
+                started_at=now,
+                updated_at=now,
+            )
+        )
+        self.s.flush()
+        return True
+
+    def running_jobs(self) -> list[str]:
+        return list(
+            self.s.execute(
+                select(models.RefreshJob.job_id).where(models.RefreshJob.state == JOB_RUNNING)
+            ).scalars()
+        )
+
+    def job_position(self, job_id: str) -> tuple[int, str]:
+        job = self.s.get_one(models.RefreshJob, job_id, with_for_update=True)
+        return job.state, job.last_user_id
+
+    def advance_job(self, job_id: str, last_user_id: str, done: int, now: datetime) -> None:
+        self.s.execute(
+            update(models.RefreshJob)
+            .where(models.RefreshJob.job_id == job_id)
+            .values(
+                last_user_id=last_user_id,
+                done_count=models.RefreshJob.done_count + done,
+                state=JOB_RUNNING if done else JOB_DONE,
+                updated_at=now,
+            )
+        )
+
+    def users_after(self, user_id: str, limit: int) -> list[str]:
+        return list(
+            self.s.execute(
+                select(models.User.id)
+                .where(models.User.id > user_id)
+                .order_by(models.User.id)
+                .limit(limit)
+            ).scalars()
+        )
+
+    def user_count(self) -> int:
+        return int(self.s.execute(select(func.count()).select_from(models.User)).scalar_one())

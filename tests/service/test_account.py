@@ -248,12 +248,38 @@ async def test_delete_account_removes_every_row(
     )
     me = (await client.account.get_me()).user
     await client.account.update_profile(me, ["display_name"])
+    book = [sync_pb2.AddressBookEntry(entry_id="k", raw=b"Keep", contact=common_pb2.Contact())]
+    book[0].contact.mobile_numbers.add(raw="13955555555")
+    book.append(sync_pb2.AddressBookEntry(entry_id="x", raw=b"X", contact=common_pb2.Contact()))
+    book[1].contact.mobile_numbers.add(raw="13977777777")
+    uploaded = await client.sync.upload_contacts(
+        address_book_id="phone",
+        kind=sync_pb2.ADDRESS_BOOK_KIND_DEVICE_PHONE_BOOK,
+        device_id="d1",
+        entries=book,
+    )
+    assert uploaded.committed
+    assert rows(db, models.BuddyRow, owner_id=me.user_id) == 2  # one-way + phonebook
+    assert rows(db, models.BuddyEvent, other_id=me.user_id) == 1  # keep was told
     await client.account.delete_account()
     with pytest.raises(Unauthenticated):
         await client.account.get_me()
     uid = me.user_id
-    for table in (models.Identity, models.Device, models.Token):
-        assert rows(db, table, user_id=uid) == 0
+    for table in (
+        models.Identity,
+        models.Device,
+        models.Token,
+        models.AddressBook,
+        models.ContactEntry,
+        models.EntryKey,
+        models.Upload,
+        models.KeyQuota,
+        models.BuddyEvent,
+    ):
+        assert rows(db, table, user_id=uid) == 0, table
+    assert rows(db, models.BuddyRow, owner_id=uid) == 0
+    assert rows(db, models.BuddyRow, other_id=uid) == 0
+    assert rows(db, models.BuddyEvent, other_id=uid) == 0
     assert rows(db, models.User, id=uid) == 0
     assert rows(db, models.IdempotencyRecord, user_id=uid) == 0
     assert rows(db, models.IdempotencyRecord, scope=uid) == 0

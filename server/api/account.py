@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-from google.protobuf.message import Message
 from sqlalchemy.orm import Session
 
 from befriend.server.api import auth, convert
@@ -18,29 +14,11 @@ from befriend.server.storage.repositories import AccountRepository
 from befriend.v1 import account_pb2, account_pb2_grpc
 
 SERVICE = "befriend.v1.AccountService"
-M = TypeVar("M", bound=Message)
 
 
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-
-    async def _idempotent(
-        self,
-        rpc: str,
-        request: Any,
-        response_type: type[M],
-        work: Callable[[Session], tuple[M, str | None]],
-    ) -> M:
-        """Run a mutation once per (caller, RPC, request_id)."""
-        return await self.backend.idempotent(
-            scope=auth.current().scope,
-            method=f"{SERVICE}/{rpc}",
-            request=request,
-            request_id=request.request_id,
-            response_type=response_type,
-            fn=work,
-        )
 
     async def Register(
         self, request: account_pb2.RegisterRequest, context: Context
@@ -70,7 +48,9 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             resp = account_pb2.RegisterResponse(user=convert.user(user), access_token=token)
             return resp, user.id
 
-        return await self._idempotent("Register", request, account_pb2.RegisterResponse, work)
+        return await self.backend.mutate(
+            f"{SERVICE}/Register", request, account_pb2.RegisterResponse, work
+        )
 
     async def GetMe(
         self, request: account_pb2.GetMeRequest, context: Context
@@ -103,8 +83,8 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             user = accounts.update_profile(repo, me, request.user.etag, update, utcnow())
             return account_pb2.UpdateProfileResponse(user=convert.user(user)), me
 
-        return await self._idempotent(
-            "UpdateProfile", request, account_pb2.UpdateProfileResponse, work
+        return await self.backend.mutate(
+            f"{SERVICE}/UpdateProfile", request, account_pb2.UpdateProfileResponse, work
         )
 
     async def ChangePhoneNumber(
@@ -131,8 +111,8 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             )
             return account_pb2.ChangePhoneNumberResponse(user=convert.user(user)), me
 
-        return await self._idempotent(
-            "ChangePhoneNumber", request, account_pb2.ChangePhoneNumberResponse, work
+        return await self.backend.mutate(
+            f"{SERVICE}/ChangePhoneNumber", request, account_pb2.ChangePhoneNumberResponse, work
         )
 
     async def RegisterDevice(
@@ -147,8 +127,8 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             record = accounts.register_device(AccountRepository(s), me, device, utcnow())
             return account_pb2.RegisterDeviceResponse(device=convert.device(record)), me
 
-        return await self._idempotent(
-            "RegisterDevice", request, account_pb2.RegisterDeviceResponse, work
+        return await self.backend.mutate(
+            f"{SERVICE}/RegisterDevice", request, account_pb2.RegisterDeviceResponse, work
         )
 
     async def ListDevices(

@@ -8,12 +8,13 @@ import hashlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from befriend.server.api import auth
 from befriend.server.errors import Aborted, InvalidArgument
 from befriend.server.services.registry import Registry
 from befriend.server.storage.db import Database
@@ -126,6 +127,23 @@ class Backend:
                     ) from None
 
         return await self.run(work)
+
+    async def mutate(
+        self,
+        method: str,
+        request: Any,
+        response_type: type[M],
+        fn: Callable[[Session], tuple[M, str | None]],
+    ) -> M:
+        """An idempotent mutation by the current caller (``request.request_id``)."""
+        return await self.idempotent(
+            scope=auth.current().scope,
+            method=method,
+            request=request,
+            request_id=request.request_id,
+            response_type=response_type,
+            fn=fn,
+        )
 
     async def purge_idempotency(self) -> int:
         cutoff = utcnow() - self.idempotency_ttl

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import cast
+from typing import TypeVar, cast
 
+from google.protobuf.message import Message
 from sqlalchemy.orm import Session
 
 from befriend.server.api import auth, convert
 from befriend.server.api.backend import Backend, utcnow
 from befriend.server.api.status import Context
-from befriend.server.errors import InvalidArgument
+from befriend.server.errors import InvalidArgument, PermissionDenied
 from befriend.server.services import active_contacts, matching, pagination, refresh
 from befriend.server.storage.addressbooks import AddressBookRepository
 from befriend.server.storage.matching import (
@@ -26,6 +27,7 @@ from befriend.server.storage.repositories import AccountRepository
 from befriend.v1 import common_pb2, friendship_pb2
 
 MAX_STATUS_MESSAGE = 280
+M = TypeVar("M", bound=Message)
 POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 15.0
 
@@ -79,8 +81,13 @@ class FriendshipServicer:
     async def ListOneWayRequests(
         self, request: friendship_pb2.ListOneWayRequestsRequest, context: Context
     ) -> friendship_pb2.ListOneWayRequestsResponse:
+        """Pending requests to the caller (answered ones leave the list)."""
         me = auth.resolve_name(request.parent or "users/me", "parent")
+        pending_only = request.state in (0, friendship_pb2.ONE_WAY_REQUEST_STATE_PENDING)
+        scope = f"requests:{me}"
+        page = pagination.page(request.page_size, request.page_token, scope)
         pending = await self.backend.read(lambda s: MatchRepository(s).one_way_requests_to(me))
+        items = pending[page.offset : page.offset + page.size] if pending_only else []
         return friendship_pb2.ListOneWayRequestsResponse(
             one_way_requests=[
                 friendship_pb2.OneWayRequest(
@@ -90,52 +97,89 @@ class FriendshipServicer:
                     state=friendship_pb2.ONE_WAY_REQUEST_STATE_PENDING,
                     create_time=convert.timestamp(since),
                 )
-                for requester, name, since in pending
-            ]
+                for requester, name, since in items
+            ],
+            next_page_token=page.next_token(len(items), scope),
         )
 
-    async def _answer(self, name: str, decision: int) -> tuple[str, str]:
+    async def _answer(
+        self,
+        rpc: str,
+        request: friendship_pb2.AcceptOneWayRequestRequest
+        | friendship_pb2.BlockOneWayRequestRequest,
+        decision: int,
+        response_type: type[M],
+        respond: Callable[[str, str, datetime], M],
+    ) -> M:
+        """Accept or block once: a retry with the same request_id gets the first answer."""
         me = auth.require_user()
-        requester = auth.resolve_name(name, "name", "oneWayRequests")
+        requester = auth.resolve_name(request.name, "name", "oneWayRequests")
 
-        def work(s: Session) -> None:
+        def work(s: Session) -> tuple[M, str | None]:
+            now = utcnow()
             matching.answer_one_way(
-                MatchRepository(s), self.backend.registry, me, requester, decision, utcnow()
+                MatchRepository(s), self.backend.registry, me, requester, decision, now
             )
+            return respond(me, requester, now), me
 
-        await self.backend.write(work)
-        return me, requester
+        return await self.backend.mutate(
+            f"befriend.v1.FriendshipService/{rpc}", request, response_type, work
+        )
 
     async def AcceptOneWayRequest(
         self, request: friendship_pb2.AcceptOneWayRequestRequest, context: Context
     ) -> friendship_pb2.AcceptOneWayRequestResponse:
-        me, requester = await self._answer(request.name, ACCEPTED)
-        return friendship_pb2.AcceptOneWayRequestResponse(
-            one_way_request=friendship_pb2.OneWayRequest(
-                name=request.name,
-                requester=f"users/{requester}",
-                state=friendship_pb2.ONE_WAY_REQUEST_STATE_ACCEPTED,
-            ),
-            buddy=friendship_pb2.Buddy(
-                name=f"users/{me}/buddies/{requester}",
-                kind=friendship_pb2.BUDDY_KIND_FULL,
-                user=f"users/{requester}",
-            ),
+        def respond(
+            me: str, requester: str, at: datetime
+        ) -> friendship_pb2.AcceptOneWayRequestResponse:
+            return friendship_pb2.AcceptOneWayRequestResponse(
+                one_way_request=friendship_pb2.OneWayRequest(
+                    name=request.name,
+                    requester=f"users/{requester}",
+                    state=friendship_pb2.ONE_WAY_REQUEST_STATE_ACCEPTED,
+                    answer_time=convert.timestamp(at),
+                ),
+                buddy=friendship_pb2.Buddy(
+                    name=f"users/{me}/buddies/{requester}",
+                    kind=friendship_pb2.BUDDY_KIND_FULL,
+                    user=f"users/{requester}",
+                ),
+            )
+
+        return await self._answer(
+            "AcceptOneWayRequest",
+            request,
+            ACCEPTED,
+            friendship_pb2.AcceptOneWayRequestResponse,
+            respond,
         )
 
     async def BlockOneWayRequest(
         self, request: friendship_pb2.BlockOneWayRequestRequest, context: Context
     ) -> friendship_pb2.BlockOneWayRequestResponse:
-        me, requester = await self._answer(request.name, BLOCKED)
-        return friendship_pb2.BlockOneWayRequestResponse(
-            one_way_request=friendship_pb2.OneWayRequest(
-                name=request.name,
-                requester=f"users/{requester}",
-                state=friendship_pb2.ONE_WAY_REQUEST_STATE_BLOCKED,
-            ),
-            blocked_user=friendship_pb2.BlockedUser(
-                name=f"users/{me}/blockedUsers/{requester}", user=f"users/{requester}"
-            ),
+        def respond(
+            me: str, requester: str, at: datetime
+        ) -> friendship_pb2.BlockOneWayRequestResponse:
+            return friendship_pb2.BlockOneWayRequestResponse(
+                one_way_request=friendship_pb2.OneWayRequest(
+                    name=request.name,
+                    requester=f"users/{requester}",
+                    state=friendship_pb2.ONE_WAY_REQUEST_STATE_BLOCKED,
+                    answer_time=convert.timestamp(at),
+                ),
+                blocked_user=friendship_pb2.BlockedUser(
+                    name=f"users/{me}/blockedUsers/{requester}",
+                    user=f"users/{requester}",
+                    block_time=convert.timestamp(at),
+                ),
+            )
+
+        return await self._answer(
+            "BlockOneWayRequest",
+            request,
+            BLOCKED,
+            friendship_pb2.BlockOneWayRequestResponse,
+            respond,
         )
 
     async def SetPresence(
@@ -165,8 +209,22 @@ class FriendshipServicer:
     ) -> friendship_pb2.GetBuddyPresenceResponse:
         """Presence of full buddies only: one-way and phonebook buddies never show it."""
         me = auth.resolve_name(request.parent or "users/me", "parent")
-        wanted = {n.rsplit("/", 1)[-1] for n in request.buddies}
-        rows = await self.backend.read(lambda s: MatchRepository(s).presence_of_full_buddies(me))
+        wanted = {
+            auth.resolve_name(n, f"buddies[{i}]", "buddies") for i, n in enumerate(request.buddies)
+        }
+        full, rows = await self.backend.read(
+            lambda s: (
+                MatchRepository(s).full_buddies(me),
+                MatchRepository(s).presence_of_full_buddies(me),
+            )
+        )
+        hidden = sorted(wanted - full)
+        if hidden:
+            raise PermissionDenied(
+                f"users/{me}/buddies/{hidden[0]} is not a full buddy; presence is shared "
+                "between full buddies only",
+                metadata={"buddy": hidden[0]},
+            )
         return friendship_pb2.GetBuddyPresenceResponse(
             presences=[
                 friendship_pb2.BuddyPresence(
@@ -220,13 +278,11 @@ class FriendshipServicer:
                 me,
             )
 
-        return await self.backend.idempotent(
-            scope=me,
-            method="befriend.v1.FriendshipService/SubmitCommunicationLogs",
-            request=request,
-            request_id=request.request_id,
-            response_type=friendship_pb2.SubmitCommunicationLogsResponse,
-            fn=work,
+        return await self.backend.mutate(
+            "befriend.v1.FriendshipService/SubmitCommunicationLogs",
+            request,
+            friendship_pb2.SubmitCommunicationLogsResponse,
+            work,
         )
 
     async def ListActiveContactProposals(
@@ -280,13 +336,11 @@ class FriendshipServicer:
                 me,
             )
 
-        return await self.backend.idempotent(
-            scope=me,
-            method="befriend.v1.FriendshipService/ConfirmActiveContacts",
-            request=request,
-            request_id=request.request_id,
-            response_type=friendship_pb2.ConfirmActiveContactsResponse,
-            fn=work,
+        return await self.backend.mutate(
+            "befriend.v1.FriendshipService/ConfirmActiveContacts",
+            request,
+            friendship_pb2.ConfirmActiveContactsResponse,
+            work,
         )
 
     # -- events and refresh -------------------------------------------------------------

@@ -337,6 +337,17 @@ class MatchRepository:
         )
         self.s.flush()
 
+    def full_buddies(self, owner_id: str) -> set[str]:
+        return {
+            o
+            for o in self.s.execute(
+                select(models.BuddyRow.other_id).where(
+                    models.BuddyRow.owner_id == owner_id, models.BuddyRow.kind == FULL
+                )
+            ).scalars()
+            if o is not None
+        }
+
     def presence_of_full_buddies(self, owner_id: str) -> list[tuple[str, int, str, str, datetime]]:
         rows = self.s.execute(
             select(

@@ -171,7 +171,7 @@ async def test_refresh_resumes_after_a_crash(
     seen: list[str] = []
     real = matching.match_user
 
-    def flaky(repo, reg, user_id, now, origin):  # type: ignore[no-untyped-def]
+    def flaky(repo, reg, user_id, now, origin):
         if len(seen) == 2:
             raise RuntimeError("process killed")
         seen.append(user_id)

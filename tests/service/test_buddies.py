@@ -34,14 +34,25 @@ async def test_one_way_then_accept(people: People, running_server: RunningServer
     assert await a.kinds() == {f"users/{b.id}": ONE_WAY}
     assert await b.kinds() == {}
     assert await b.requests() == [f"users/{a.id}"]
-    await b.friends.AcceptOneWayRequest(
-        friendship_pb2.AcceptOneWayRequestRequest(name=f"users/me/oneWayRequests/{a.id}"),
+    first = await b.friends.AcceptOneWayRequest(
+        friendship_pb2.AcceptOneWayRequestRequest(
+            name=f"users/me/oneWayRequests/{a.id}", request_id="accept-1"
+        ),
         metadata=b.md,
     )
+    assert first.one_way_request.answer_time.seconds > 0
     assert await a.kinds() == {f"users/{b.id}": FULL}
     assert await b.kinds() == {f"users/{a.id}": FULL}
     assert await b.requests() == []
-    # Accepting twice: the request is gone.
+    # A retry with the same request_id gets the first answer.
+    retry = await b.friends.AcceptOneWayRequest(
+        friendship_pb2.AcceptOneWayRequestRequest(
+            name=f"users/me/oneWayRequests/{a.id}", request_id="accept-1"
+        ),
+        metadata=b.md,
+    )
+    assert retry.one_way_request.state == friendship_pb2.ONE_WAY_REQUEST_STATE_ACCEPTED
+    # A new accept: the request is gone.
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await b.friends.AcceptOneWayRequest(
             friendship_pb2.AcceptOneWayRequestRequest(name=f"users/me/oneWayRequests/{a.id}"),
@@ -127,6 +138,17 @@ async def test_presence_only_for_full_buddies(
     assert [(p.user, p.presence.status_message) for p in seen.presences] == [
         (f"users/{b.id}", "bob here")
     ]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await a.friends.GetBuddyPresence(
+            friendship_pb2.GetBuddyPresenceRequest(buddies=[f"users/me/buddies/{c.id}"]),
+            metadata=a.md,
+        )
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED  # one-way: no presence
+    named = await a.friends.GetBuddyPresence(
+        friendship_pb2.GetBuddyPresenceRequest(buddies=[f"users/me/buddies/{b.id}"]),
+        metadata=a.md,
+    )
+    assert [p.user for p in named.presences] == [f"users/{b.id}"]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await a.friends.SetPresence(
             friendship_pb2.SetPresenceRequest(

@@ -68,6 +68,7 @@ class BefriendServer:
             self.db,
             threads=settings.db_threads,
             idempotency_ttl_hours=settings.idempotency_ttl_hours,
+            weak_key_matching=settings.weak_key_matching,
         )
         self.services = service_names()
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]

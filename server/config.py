@@ -58,6 +58,10 @@ class Settings:
         default=20_000,
         metadata={"help": "new distinct phonebook keys a user may submit per day (0 = no limit)"},
     )
+    weak_key_matching: bool = field(
+        default=False,
+        metadata={"help": "match unnormalisable numbers by their rightmost 7 digits"},
+    )
     refresh_cron: str = field(
         default="0 3 1 * *",
         metadata={"help": "crontab (UTC) of the bulk re-match; empty disables (monthly default)"},

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+WEAK_DIGITS = 7  # weak key: the rightmost 7 digits of a phone number (seed 001)
+
 
 class IdentityKind(enum.IntEnum):
     PHONE = 1

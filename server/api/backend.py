@@ -40,11 +40,20 @@ def request_fingerprint(request: Message) -> str:
 
 
 class Backend:
-    def __init__(self, db: Database, *, threads: int = 8, idempotency_ttl_hours: float = 24):
+    def __init__(
+        self,
+        db: Database,
+        *,
+        threads: int = 8,
+        idempotency_ttl_hours: float = 24,
+        weak_key_matching: bool = False,
+    ):
         self.db = db
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="befriend-db")
         self.idempotency_ttl = timedelta(hours=idempotency_ttl_hours)
-        self.registry = Registry()  # members' identity keys, a cache of the database
+        self.registry = Registry(
+            weak=weak_key_matching
+        )  # members' identity keys, a cache of the database
 
     async def run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)

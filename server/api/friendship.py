@@ -14,11 +14,13 @@ from befriend.server.api import auth, convert
 from befriend.server.api.backend import Backend, utcnow
 from befriend.server.api.status import Context
 from befriend.server.errors import InvalidArgument, PermissionDenied
+from befriend.server.records import WEAK_DIGITS
 from befriend.server.services import active_contacts, matching, pagination, refresh
 from befriend.server.storage.addressbooks import AddressBookRepository
 from befriend.server.storage.matching import (
     ACCEPTED,
     BLOCKED,
+    WEAK_MATCH,
     ActiveProposal,
     BuddyView,
     MatchRepository,
@@ -41,7 +43,10 @@ def _buddy(owner: str, v: BuddyView) -> friendship_pb2.Buddy:
         display_name=v.other_name,
         # Which key made a member match; a phonebook buddy matched no one (unset).
         match=(
-            friendship_pb2.BuddyMatch(key=v.key_kind)  # type: ignore[arg-type]
+            friendship_pb2.BuddyMatch(
+                key=v.key_kind,  # type: ignore[arg-type]
+                weak_suffix_digits=WEAK_DIGITS if v.key_kind == WEAK_MATCH else 0,
+            )
             if v.other_id
             else None
         ),

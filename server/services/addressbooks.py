@@ -22,6 +22,7 @@ from befriend.server.errors import (
     ResourceExhausted,
 )
 from befriend.server.records import (
+    WEAK_DIGITS,
     BookRecord,
     EntryInput,
     EntryKeyRecord,
@@ -41,7 +42,6 @@ MAX_RAW_BYTES = 64 * 1024
 MAX_ENTRY_ID = 128
 MAX_UPLOAD_ID = 64
 UPLOAD_TTL = timedelta(hours=24)
-WEAK_DIGITS = 7  # seed 001: the rightmost 7 digits
 BOOK_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 UPLOADABLE_KINDS = frozenset({1, 2, 3})  # device phone book, e-mail book, IM book
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from befriend.core.index import EMPTY_KEY
 from befriend.server.errors import NotFound
+from befriend.server.records import WEAK_DIGITS
 from befriend.server.services.registry import Registry
 from befriend.server.storage.matching import (
     ACCEPTED,
@@ -85,6 +86,8 @@ def match_user(
     for holder, bk in repo.holders(own):
         if holder != user_id:
             b_has.setdefault(holder, bk)
+    if registry.weak:
+        _weak_matches(repo, registry, user_id, own, a_has, b_has)
 
     existing = repo.rows_involving(user_id) + [
         r for r in repo.phonebook_rows_for_keys(own) if r.owner_id != user_id
@@ -132,6 +135,36 @@ def match_user(
             events.append((row.other_id, EVENT_ONE_WAY_REQUEST, row.owner_id))
     repo.add_events(events, now)
     return events
+
+
+def _weak_matches(
+    repo: MatchRepository,
+    registry: Registry,
+    user_id: str,
+    own: list[int],
+    a_has: dict[str, BookKey],
+    b_has: dict[str, BookKey],
+) -> None:
+    """The optional weak-key fallback, for numbers that could not be normalised only: the
+    rightmost digits must name exactly one member's phone number. Exact matches win."""
+    weak_book = repo.book_weak_keys(user_id)
+    if weak_book:
+        keys = np.unique(np.fromiter((bk.key for bk in weak_book), dtype=np.uint64))
+        hits = registry.lookup_weak(repo, keys)
+        owners = repo.owners_of_identities([int(p) for p in hits[hits != EMPTY_KEY]])
+        owner_of = {
+            k: owners[p][0]
+            for k, p in zip(keys.tolist(), hits.tolist(), strict=True)
+            if p in owners
+        }
+        for bk in weak_book:
+            owner = owner_of.get(bk.key)
+            if owner is not None and owner != user_id:
+                a_has.setdefault(owner, bk)
+    suffixes = [k % 10**WEAK_DIGITS for k in own if k < 1 << 50]
+    for holder, bk in repo.weak_holders(suffixes):
+        if holder != user_id:
+            b_has.setdefault(holder, bk)
 
 
 def rematch_holders(

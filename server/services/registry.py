@@ -15,18 +15,24 @@ import numpy as np
 import numpy.typing as npt
 
 from befriend.core.index import EMPTY_KEY, KeyIndex
+from befriend.server.records import WEAK_DIGITS
 from befriend.server.storage.matching import MatchRepository
 from befriend.server.storage.repositories import IDENTITY_ADDED, IDENTITY_REMOVED
 
 REPLAY_WINDOW = 1000
+PHONE_KEY_LIMIT = np.uint64(1 << 50)  # phone keys are E.164 digits; hashed ids are >= 2**63
 
 
 class Registry:
-    def __init__(self) -> None:
+    def __init__(self, *, weak: bool = False) -> None:
+        self.weak = weak  # also match unnormalisable numbers by their weak key
         self._by_key = KeyIndex()  # identity key -> identity pk
         self._by_pk = KeyIndex()  # identity pk -> identity key (to apply removals)
         self._seq = -1
         self._lock = threading.Lock()
+        self._version = 0  # bumped on every change
+        self._weak = KeyIndex()  # weak suffix -> identity pk, for unambiguous suffixes only
+        self._weak_version = -1
 
     def _load(self, repo: MatchRepository) -> None:
         seq, rows = repo.identity_snapshot()
@@ -35,9 +41,11 @@ class Registry:
         self._by_key = KeyIndex.from_arrays(keys, pks)
         self._by_pk = KeyIndex.from_arrays(pks, keys)
         self._seq = seq
+        self._version += 1
 
     def _tail(self, repo: MatchRepository) -> None:
         for seq, pk, op, key in repo.identity_log_since(max(0, self._seq - REPLAY_WINDOW)):
+            self._version += 1
             if op == IDENTITY_ADDED and key is not None:
                 self._by_key.insert(key, pk)
                 self._by_pk.insert(pk, key)
@@ -49,14 +57,34 @@ class Registry:
                     self._by_pk.delete(pk)
             self._seq = max(self._seq, seq)
 
+    def _catch_up(self, repo: MatchRepository) -> None:
+        if self._seq < 0:
+            self._load(repo)
+        else:
+            self._tail(repo)
+
     def lookup(self, repo: MatchRepository, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
         """Identity pk for each key (EMPTY_KEY where no member holds it), after catching up."""
         with self._lock:
-            if self._seq < 0:
-                self._load(repo)
-            else:
-                self._tail(repo)
+            self._catch_up(repo)
             return self._by_key.lookup(keys, missing=EMPTY_KEY)
+
+    def lookup_weak(
+        self, repo: MatchRepository, weak_keys: npt.NDArray[np.uint64]
+    ) -> npt.NDArray[np.uint64]:
+        """Identity pk of the one member phone number ending in each weak key (the rightmost
+        WEAK_DIGITS digits); EMPTY_KEY where none does, or where several do (ambiguous)."""
+        with self._lock:
+            self._catch_up(repo)
+            if self._weak_version != self._version:
+                pks, keys = self._by_pk.to_arrays()
+                phones = keys < PHONE_KEY_LIMIT
+                pks, weak = pks[phones], keys[phones] % np.uint64(10**WEAK_DIGITS)
+                unique, first, counts = np.unique(weak, return_index=True, return_counts=True)
+                alone = counts == 1
+                self._weak = KeyIndex.from_arrays(unique[alone], pks[first[alone]])
+                self._weak_version = self._version
+            return self._weak.lookup(weak_keys, missing=EMPTY_KEY)
 
     def __len__(self) -> int:
         return len(self._by_key)

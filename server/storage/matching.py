@@ -19,6 +19,7 @@ FULL, ONE_WAY, PHONEBOOK = 1, 2, 3
 ACCEPTED, BLOCKED = 1, 2
 ACTIVE_OPEN, ACTIVE_CONFIRMED, ACTIVE_EXCLUDED = 1, 2, 3
 JOB_RUNNING, JOB_DONE = 1, 2
+WEAK_MATCH = 4  # BuddyMatchKey.WEAK_SUFFIX, beside IdentityKind 1-3 in BookKey.kind
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,31 @@ class MatchRepository:
             .order_by(models.EntryKey.entry_pk, models.EntryKey.id)
         )
         return [BookKey(e, kind, key_from_db(k)) for e, kind, k in rows if k is not None]
+
+    def book_weak_keys(self, user_id: str) -> list[BookKey]:
+        """Weak keys of the phone numbers in the user's books that could not be normalised."""
+        rows = self.s.execute(
+            select(models.EntryKey.entry_pk, models.EntryKey.weak_key)
+            .where(
+                models.EntryKey.user_id == user_id,
+                models.EntryKey.key.is_(None),
+                models.EntryKey.weak_key.is_not(None),
+            )
+            .order_by(models.EntryKey.entry_pk, models.EntryKey.id)
+        )
+        return [BookKey(e, WEAK_MATCH, w) for e, w in rows if w is not None]
+
+    def weak_holders(self, weak_keys: Sequence[int]) -> list[tuple[str, BookKey]]:
+        """Who holds an unnormalisable number ending in one of these weak keys."""
+        out: list[tuple[str, BookKey]] = []
+        for part in _chunks(list(weak_keys)):
+            rows = self.s.execute(
+                select(models.EntryKey.user_id, models.EntryKey.entry_pk, models.EntryKey.weak_key)
+                .where(models.EntryKey.weak_key.in_(part), models.EntryKey.key.is_(None))
+                .order_by(models.EntryKey.entry_pk)
+            )
+            out.extend((u, BookKey(e, WEAK_MATCH, w)) for u, e, w in rows if w is not None)
+        return out
 
     def holders(self, keys: Sequence[int]) -> list[tuple[str, BookKey]]:
         """Who holds any of these keys in a book: (holder, the entry key), via the key index."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from befriend.server.storage.db import Database
+from befriend.server.storage.models import Base
 from befriend.v1 import friendship_pb2
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, serve
 from tests.service.conftest import FULL, ONE_WAY, PHONEBOOK, People, card, member
 
 pytestmark = pytest.mark.asyncio
@@ -157,3 +159,31 @@ async def test_presence_only_for_full_buddies(
             metadata=a.md,
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_weak_suffix_key_is_an_opt_in_fallback(db: Database) -> None:
+    people: People = {}
+    for weak in (False, True):
+        with db.transaction() as s:  # a fresh population per setting
+            for table in reversed(Base.metadata.sorted_tables):
+                s.execute(table.delete())
+        async with serve(db, weak_key_matching=weak) as server:
+            a = await member(people, server, f"alice{weak}", "13900000001")
+            b = await member(people, server, f"bob{weak}", "13912345678")
+            c = await member(people, server, f"carol{weak}", "13800000004")
+            d = await member(people, server, f"dan{weak}", "13700000004")
+            # A number missing a digit cannot be normalised; its last 7 digits name bob
+            # alone, but carol and dan share theirs (ambiguous: never matched).
+            await a.upload(card("Bob?", "912345678"), card("C or D", "90000004"))
+            found = await a.buddies()
+            if not weak:
+                assert found == {}
+            else:
+                assert set(found) == {f"users/{b.id}"}
+                match = found[f"users/{b.id}"].match
+                assert match.key == friendship_pb2.BUDDY_MATCH_KEY_WEAK_SUFFIX
+                assert match.weak_suffix_digits == 7
+            assert c.id and d.id
+            for m in list(people.values()):
+                await m.close()
+            people.clear()

@@ -524,15 +524,41 @@ class MatchRepository:
             )
         )
 
-    def users_after(self, user_id: str, limit: int) -> list[str]:
-        return list(
-            self.s.execute(
-                select(models.User.id)
-                .where(models.User.id > user_id)
-                .order_by(models.User.id)
-                .limit(limit)
-            ).scalars()
-        )
-
     def user_count(self) -> int:
         return int(self.s.execute(select(func.count()).select_from(models.User)).scalar_one())
+
+    # -- bulk refresh inputs (whole tables, streamed) -----------------------------------
+    def all_user_ids(self) -> list[str]:
+        return list(self.s.execute(select(models.User.id).order_by(models.User.id)).scalars())
+
+    def all_identity_keys(self) -> list[tuple[str, int]]:
+        rows = self.s.execute(select(models.Identity.user_id, models.Identity.key))
+        return [(u, key_from_db(k)) for u, k in rows]
+
+    def all_book_keys(self) -> list[tuple[str, int, int]]:
+        """(owner, entry pk, key) of every exact key, by owner then entry."""
+        rows = self.s.execute(
+            select(models.EntryKey.user_id, models.EntryKey.entry_pk, models.EntryKey.key)
+            .where(models.EntryKey.key.is_not(None))
+            .order_by(models.EntryKey.user_id, models.EntryKey.entry_pk, models.EntryKey.id)
+            .execution_options(yield_per=50_000)
+        )
+        return [(u, e, key_from_db(k)) for u, e, k in rows if k is not None]
+
+    def all_buddy_rows(self) -> list[tuple[str, str | None, int, int]]:
+        """(owner, other, kind, key) of every stored buddy row."""
+        rows = self.s.execute(
+            select(
+                models.BuddyRow.owner_id,
+                models.BuddyRow.other_id,
+                models.BuddyRow.kind,
+                models.BuddyRow.key,
+            ).execution_options(yield_per=50_000)
+        )
+        return [(o, t, kind, key_from_db(k)) for o, t, kind, k in rows]
+
+    def decision_users(self) -> set[str]:
+        rows = self.s.execute(
+            select(models.BuddyDecision.decider_id, models.BuddyDecision.requester_id)
+        )
+        return {u for pair in rows for u in pair}

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from google.protobuf import timestamp_pb2
+from sqlalchemy import delete
 
 from befriend.server.records import IdentityKind, IdentityRecord
 from befriend.server.services import matching, refresh
@@ -168,7 +169,7 @@ async def test_refresh_resumes_after_a_crash(
     for i, m in enumerate(users):  # each holds the next one's number
         await m.upload(card("next", f"1390000001{(i + 1) % 4}"))
     with db.transaction() as s:  # drift: the rows are lost; only a refresh restores them
-        s.execute(models.BuddyRow.__table__.delete())
+        s.execute(delete(models.BuddyRow))
     registry = Registry()
     refresh.start(db, "crashy", datetime.now(UTC))
     seen: list[str] = []

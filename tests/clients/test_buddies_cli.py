@@ -5,28 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner, Result
-
-from befriend.clients.cli import app
 from befriend.v1 import friendship_pb2
 
+from .conftest import run_cli as run
 from .fakes import ThreadedServer
-
-
-@pytest.fixture
-def token_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "cfg" / "token"
-    path.parent.mkdir()
-    path.write_text("tok-cli\n")
-    monkeypatch.setenv("BEFRIEND_TOKEN_FILE", str(path))
-    for name in ("BEFRIEND_TOKEN", "BEFRIEND_TARGET", "BEFRIEND_DEVICE_ID"):
-        monkeypatch.delenv(name, raising=False)
-    return path
-
-
-def run(server: ThreadedServer, *args: str) -> Result:
-    return CliRunner().invoke(app, ["--target", server.target, *args])
 
 
 def rows(output: str) -> list[list[str]]:

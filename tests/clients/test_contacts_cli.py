@@ -4,30 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner, Result
-
-from befriend.clients.cli import app, device_id_path
+from befriend.clients.cli import device_id_path
 from befriend.clients.contacts_io import read_csv
 from befriend.v1 import sync_pb2
 
+from .conftest import run_cli as run
 from .fakes import StreamFault, ThreadedServer
 from .test_contacts_io import CSV, VCARD3, VCARD4
-
-
-@pytest.fixture
-def token_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "cfg" / "token"
-    path.parent.mkdir()
-    path.write_text("tok-cli\n")
-    monkeypatch.setenv("BEFRIEND_TOKEN_FILE", str(path))
-    for name in ("BEFRIEND_TOKEN", "BEFRIEND_TARGET", "BEFRIEND_DEVICE_ID"):
-        monkeypatch.delenv(name, raising=False)
-    return path
-
-
-def run(server: ThreadedServer, *args: str) -> Result:
-    return CliRunner().invoke(app, ["--target", server.target, *args])
 
 
 def vcards(n: int) -> bytes:

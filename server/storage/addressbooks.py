@@ -199,10 +199,10 @@ class AddressBookRepository:
         if not entries:
             return
         self.delete_entries(book_pk, [e.entry_id for e, _ in entries])
-        pks = self.s.scalars(
-            insert(models.ContactEntry).returning(
-                models.ContactEntry.id, sort_by_parameter_order=True
-            ),
+        # Core executemany without RETURNING (one statement per chunk on every backend),
+        # then one query for the new primary keys.
+        self.s.execute(
+            insert(models.table(models.ContactEntry)).values(created_at=now, updated_at=now),
             [
                 {
                     "book_pk": book_pk,
@@ -213,12 +213,23 @@ class AddressBookRepository:
                     "content_hash": e.content_hash,
                     "contact": e.contact,
                     "upload_pk": upload_pk,
-                    "created_at": now,
-                    "updated_at": now,
                 }
                 for e, _ in entries
             ],
-        ).all()
+        )
+        ids = [e.entry_id for e, _ in entries]
+        pk_of: dict[str, int] = {}
+        for i in range(0, len(ids), _BATCH):
+            pk_of.update(
+                (entry_id, pk)
+                for entry_id, pk in self.s.execute(
+                    select(models.ContactEntry.entry_id, models.ContactEntry.id).where(
+                        models.ContactEntry.book_pk == book_pk,
+                        models.ContactEntry.entry_id.in_(ids[i : i + _BATCH]),
+                    )
+                )
+            )
+        pks = [pk_of[entry_id] for entry_id in ids]
         key_rows = [
             {
                 "entry_pk": pk,
@@ -232,7 +243,7 @@ class AddressBookRepository:
             for k in keys
         ]
         if key_rows:
-            self.s.execute(insert(models.EntryKey), key_rows)
+            self.s.execute(insert(models.table(models.EntryKey)), key_rows)
 
     def drop_entries_not_in_upload(self, book_pk: int, upload_pk: int) -> int:
         result = self.s.execute(

@@ -222,7 +222,7 @@ class MatchRepository:
     def insert_rows(self, rows: Sequence[BuddyState], now: datetime) -> None:
         if rows:
             self.s.execute(
-                insert(models.BuddyRow),
+                insert(models.table(models.BuddyRow)),
                 [
                     {
                         "owner_id": r.owner_id,
@@ -318,7 +318,7 @@ class MatchRepository:
     def add_events(self, events: Sequence[tuple[str, int, str]], now: datetime) -> None:
         if events:
             self.s.execute(
-                insert(models.BuddyEvent),
+                insert(models.table(models.BuddyEvent)),
                 [{"user_id": u, "type": t, "other_id": o, "created_at": now} for u, t, o in events],
             )
 

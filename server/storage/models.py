@@ -15,6 +15,7 @@ from sqlalchemy import (
     LargeBinary,
     SmallInteger,
     String,
+    Table,
     TypeDecorator,
     UniqueConstraint,
 )
@@ -334,3 +335,8 @@ class RefreshJob(Base):
     done_count: Mapped[int] = mapped_column(BigInteger, default=0)
     started_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a model, for bulk executemany inserts that skip ORM bookkeeping."""
+    return Base.metadata.tables[model.__tablename__]

@@ -85,7 +85,7 @@ class AccountRepository:
     def _log(self, identity_pks: Iterable[int], op: int, now: datetime) -> None:
         rows = [{"identity_pk": pk, "op": op, "created_at": now} for pk in identity_pks]
         if rows:
-            self.s.execute(insert(models.IdentityLog), rows)
+            self.s.execute(insert(models.table(models.IdentityLog)), rows)
 
     @staticmethod
     def _identity_row(user_id: str, ident: IdentityRecord, now: datetime) -> models.Identity:

@@ -284,8 +284,7 @@ class Population:
         return _mix((self.config.seed << 40) ^ (salt << 32) ^ i)
 
     def country_of(self, i: int) -> Country:
-        u = (self._hash(i, 1) >> 11) / float(1 << 53)
-        return self._countries[int(np.searchsorted(self._cum, u, side="right"))]
+        return self._countries[self._country_slot(i)]
 
     def national(self, i: int) -> tuple[Country, str]:
         """The country and national significant number of index ``i``."""

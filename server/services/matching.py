@@ -119,6 +119,7 @@ def match_user(
     repo.delete_rows([r for s, r in before.items() if s not in after])
     repo.insert_rows([r for s, r in after.items() if s not in before], now)
     events: list[tuple[str, int, str]] = []
+    changed: list[BuddyState] = []
     for slot, row in after.items():
         old = before.get(slot)
         if old is not None and (old.kind, old.key, old.entry_pk) != (
@@ -126,13 +127,14 @@ def match_user(
             row.key,
             row.entry_pk,
         ):
-            repo.update_row(row, now)
+            changed.append(row)
         if row.other_id is None or (old is not None and old.kind == row.kind):
             continue
         if row.kind == FULL:
             events.append((row.owner_id, EVENT_NEW_MATCH, row.other_id))
         elif row.kind == ONE_WAY:
             events.append((row.other_id, EVENT_ONE_WAY_REQUEST, row.owner_id))
+    repo.update_rows(changed, now)
     repo.add_events(events, now)
     return events
 

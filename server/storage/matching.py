@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from befriend.server.storage import models
@@ -239,19 +239,42 @@ class MatchRepository:
                 ],
             )
 
-    def update_row(self, row: BuddyState, now: datetime) -> None:
-        self.s.execute(
-            update(models.BuddyRow)
-            .where(*self._where(row))
-            .values(
-                kind=row.kind,
-                key=key_to_db(row.key),
-                key_kind=row.key_kind,
-                entry_pk=row.entry_pk,
-                origin=row.origin,
-                updated_at=now,
+    def update_rows(self, rows: Sequence[BuddyState], now: datetime) -> None:
+        """Rewrite changed rows: member rows in one executemany, phonebook rows by key."""
+        t = models.table(models.BuddyRow)
+        members = [r for r in rows if r.other_id is not None]
+        if members:
+            self.s.execute(
+                update(t)
+                .where(t.c.owner_id == bindparam("b_owner"), t.c.other_id == bindparam("b_other"))
+                .values(
+                    kind=bindparam("b_kind"),
+                    key=bindparam("b_key"),
+                    key_kind=bindparam("b_key_kind"),
+                    entry_pk=bindparam("b_entry"),
+                    origin=bindparam("b_origin"),
+                    updated_at=now,
+                ),
+                [
+                    {
+                        "b_owner": r.owner_id,
+                        "b_other": r.other_id,
+                        "b_kind": r.kind,
+                        "b_key": key_to_db(r.key),
+                        "b_key_kind": r.key_kind,
+                        "b_entry": r.entry_pk,
+                        "b_origin": r.origin,
+                    }
+                    for r in members
+                ],
             )
-        )
+        for r in rows:
+            if r.other_id is None:
+                self.s.execute(
+                    update(models.BuddyRow)
+                    .where(*self._where(r))
+                    .values(entry_pk=r.entry_pk, origin=r.origin, updated_at=now)
+                )
 
     def list_buddies(
         self, owner_id: str, kind: int | None, offset: int, limit: int

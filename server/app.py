@@ -27,6 +27,7 @@ from befriend.server.config import Settings
 from befriend.server.observability import log
 from befriend.server.services import refresh
 from befriend.server.storage.db import Database
+from befriend.server.storage.matching import MatchRepository
 
 
 def _proto_modules() -> list[ModuleType]:
@@ -104,6 +105,8 @@ class BefriendServer:
         if self.settings.migrate:
             await self.backend.run(self.db.migrate)
         purged = await self.backend.purge_idempotency()
+        registry = self.backend.registry
+        members = await self.backend.read(lambda s: registry.warm(MatchRepository(s)))
         self.port = self.server.add_insecure_port(self.settings.address)
         if self.port == 0:
             raise OSError(f"could not bind {self.settings.address}")
@@ -111,7 +114,12 @@ class BefriendServer:
         self._schedule()
         for name in ["", *self.services]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("server.started", address=f"{self.settings.host}:{self.port}", purged=purged)
+        log.info(
+            "server.started",
+            address=f"{self.settings.host}:{self.port}",
+            purged=purged,
+            registry_keys=members,
+        )
         return self.port
 
     def _schedule(self) -> None:

@@ -63,6 +63,12 @@ class Registry:
         else:
             self._tail(repo)
 
+    def warm(self, repo: MatchRepository) -> int:
+        """Load (or catch up) now, e.g. at start-up, rather than in the first request."""
+        with self._lock:
+            self._catch_up(repo)
+            return len(self._by_key)
+
     def lookup(self, repo: MatchRepository, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
         """Identity pk for each key (EMPTY_KEY where no member holds it), after catching up."""
         with self._lock:

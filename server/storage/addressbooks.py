@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from befriend.server.records import (
@@ -18,6 +18,7 @@ from befriend.server.records import (
     UploadState,
 )
 from befriend.server.storage import models
+from befriend.server.storage.bulk import bulk_insert
 from befriend.server.storage.repositories import key_from_db, key_to_db
 
 _BATCH = 500  # rows per IN (...) list
@@ -199,10 +200,10 @@ class AddressBookRepository:
         if not entries:
             return
         self.delete_entries(book_pk, [e.entry_id for e, _ in entries])
-        # Core executemany without RETURNING (one statement per chunk on every backend),
-        # then one query for the new primary keys.
-        self.s.execute(
-            insert(models.table(models.ContactEntry)).values(created_at=now, updated_at=now),
+        # One bulk statement per chunk (no RETURNING), then one query for the new keys.
+        bulk_insert(
+            self.s,
+            models.table(models.ContactEntry),
             [
                 {
                     "book_pk": book_pk,
@@ -213,6 +214,8 @@ class AddressBookRepository:
                     "content_hash": e.content_hash,
                     "contact": e.contact,
                     "upload_pk": upload_pk,
+                    "created_at": now,
+                    "updated_at": now,
                 }
                 for e, _ in entries
             ],
@@ -243,7 +246,7 @@ class AddressBookRepository:
             for k in keys
         ]
         if key_rows:
-            self.s.execute(insert(models.table(models.EntryKey)), key_rows)
+            bulk_insert(self.s, models.table(models.EntryKey), key_rows)
 
     def drop_entries_not_in_upload(self, book_pk: int, upload_pk: int) -> int:
         result = self.s.execute(

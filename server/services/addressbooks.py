@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 
 from befriend.core.normalize import Status, email_key, im_key, normalize_many
@@ -23,7 +23,6 @@ from befriend.server.errors import (
 )
 from befriend.server.records import (
     WEAK_DIGITS,
-    BookRecord,
     EntryInput,
     EntryKeyRecord,
     IdentityKind,
@@ -33,7 +32,6 @@ from befriend.server.records import (
     UploadRecord,
     UploadState,
 )
-from befriend.server.services.accounts import get_user
 from befriend.server.storage.addressbooks import AddressBookRepository
 from befriend.server.storage.repositories import AccountRepository
 
@@ -64,8 +62,7 @@ class Chunk:
 
 @dataclass(frozen=True)
 class ChunkResult:
-    upload: UploadRecord
-    book: BookRecord
+    upload: UploadRecord  # the upload's progress after this chunk
     rejections: list[Rejection]
     replayed: bool  # the chunk had been applied before; nothing changed
 
@@ -189,10 +186,8 @@ def apply_chunk(
         raise FailedPrecondition(
             f"upload {chunk.upload_id} expired; start a new upload_id", reason="UPLOAD_EXPIRED"
         )
-    book = books.book(user_id, upload.book_id)
-    assert book is not None
     if chunk.sequence <= upload.last_sequence:
-        return ChunkResult(upload, book[1], [], replayed=True)
+        return ChunkResult(upload, [], replayed=True)
     if upload.state == UploadState.COMMITTED:
         raise FailedPrecondition(
             f"upload {chunk.upload_id} is already committed", reason="UPLOAD_COMMITTED"
@@ -222,7 +217,7 @@ def apply_chunk(
     accepted = [e for i, e in enumerate(chunk.entries) if i not in rejections]
     live = [e for e in accepted if not e.deleted]
     books.delete_entries(book_pk, [e.entry_id for e in accepted if e.deleted])
-    region = get_user(accounts, user_id).region_code
+    region = accounts.region_of(user_id)
     keys = entry_keys(live, region)
     if chunk.daily_key_quota:
         _spend_quota(books, user_id, keys, chunk.daily_key_quota, now)
@@ -257,12 +252,18 @@ def apply_chunk(
     )
     if chunk.final and upload.mode == UploadMode.FULL_SNAPSHOT:
         books.drop_entries_not_in_upload(book_pk, upload_pk)
-    book_record = books.touch_book(book_pk, upload.device_id, now)
-    after = books.upload(user_id, chunk.upload_id)
-    assert after is not None
-    return ChunkResult(
-        after[2], book_record, sorted(rejections.values(), key=lambda r: r.index), False
+    if chunk.final:  # the book's count and version move once per committed upload
+        books.touch_book(book_pk, upload.device_id, now)
+    progressed = replace(
+        upload,
+        last_sequence=chunk.sequence,
+        entry_count=upload.entry_count + len(live),
+        last_entry_id=live[-1].entry_id if live else upload.last_entry_id,
+        state=state,
+        updated_at=now,
+        expires_at=now + UPLOAD_TTL,
     )
+    return ChunkResult(progressed, sorted(rejections.values(), key=lambda r: r.index), False)
 
 
 def _spend_quota(

@@ -112,6 +112,15 @@ class AccountRepository:
         row = self._user_row(user_id, lock=lock)
         return _user(row) if row is not None else None
 
+    def region_of(self, user_id: str) -> str:
+        """The user's home region (the default region of their address book)."""
+        region = self.s.execute(
+            select(models.User.region_code).where(models.User.id == user_id)
+        ).scalar_one_or_none()
+        if region is None:
+            raise LookupError(user_id)
+        return region
+
     def identity_owners(self, kind: IdentityKind, values: Iterable[str]) -> dict[str, str]:
         """Map each given normalised value that some user owns to that user's id."""
         wanted = list(set(values))

@@ -7,10 +7,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, bindparam, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from befriend.server.storage import models
+from befriend.server.storage.bulk import bulk_insert
 from befriend.server.storage.repositories import key_from_db, key_to_db
 
 _BATCH = 500
@@ -220,24 +221,24 @@ class MatchRepository:
             self.s.execute(delete(models.BuddyRow).where(*self._where(r)))
 
     def insert_rows(self, rows: Sequence[BuddyState], now: datetime) -> None:
-        if rows:
-            self.s.execute(
-                insert(models.table(models.BuddyRow)),
-                [
-                    {
-                        "owner_id": r.owner_id,
-                        "other_id": r.other_id,
-                        "kind": r.kind,
-                        "key": key_to_db(r.key),
-                        "key_kind": r.key_kind,
-                        "entry_pk": r.entry_pk,
-                        "origin": r.origin,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for r in rows
-                ],
-            )
+        bulk_insert(
+            self.s,
+            models.table(models.BuddyRow),
+            [
+                {
+                    "owner_id": r.owner_id,
+                    "other_id": r.other_id,
+                    "kind": r.kind,
+                    "key": key_to_db(r.key),
+                    "key_kind": r.key_kind,
+                    "entry_pk": r.entry_pk,
+                    "origin": r.origin,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for r in rows
+            ],
+        )
 
     def update_rows(self, rows: Sequence[BuddyState], now: datetime) -> None:
         """Rewrite changed rows: member rows in one executemany, phonebook rows by key."""
@@ -339,11 +340,11 @@ class MatchRepository:
         self.s.flush()
 
     def add_events(self, events: Sequence[tuple[str, int, str]], now: datetime) -> None:
-        if events:
-            self.s.execute(
-                insert(models.table(models.BuddyEvent)),
-                [{"user_id": u, "type": t, "other_id": o, "created_at": now} for u, t, o in events],
-            )
+        bulk_insert(
+            self.s,
+            models.table(models.BuddyEvent),
+            [{"user_id": u, "type": t, "other_id": o, "created_at": now} for u, t, o in events],
+        )
 
     def events(
         self, user_id: str, after: int = 0, limit: int = 500

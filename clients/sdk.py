@@ -1839,7 +1839,27 @@ class FriendshipClient:
         return self._t.invoke(_FriendshipCalls.refresh_matches(users, validate_only, request_id))
 
 
-class AsyncClient:
+class _ClientBase:
+    """What both clients share: the settings behind ``target`` and ``token``."""
+
+    def __init__(self, settings: _Settings) -> None:
+        self._client_settings = settings
+
+    @property
+    def target(self) -> str:
+        return self._client_settings.target
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token sent with authenticated RPCs."""
+        return self._client_settings.token
+
+    @token.setter
+    def token(self, value: str | None) -> None:
+        self._client_settings.token = value
+
+
+class AsyncClient(_ClientBase):
     """asyncio client; use as ``async with AsyncClient(...) as client``.
 
     Args:
@@ -1868,35 +1888,22 @@ class AsyncClient:
         max_backoff: float = 5.0,
         max_retry_delay: float = 30.0,
     ) -> None:
-        self._transport = _AsyncTransport(
-            _settings(
-                target,
-                token,
-                timeout,
-                retries,
-                initial_backoff,
-                max_backoff,
-                max_retry_delay,
-                channel_options,
-                credentials,
-            )
+        settings = _settings(
+            target,
+            token,
+            timeout,
+            retries,
+            initial_backoff,
+            max_backoff,
+            max_retry_delay,
+            channel_options,
+            credentials,
         )
+        super().__init__(settings)
+        self._transport = _AsyncTransport(settings)
         self.account = AsyncAccountClient(self._transport)
         self.sync = AsyncSyncClient(self._transport)
         self.friendship = AsyncFriendshipClient(self._transport)
-
-    @property
-    def target(self) -> str:
-        return self._transport.settings.target
-
-    @property
-    def token(self) -> str | None:
-        """The bearer token sent with authenticated RPCs."""
-        return self._transport.settings.token
-
-    @token.setter
-    def token(self, value: str | None) -> None:
-        self._transport.settings.token = value
 
     @property
     def channel(self) -> grpc.aio.Channel:
@@ -1926,7 +1933,7 @@ class AsyncClient:
         await self.close()
 
 
-class Client:
+class Client(_ClientBase):
     """Blocking client with the surface of :class:`AsyncClient`; use as ``with Client(...)``.
 
     It uses the synchronous gRPC API (no event loop), so it is safe in threads and scripts.
@@ -1946,35 +1953,22 @@ class Client:
         max_backoff: float = 5.0,
         max_retry_delay: float = 30.0,
     ) -> None:
-        self._transport = _SyncTransport(
-            _settings(
-                target,
-                token,
-                timeout,
-                retries,
-                initial_backoff,
-                max_backoff,
-                max_retry_delay,
-                channel_options,
-                credentials,
-            )
+        settings = _settings(
+            target,
+            token,
+            timeout,
+            retries,
+            initial_backoff,
+            max_backoff,
+            max_retry_delay,
+            channel_options,
+            credentials,
         )
+        super().__init__(settings)
+        self._transport = _SyncTransport(settings)
         self.account = AccountClient(self._transport)
         self.sync = SyncClient(self._transport)
         self.friendship = FriendshipClient(self._transport)
-
-    @property
-    def target(self) -> str:
-        return self._transport.settings.target
-
-    @property
-    def token(self) -> str | None:
-        """The bearer token sent with authenticated RPCs."""
-        return self._transport.settings.token
-
-    @token.setter
-    def token(self, value: str | None) -> None:
-        self._transport.settings.token = value
 
     @property
     def channel(self) -> grpc.Channel:

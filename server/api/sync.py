@@ -137,7 +137,9 @@ class SyncServicer:
     ) -> sync_pb2.GetUploadStatusResponse:
         me = auth.require_user()
         up = await self.backend.read(
-            lambda s: addressbooks.upload_status(AddressBookRepository(s), me, request.upload_id)
+            lambda s: addressbooks.upload_status(
+                AddressBookRepository(s), me, request.upload_id, utcnow()
+            )
         )
         return sync_pb2.GetUploadStatusResponse(
             upload_id=up.upload_id,

@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from befriend.server.errors import Aborted as AbortedError
-from befriend.server.errors import AlreadyExists, InvalidArgument, NotFound, ServiceError
+from befriend.server.errors import AlreadyExists, InvalidArgument, NotFound
 from befriend.server.records import DeviceRecord, IdentityKind, IdentityRecord, UserRecord
 from befriend.server.services import identities
 from befriend.server.storage.repositories import AccountRepository
@@ -258,7 +258,6 @@ __all__ = [
     "DeviceInput",
     "ProfileUpdate",
     "RegisterCommand",
-    "ServiceError",
     "change_phone_number",
     "delete_account",
     "get_user",

@@ -294,11 +294,18 @@ def _spend_quota(
     books.add_quota(user_id, day, new)
 
 
-def upload_status(books: AddressBookRepository, user_id: str, upload_id: str) -> UploadRecord:
+def upload_status(
+    books: AddressBookRepository, user_id: str, upload_id: str, now: datetime
+) -> UploadRecord:
+    """The upload's progress; an unfinished upload past its expiry reports EXPIRED (the
+    same rule apply_chunk enforces)."""
     found = books.upload(user_id, upload_id)
     if found is None:
         raise NotFound(f"upload {upload_id} not found", metadata={"field": "upload_id"})
-    return found[2]
+    upload = found[2]
+    if upload.state == UploadState.IN_PROGRESS and upload.expires_at < now:
+        return replace(upload, state=UploadState.EXPIRED)
+    return upload
 
 
 def restore(

@@ -167,17 +167,6 @@ class AddressBookRepository:
             values["last_entry_id"] = last_entry_id
         self.s.execute(update(models.Upload).where(models.Upload.id == upload_pk).values(values))
 
-    def expire_uploads(self, now: datetime) -> int:
-        result = self.s.execute(
-            update(models.Upload)
-            .where(
-                models.Upload.state == int(UploadState.IN_PROGRESS),
-                models.Upload.expires_at < now,
-            )
-            .values(state=int(UploadState.EXPIRED))
-        )
-        return int(getattr(result, "rowcount", 0))
-
     # -- entries -----------------------------------------------------------------------
     def delete_entries(self, book_pk: int, entry_ids: Sequence[str]) -> None:
         for i in range(0, len(entry_ids), _BATCH):

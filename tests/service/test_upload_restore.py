@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -16,7 +17,10 @@ from befriend.clients.errors import (
     NotFound,
     ResourceExhausted,
 )
+from befriend.server.records import UploadState
+from befriend.server.services.addressbooks import UPLOAD_TTL, upload_status
 from befriend.server.storage import models
+from befriend.server.storage.addressbooks import AddressBookRepository
 from befriend.server.storage.db import Database
 from befriend.v1 import common_pb2, sync_pb2, sync_pb2_grpc
 from tests.conftest import RunningServer, serve
@@ -300,3 +304,18 @@ async def test_daily_key_quota(db: Database) -> None:
         assert error.metadata["limit"] == "25"
         assert count(db, models.ContactEntry) == 20  # stored data untouched
         await client.close()
+
+
+async def test_abandoned_upload_reports_expired(session: Session, db: Database) -> None:
+    reqs = chunks([entry(i) for i in range(20)], "abandoned", size=10)
+    await session.upload(reqs[:1])
+    later = datetime.now(UTC) + UPLOAD_TTL + timedelta(minutes=1)
+    with db.transaction(readonly=True) as s:
+        me = (await session.client.account.get_me()).user.user_id
+        assert upload_status(AddressBookRepository(s), me, "abandoned", later).state == (
+            UploadState.EXPIRED
+        )
+    status = await session.stub.GetUploadStatus(
+        sync_pb2.GetUploadStatusRequest(upload_id="abandoned"), metadata=session.md
+    )
+    assert status.state == sync_pb2.UPLOAD_STATE_IN_PROGRESS  # not expired yet

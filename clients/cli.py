@@ -14,7 +14,9 @@ device id they use defaults to a random id created once and kept beside the toke
 (``device_id``); ``--device-id`` or env ``BEFRIEND_DEVICE_ID`` overrides it.
 
 Buddies: ``befriend buddies list [--kind full|one-way|phonebook] [--json]``, ``befriend
-buddies requests`` (pending one-way requests), ``befriend buddies accept|block USER_ID``.
+buddies requests`` (pending one-way requests), ``befriend buddies accept|block USER_ID``,
+``befriend buddies blocked``, ``befriend buddies unblock USER_ID`` and ``befriend buddies
+common USER_ID`` (contacts you and a full buddy both hold).
 """
 
 from __future__ import annotations
@@ -472,7 +474,9 @@ def books(ctx: typer.Context) -> None:
 # --------------------------------------------------------------------------------------
 
 buddies_app = typer.Typer(
-    name="buddies", help="Buddy list and one-way requests.", no_args_is_help=True
+    name="buddies",
+    help="Buddy list, one-way requests, blocks and common contacts.",
+    no_args_is_help=True,
 )
 app.add_typer(buddies_app)
 
@@ -609,6 +613,68 @@ def block_request(
         answer = client.friendship.block_one_way_request(user_id, request_id)
     who = answer.one_way_request.requester or answer.blocked_user.user
     typer.echo(f"blocked {who}")
+
+
+@buddies_app.command("blocked")
+def list_blocked(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """List the members you blocked, most recent first."""
+    state = _state(ctx)
+    _require_token(state)
+    with _reporting_errors(state), state.client() as client:
+        found = list(client.friendship.iter_blocked_users())
+    if as_json:
+        _print_json(found)
+        return
+    if not found:
+        _err("no blocked members")
+        return
+    table = Table("user id", "name", "blocked", box=box.SIMPLE_HEAD)
+    for blocked in found:
+        since = blocked.block_time.ToJsonString() if blocked.HasField("block_time") else "-"
+        table.add_row(blocked.user.removeprefix("users/"), blocked.display_name or "-", since)
+    _stdout_console().print(table)
+    _err("lift a block with `befriend buddies unblock USER_ID`")
+
+
+@buddies_app.command("unblock")
+def unblock_user(
+    ctx: typer.Context,
+    user_id: Annotated[str, typer.Argument(help="The blocked member's user id (or users/{id}).")],
+    request_id: RequestIdOption = None,
+) -> None:
+    """Lift a block: matching between the two of you resumes at once."""
+    state = _state(ctx)
+    _require_token(state)
+    with _reporting_errors(state), state.client() as client:
+        client.friendship.unblock_user(user_id, request_id)
+    typer.echo(f"unblocked users/{user_id.rsplit('/', 1)[-1]}")
+
+
+@buddies_app.command("common")
+def common_contacts(
+    ctx: typer.Context,
+    user_id: Annotated[str, typer.Argument(help="A full buddy's user id (or users/{id}).")],
+    as_json: JsonOption = False,
+) -> None:
+    """List the contacts you and a full buddy both hold (from your own book)."""
+    state = _state(ctx)
+    _require_token(state)
+    with _reporting_errors(state), state.client() as client:
+        found = list(client.friendship.iter_common_contacts(user_id))
+    if as_json:
+        _print_json(found)
+        return
+    if not found:
+        _err("no common contacts")
+        return
+    table = Table("name", "number", "member", box=box.SIMPLE_HEAD)
+    for common in found:
+        table.add_row(
+            common.display_name or "-",
+            common.phone_number.raw or common.phone_number.e164,
+            common.user.removeprefix("users/") or "-",
+        )
+    _stdout_console().print(table)
 
 
 def main() -> None:

@@ -535,6 +535,10 @@ class _FriendshipCalls:
     """Builds the requests of FriendshipService RPCs; no I/O here."""
 
     LIST_BUDDIES = _friendship_method("ListBuddies")
+    GET_BUDDY = _friendship_method("GetBuddy")
+    LIST_BLOCKED_USERS = _friendship_method("ListBlockedUsers")
+    UNBLOCK_USER = _friendship_method("UnblockUser")
+    LIST_COMMON_CONTACTS = _friendship_method("ListCommonContacts")
     LIST_ONE_WAY_REQUESTS = _friendship_method("ListOneWayRequests")
     ACCEPT_ONE_WAY_REQUEST = _friendship_method("AcceptOneWayRequest")
     BLOCK_ONE_WAY_REQUEST = _friendship_method("BlockOneWayRequest")
@@ -557,6 +561,51 @@ class _FriendshipCalls:
             page_token=page_token,
         )
         return _Call(_FriendshipCalls.LIST_BUDDIES, request, friendship_pb2.ListBuddiesResponse)
+
+    @staticmethod
+    def get_buddy(
+        name_or_id: str,
+    ) -> _Call[friendship_pb2.GetBuddyRequest, friendship_pb2.GetBuddyResponse]:
+        request = friendship_pb2.GetBuddyRequest(name=_child_name(name_or_id, "buddies"))
+        return _Call(_FriendshipCalls.GET_BUDDY, request, friendship_pb2.GetBuddyResponse)
+
+    @staticmethod
+    def list_blocked_users(
+        page_size: int, page_token: str
+    ) -> _Call[friendship_pb2.ListBlockedUsersRequest, friendship_pb2.ListBlockedUsersResponse]:
+        request = friendship_pb2.ListBlockedUsersRequest(
+            parent="users/me", page_size=page_size, page_token=page_token
+        )
+        return _Call(
+            _FriendshipCalls.LIST_BLOCKED_USERS, request, friendship_pb2.ListBlockedUsersResponse
+        )
+
+    @staticmethod
+    def unblock_user(
+        name_or_user_id: str, request_id: str | None
+    ) -> _Call[friendship_pb2.UnblockUserRequest, friendship_pb2.UnblockUserResponse]:
+        request = friendship_pb2.UnblockUserRequest(
+            name=_child_name(name_or_user_id, "blockedUsers"), request_id=_request_id(request_id)
+        )
+        return _Call(_FriendshipCalls.UNBLOCK_USER, request, friendship_pb2.UnblockUserResponse)
+
+    @staticmethod
+    def list_common_contacts(
+        other_user: str, page_size: int, page_token: str
+    ) -> _Call[friendship_pb2.ListCommonContactsRequest, friendship_pb2.ListCommonContactsResponse]:
+        if not other_user:
+            raise ValueError("other_user (a user id or users/{id}) is required")
+        request = friendship_pb2.ListCommonContactsRequest(
+            parent="users/me",
+            other_user=_user_name(other_user),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return _Call(
+            _FriendshipCalls.LIST_COMMON_CONTACTS,
+            request,
+            friendship_pb2.ListCommonContactsResponse,
+        )
 
     @staticmethod
     def list_one_way_requests(
@@ -1582,6 +1631,59 @@ class AsyncFriendshipClient:
                 return
             page_token = page.next_page_token
 
+    async def get_buddy(self, name_or_id: str) -> friendship_pb2.Buddy:
+        """One buddy of the caller (buddy id, member name ``users/{id}`` or buddy name)."""
+        return (await self._t.invoke(_FriendshipCalls.get_buddy(name_or_id))).buddy
+
+    async def list_blocked_users(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> friendship_pb2.ListBlockedUsersResponse:
+        """One page of the members the caller blocked, most recent first."""
+        return await self._t.invoke(_FriendshipCalls.list_blocked_users(page_size, page_token))
+
+    async def iter_blocked_users(
+        self, page_size: int = 0
+    ) -> AsyncIterator[friendship_pb2.BlockedUser]:
+        """Every member the caller blocked, walking all pages."""
+        page_token = ""
+        while True:
+            page = await self.list_blocked_users(page_size, page_token)
+            for blocked in page.blocked_users:
+                yield blocked
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    async def unblock_user(
+        self, name_or_user_id: str, request_id: str | None = None
+    ) -> friendship_pb2.UnblockUserResponse:
+        """Lift a block (by user id or ``users/me/blockedUsers/{id}``); the two are
+        re-matched at once. Not blocked: :class:`NotFound`."""
+        return await self._t.invoke(_FriendshipCalls.unblock_user(name_or_user_id, request_id))
+
+    async def list_common_contacts(
+        self, other_user: str, page_size: int = 0, page_token: str = ""
+    ) -> friendship_pb2.ListCommonContactsResponse:
+        """One page of the contacts the caller and the full buddy ``other_user`` (id or
+        ``users/{id}``) both hold, from the caller's own book. Anyone who is not a full
+        buddy: :class:`PermissionDenied`."""
+        return await self._t.invoke(
+            _FriendshipCalls.list_common_contacts(other_user, page_size, page_token)
+        )
+
+    async def iter_common_contacts(
+        self, other_user: str, page_size: int = 0
+    ) -> AsyncIterator[friendship_pb2.CommonContact]:
+        """Every contact the caller and ``other_user`` both hold, walking all pages."""
+        page_token = ""
+        while True:
+            page = await self.list_common_contacts(other_user, page_size, page_token)
+            for common in page.common_contacts:
+                yield common
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
     async def list_one_way_requests(
         self, state: int = 0, page_size: int = 0, page_token: str = ""
     ) -> friendship_pb2.ListOneWayRequestsResponse:
@@ -1729,6 +1831,52 @@ class FriendshipClient:
         while True:
             page = self.list_buddies(kind=kind, page_size=page_size, page_token=page_token)
             yield from page.buddies
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    def get_buddy(self, name_or_id: str) -> friendship_pb2.Buddy:
+        """One buddy of the caller (buddy id, member name ``users/{id}`` or buddy name)."""
+        return self._t.invoke(_FriendshipCalls.get_buddy(name_or_id)).buddy
+
+    def list_blocked_users(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> friendship_pb2.ListBlockedUsersResponse:
+        """One page of the members the caller blocked, most recent first."""
+        return self._t.invoke(_FriendshipCalls.list_blocked_users(page_size, page_token))
+
+    def iter_blocked_users(self, page_size: int = 0) -> Iterator[friendship_pb2.BlockedUser]:
+        """Every member the caller blocked, walking all pages."""
+        page_token = ""
+        while True:
+            page = self.list_blocked_users(page_size, page_token)
+            yield from page.blocked_users
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    def unblock_user(
+        self, name_or_user_id: str, request_id: str | None = None
+    ) -> friendship_pb2.UnblockUserResponse:
+        """Lift a block; the two are re-matched at once (see the async client)."""
+        return self._t.invoke(_FriendshipCalls.unblock_user(name_or_user_id, request_id))
+
+    def list_common_contacts(
+        self, other_user: str, page_size: int = 0, page_token: str = ""
+    ) -> friendship_pb2.ListCommonContactsResponse:
+        """One page of the contacts the caller and the full buddy ``other_user`` both hold."""
+        return self._t.invoke(
+            _FriendshipCalls.list_common_contacts(other_user, page_size, page_token)
+        )
+
+    def iter_common_contacts(
+        self, other_user: str, page_size: int = 0
+    ) -> Iterator[friendship_pb2.CommonContact]:
+        """Every contact the caller and ``other_user`` both hold, walking all pages."""
+        page_token = ""
+        while True:
+            page = self.list_common_contacts(other_user, page_size, page_token)
+            yield from page.common_contacts
             if not page.next_page_token:
                 return
             page_token = page.next_page_token

@@ -1,4 +1,5 @@
-"""FriendshipService servicer (part): buddy lists, one-way requests, presence."""
+"""FriendshipService servicer: buddy lists, one-way requests and blocks, presence, active
+contacts, common contacts, the event stream and refresh."""
 
 from __future__ import annotations
 
@@ -13,15 +14,18 @@ from sqlalchemy.orm import Session
 from befriend.server.api import auth, convert
 from befriend.server.api.backend import Backend, utcnow
 from befriend.server.api.status import Context
-from befriend.server.errors import InvalidArgument, PermissionDenied
+from befriend.server.errors import InvalidArgument, NotFound, PermissionDenied
 from befriend.server.records import WEAK_DIGITS
 from befriend.server.services import active_contacts, matching, pagination, refresh
+from befriend.server.services.accounts import get_user
 from befriend.server.storage.addressbooks import AddressBookRepository
 from befriend.server.storage.matching import (
     ACCEPTED,
     BLOCKED,
+    FULL,
     WEAK_MATCH,
     ActiveProposal,
+    BlockedView,
     BuddyView,
     MatchRepository,
 )
@@ -32,10 +36,14 @@ MAX_STATUS_MESSAGE = 280
 M = TypeVar("M", bound=Message)
 POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 15.0
+PHONEBOOK_PREFIX = "k"  # buddy id of a phonebook buddy: "k{key}" (member ids are hex)
 
 
-def _buddy(owner: str, v: BuddyView) -> friendship_pb2.Buddy:
-    buddy_id = v.other_id or f"k{v.key}"
+def _buddy(
+    owner: str, v: BuddyView, presence: tuple[int, str, str, datetime] | None = None
+) -> friendship_pb2.Buddy:
+    """A buddy entry; ``presence`` (state, message, picture, time) only for full buddies."""
+    buddy_id = v.other_id or f"{PHONEBOOK_PREFIX}{v.key}"
     msg = friendship_pb2.Buddy(
         name=f"users/{owner}/buddies/{buddy_id}",
         kind=v.kind,  # type: ignore[arg-type]
@@ -58,11 +66,44 @@ def _buddy(owner: str, v: BuddyView) -> friendship_pb2.Buddy:
         msg.phonebook_entry.CopyFrom(common_pb2.Contact.FromString(v.contact))
         if not msg.display_name:
             msg.display_name = msg.phonebook_entry.display_name
+    if presence is not None and v.kind == FULL:
+        msg.presence.CopyFrom(_presence(*presence))
     return msg
 
 
+def _presence(state: int, message: str, picture: str, at: datetime) -> friendship_pb2.Presence:
+    return friendship_pb2.Presence(
+        state=state,  # type: ignore[arg-type]
+        status_message=message,
+        picture_uri=picture,
+        update_time=convert.timestamp(at),
+    )
+
+
+def _blocked(owner: str, v: BlockedView) -> friendship_pb2.BlockedUser:
+    return friendship_pb2.BlockedUser(
+        name=f"users/{owner}/blockedUsers/{v.user_id}",
+        user=f"users/{v.user_id}",
+        display_name=v.display_name,
+        block_time=convert.timestamp(v.blocked_at),
+    )
+
+
+def _buddy_ref(buddy_id: str) -> tuple[str | None, int]:
+    """(member id, 0) or (None, key) for a phonebook buddy id "k{key}"."""
+    digits = buddy_id.removeprefix(PHONEBOOK_PREFIX)
+    if buddy_id.startswith(PHONEBOOK_PREFIX) and digits.isdigit() and int(digits) < 1 << 64:
+        return None, int(digits)
+    return buddy_id, 0
+
+
+def _contact_numbers(contact: bytes) -> list[str]:
+    c = common_pb2.Contact.FromString(contact)
+    return [p.raw for p in (*c.mobile_numbers, *c.fixed_numbers) if p.raw]
+
+
 class FriendshipServicer:
-    """Implements part of FriendshipService; the rest answers UNIMPLEMENTED."""
+    """Implements FriendshipService."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -74,14 +115,44 @@ class FriendshipServicer:
         kind = int(request.kind) or None
         scope = f"buddies:{me}:{kind}"
         page = pagination.page(request.page_size, request.page_token, scope)
-        views, total = await self.backend.read(
-            lambda s: MatchRepository(s).list_buddies(me, kind, page.offset, page.size)
-        )
+
+        def work(
+            s: Session,
+        ) -> tuple[list[BuddyView], int, dict[str, tuple[int, str, str, datetime]]]:
+            repo = MatchRepository(s)
+            views, total = repo.list_buddies(me, kind, page.offset, page.size)
+            full = [v.other_id for v in views if v.kind == FULL and v.other_id]
+            return views, total, repo.presences(full)
+
+        views, total, presences = await self.backend.read(work)
         return friendship_pb2.ListBuddiesResponse(
-            buddies=[_buddy(me, v) for v in views],
+            buddies=[_buddy(me, v, presences.get(v.other_id or "")) for v in views],
             next_page_token=page.next_token(len(views), scope),
             total_size=total,
         )
+
+    async def GetBuddy(
+        self, request: friendship_pb2.GetBuddyRequest, context: Context
+    ) -> friendship_pb2.GetBuddyResponse:
+        """One entry of the caller's list, rendered as ListBuddies renders it."""
+        me = auth.require_user()
+        other, key = _buddy_ref(auth.resolve_name(request.name, "name", "buddies"))
+
+        def work(
+            s: Session,
+        ) -> tuple[BuddyView | None, tuple[int, str, str, datetime] | None]:
+            repo = MatchRepository(s)
+            view = repo.get_buddy(me, other, key)
+            if view is None or view.kind != FULL or view.other_id is None:
+                return view, None
+            return view, repo.presence_of(view.other_id)
+
+        view, presence = await self.backend.read(work)
+        if view is None:
+            raise NotFound(
+                f"{request.name} is not on your buddy list", metadata={"resource": request.name}
+            )
+        return friendship_pb2.GetBuddyResponse(buddy=_buddy(me, view, presence))
 
     async def ListOneWayRequests(
         self, request: friendship_pb2.ListOneWayRequestsRequest, context: Context
@@ -187,6 +258,40 @@ class FriendshipServicer:
             respond,
         )
 
+    async def ListBlockedUsers(
+        self, request: friendship_pb2.ListBlockedUsersRequest, context: Context
+    ) -> friendship_pb2.ListBlockedUsersResponse:
+        """The members the caller blocked, most recent first."""
+        me = auth.resolve_name(request.parent or "users/me", "parent")
+        scope = f"blocked:{me}"
+        page = pagination.page(request.page_size, request.page_token, scope)
+        views, _ = await self.backend.read(
+            lambda s: MatchRepository(s).blocked_by(me, page.offset, page.size)
+        )
+        return friendship_pb2.ListBlockedUsersResponse(
+            blocked_users=[_blocked(me, v) for v in views],
+            next_page_token=page.next_token(len(views), scope),
+        )
+
+    async def UnblockUser(
+        self, request: friendship_pb2.UnblockUserRequest, context: Context
+    ) -> friendship_pb2.UnblockUserResponse:
+        """Lift a block; the pair is re-matched at once (a retry with the same request_id
+        gets the first answer; a second unblock is NOT_FOUND)."""
+        me = auth.require_user()
+        blocked = auth.resolve_name(request.name, "name", "blockedUsers")
+
+        def work(s: Session) -> tuple[friendship_pb2.UnblockUserResponse, str]:
+            matching.unblock(MatchRepository(s), self.backend.registry, me, blocked, utcnow())
+            return friendship_pb2.UnblockUserResponse(), me
+
+        return await self.backend.mutate(
+            "befriend.v1.FriendshipService/UnblockUser",
+            request,
+            friendship_pb2.UnblockUserResponse,
+            work,
+        )
+
     async def SetPresence(
         self, request: friendship_pb2.SetPresenceRequest, context: Context
     ) -> friendship_pb2.SetPresenceResponse:
@@ -235,12 +340,7 @@ class FriendshipServicer:
                 friendship_pb2.BuddyPresence(
                     buddy=f"users/{me}/buddies/{uid}",
                     user=f"users/{uid}",
-                    presence=friendship_pb2.Presence(
-                        state=state,  # type: ignore[arg-type]
-                        status_message=message,
-                        picture_uri=picture,
-                        update_time=convert.timestamp(at),
-                    ),
+                    presence=_presence(state, message, picture, at),
                 )
                 for uid, state, message, picture, at in rows
                 if not wanted or uid in wanted
@@ -348,6 +448,41 @@ class FriendshipServicer:
             work,
         )
 
+    # -- common contacts ---------------------------------------------------------------
+    async def ListCommonContacts(
+        self, request: friendship_pb2.ListCommonContactsRequest, context: Context
+    ) -> friendship_pb2.ListCommonContactsResponse:
+        """Numbers the caller's and a full buddy's books both hold, from the caller's book."""
+        me = auth.resolve_name(request.parent or "users/me", "parent")
+        if not request.other_user:
+            raise InvalidArgument.field("other_user", "required: 'users/{user_id}'")
+        other = auth.user_id_of(request.other_user, "other_user")
+        if other == me:
+            raise InvalidArgument.field("other_user", "must name another member")
+        scope = f"common:{me}:{other}"
+        page = pagination.page(request.page_size, request.page_token, scope)
+
+        def work(s: Session) -> tuple[list[matching.CommonContact], int]:
+            return matching.common_contacts(
+                MatchRepository(s),
+                self.backend.registry,
+                me,
+                other,
+                get_user(AccountRepository(s), me).region_code,
+                _contact_numbers,
+                page.offset,
+                page.size,
+            )
+
+        found, total = await self.backend.read(work)
+        return friendship_pb2.ListCommonContactsResponse(
+            common_contacts=[_common(me, c) for c in found],
+            next_page_token=(
+                page.next_token(page.size, scope) if page.offset + page.size < total else ""
+            ),
+            total_size=total,
+        )
+
     # -- events and refresh -------------------------------------------------------------
     async def WatchEvents(
         self, request: friendship_pb2.WatchEventsRequest, context: Context
@@ -419,6 +554,16 @@ def _proposal(
         is_member=is_member,
         in_network=not is_member,
         selected=True,
+    )
+
+
+def _common(owner: str, c: matching.CommonContact) -> friendship_pb2.CommonContact:
+    name = common_pb2.Contact.FromString(c.contact).display_name if c.contact else ""
+    return friendship_pb2.CommonContact(
+        contact=f"users/{owner}/contacts/{c.entry_pk}",
+        display_name=name,
+        phone_number=common_pb2.PhoneNumber(raw=c.raw, e164=c.e164),
+        user=f"users/{c.member}" if c.member else "",
     )
 
 

@@ -12,13 +12,18 @@ from the reverse index of entry keys. Only what changed is written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+import numpy.typing as npt
 
+from befriend.core import sets
 from befriend.core.index import EMPTY_KEY
-from befriend.server.errors import NotFound
-from befriend.server.records import WEAK_DIGITS
+from befriend.core.normalize import Status, normalize_many
+from befriend.server.errors import NotFound, PermissionDenied
+from befriend.server.records import WEAK_DIGITS, IdentityKind
 from befriend.server.services.registry import Registry
 from befriend.server.storage.matching import (
     ACCEPTED,
@@ -194,3 +199,104 @@ def answer_one_way(
     match_user(repo, registry, user_id, now, ORIGIN_ACCEPTED)
     if decision == ACCEPTED:
         repo.add_events([(requester, EVENT_ACCEPTED, user_id)], now)
+
+
+def unblock(
+    repo: MatchRepository, registry: Registry, user_id: str, blocked: str, now: datetime
+) -> None:
+    """``user_id`` lifts the block of ``blocked``; the pair is re-matched at once, so it is
+    what the books (and the other side's own answers) give without the block: typically
+    ``blocked`` holds the user's number again and their one-way request reappears."""
+    if repo.decision(user_id, blocked) != BLOCKED:
+        raise NotFound(
+            f"users/{blocked} is not blocked", metadata={"field": "name", "user": blocked}
+        )
+    repo.undecide(user_id, blocked)
+    # match_user recomputes every row involving the user, both directions of this pair
+    # included; the other side is re-matched too so its own list is complete at once.
+    match_user(repo, registry, user_id, now, ORIGIN_ADDRESS_BOOK)
+    match_user(repo, registry, blocked, now, ORIGIN_ADDRESS_BOOK)
+
+
+def common_keys(repo: MatchRepository, user_id: str, other_id: str) -> npt.NDArray[np.uint64]:
+    """Phone keys both users' books hold, sorted: the compiled sorted-array intersection of
+    the two books' unique keys, minus the two users' own numbers (a "me" card in a book is
+    not a common contact)."""
+    mine = np.unique(np.asarray(repo.book_phone_keys(user_id), dtype=np.uint64))
+    theirs = np.unique(np.asarray(repo.book_phone_keys(other_id), dtype=np.uint64))
+    common = sets.intersect(mine, theirs)
+    own = np.unique(
+        np.asarray(
+            [
+                k
+                for who in (user_id, other_id)
+                for kind, k in repo.own_keys(who)
+                if kind == IdentityKind.PHONE
+            ],
+            dtype=np.uint64,
+        )
+    )
+    return sets.difference(common, own) if own.size else common
+
+
+@dataclass(frozen=True)
+class CommonContact:
+    """A number both users' books hold, as the caller's own book has it."""
+
+    entry_pk: int  # the caller's contact holding the number (the first one)
+    contact: bytes | None  # that contact, serialised (the caller's own data only)
+    raw: str  # the number as written in the caller's contact
+    e164: str
+    member: str | None  # the member whose number it is, if any
+
+
+def common_contacts(
+    repo: MatchRepository,
+    registry: Registry,
+    user_id: str,
+    other_id: str,
+    region: str,
+    raws_of: Callable[[bytes], list[str]],
+    offset: int,
+    limit: int,
+) -> tuple[list[CommonContact], int]:
+    """One page (by key) of the contacts ``user_id`` and the full buddy ``other_id`` both
+    hold, and how many there are. Anyone else: PERMISSION_DENIED, whether or not they exist
+    (the answer never tells who is a member)."""
+    if other_id not in repo.full_buddies(user_id):
+        raise PermissionDenied(
+            f"users/{other_id} is not a full buddy; common contacts are shown for full "
+            "buddies only",
+            metadata={"field": "other_user", "other_user": f"users/{other_id}"},
+        )
+    keys = common_keys(repo, user_id, other_id)
+    page = keys[offset : offset + limit]
+    held = repo.held_numbers(user_id, page.tolist())
+    hits = registry.lookup(repo, page)
+    owners = repo.owners_of_identities([int(p) for p in hits[hits != EMPTY_KEY]])
+    out: list[CommonContact] = []
+    for key, pk in zip(page.tolist(), hits.tolist(), strict=True):
+        h = held.get(key)
+        if h is None:  # the book changed since the intersection; skip it
+            continue
+        raws = raws_of(h.contact) if h.contact is not None else []
+        out.append(
+            CommonContact(
+                h.entry_pk,
+                h.contact,
+                _raw_of(raws, h.e164, region),
+                h.e164,
+                owners[pk][0] if pk in owners else None,
+            )
+        )
+    return out, int(keys.shape[0])
+
+
+def _raw_of(raws: list[str], e164: str, region: str) -> str:
+    """The contact's number that normalises to ``e164`` (as the book wrote it)."""
+    if raws:
+        batch = normalize_many(raws, region, weak_digits=WEAK_DIGITS)
+        for j, raw in enumerate(raws):
+            if batch.status[j] == Status.OK and batch.e164[j] == e164:
+                return raw
+    return e164

@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from befriend.server.records import IdentityKind
 from befriend.server.storage import models
 from befriend.server.storage.bulk import bulk_insert
 from befriend.server.storage.repositories import key_from_db, key_to_db
@@ -66,6 +67,37 @@ class BuddyView:
     origin: int
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class BlockedView:
+    user_id: str
+    display_name: str
+    blocked_at: datetime
+
+
+@dataclass(frozen=True)
+class HeldNumber:
+    """A phone key in a user's book: the first entry holding it."""
+
+    key: int
+    entry_pk: int
+    e164: str
+    contact: bytes | None
+
+
+def _view(r: models.BuddyRow, name: str | None, contact: bytes | None) -> BuddyView:
+    return BuddyView(
+        r.other_id,
+        name or "",
+        r.kind,
+        key_from_db(r.key),
+        r.key_kind,
+        contact,
+        r.origin,
+        r.created_at,
+        r.updated_at,
+    )
 
 
 def _chunks(values: Sequence[int], size: int = _BATCH) -> Iterable[Sequence[int]]:
@@ -143,6 +175,42 @@ class MatchRepository:
             .order_by(models.EntryKey.entry_pk, models.EntryKey.id)
         )
         return [BookKey(e, WEAK_MATCH, w) for e, w in rows if w is not None]
+
+    def book_phone_keys(self, user_id: str) -> list[int]:
+        """Exact phone keys (E.164 digits) in every book of the user, unordered, repeated."""
+        rows = self.s.execute(
+            select(models.EntryKey.key).where(
+                models.EntryKey.user_id == user_id,
+                models.EntryKey.kind == int(IdentityKind.PHONE),
+                models.EntryKey.key.is_not(None),
+            )
+        ).scalars()
+        return [key_from_db(k) for k in rows if k is not None]
+
+    def held_numbers(self, user_id: str, keys: Sequence[int]) -> dict[int, HeldNumber]:
+        """key -> the user's first entry holding that phone key (a page of keys at most)."""
+        out: dict[int, HeldNumber] = {}
+        for part in _chunks([key_to_db(k) for k in keys]):
+            rows = self.s.execute(
+                select(
+                    models.EntryKey.key,
+                    models.EntryKey.entry_pk,
+                    models.EntryKey.value,
+                    models.ContactEntry.contact,
+                )
+                .join(models.ContactEntry, models.ContactEntry.id == models.EntryKey.entry_pk)
+                .where(
+                    models.EntryKey.user_id == user_id,
+                    models.EntryKey.kind == int(IdentityKind.PHONE),
+                    models.EntryKey.key.in_(part),
+                )
+                .order_by(models.EntryKey.entry_pk, models.EntryKey.id)
+            )
+            for k, entry_pk, value, contact in rows:
+                key = key_from_db(k) if k is not None else -1
+                if key >= 0 and key not in out:
+                    out[key] = HeldNumber(key, entry_pk, value, contact)
+        return out
 
     def weak_holders(self, weak_keys: Sequence[int]) -> list[tuple[str, BookKey]]:
         """Who holds an unnormalisable number ending in one of these weak keys."""
@@ -295,21 +363,45 @@ class MatchRepository:
             .offset(offset)
             .limit(limit)
         )
-        views = [
-            BuddyView(
-                r.other_id,
-                name or "",
-                r.kind,
-                key_from_db(r.key),
-                r.key_kind,
-                contact,
-                r.origin,
-                r.created_at,
-                r.updated_at,
-            )
-            for r, name, contact in rows
-        ]
-        return views, int(total)
+        return [_view(r, name, contact) for r, name, contact in rows], int(total)
+
+    def get_buddy(self, owner_id: str, other_id: str | None, key: int = 0) -> BuddyView | None:
+        """One entry of the owner's list: the member ``other_id``, or (``other_id`` None)
+        the phonebook buddy of ``key``."""
+        where = [models.BuddyRow.owner_id == owner_id]
+        if other_id is not None:
+            where.append(models.BuddyRow.other_id == other_id)
+        else:
+            where += [
+                models.BuddyRow.other_id.is_(None),
+                models.BuddyRow.kind == PHONEBOOK,
+                models.BuddyRow.key == key_to_db(key),
+            ]
+        row = self.s.execute(
+            select(models.BuddyRow, models.User.display_name, models.ContactEntry.contact)
+            .outerjoin(models.User, models.User.id == models.BuddyRow.other_id)
+            .outerjoin(models.ContactEntry, models.ContactEntry.id == models.BuddyRow.entry_pk)
+            .where(*where)
+            .order_by(models.BuddyRow.id)
+            .limit(1)
+        ).first()
+        return None if row is None else _view(row[0], row[1], row[2])
+
+    def presences(self, user_ids: Sequence[str]) -> dict[str, tuple[int, str, str, datetime]]:
+        """user id -> (state, status message, picture, set at) of those who set one."""
+        if not user_ids:
+            return {}
+        rows = self.s.scalars(
+            select(models.PresenceRow).where(models.PresenceRow.user_id.in_(list(user_ids)))
+        )
+        return {r.user_id: (r.state, r.status_message, r.picture_uri, r.updated_at) for r in rows}
+
+    def presence_of(self, user_id: str) -> tuple[int, str, str, datetime] | None:
+        """(state, status message, picture, set at) of a member, if they set one."""
+        row = self.s.get(models.PresenceRow, user_id)
+        if row is None:
+            return None
+        return row.state, row.status_message, row.picture_uri, row.updated_at
 
     # -- decisions, events, presence -----------------------------------------------------
     def decisions_involving(self, user_id: str) -> dict[tuple[str, str], int]:
@@ -338,6 +430,45 @@ class MatchRepository:
             )
         )
         self.s.flush()
+
+    def decision(self, decider: str, requester: str) -> int | None:
+        return self.s.execute(
+            select(models.BuddyDecision.decision).where(
+                models.BuddyDecision.decider_id == decider,
+                models.BuddyDecision.requester_id == requester,
+            )
+        ).scalar_one_or_none()
+
+    def undecide(self, decider: str, requester: str) -> None:
+        self.s.execute(
+            delete(models.BuddyDecision).where(
+                models.BuddyDecision.decider_id == decider,
+                models.BuddyDecision.requester_id == requester,
+            )
+        )
+
+    def blocked_by(self, decider: str, offset: int, limit: int) -> tuple[list[BlockedView], int]:
+        """Members ``decider`` blocked, most recent first, and how many there are."""
+        where = [
+            models.BuddyDecision.decider_id == decider,
+            models.BuddyDecision.decision == BLOCKED,
+        ]
+        total = self.s.execute(
+            select(func.count()).select_from(models.BuddyDecision).where(*where)
+        ).scalar_one()
+        rows = self.s.execute(
+            select(
+                models.BuddyDecision.requester_id,
+                models.User.display_name,
+                models.BuddyDecision.created_at,
+            )
+            .join(models.User, models.User.id == models.BuddyDecision.requester_id)
+            .where(*where)
+            .order_by(models.BuddyDecision.created_at.desc(), models.BuddyDecision.id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        return [BlockedView(u, n, t) for u, n, t in rows], int(total)
 
     def add_events(self, events: Sequence[tuple[str, int, str]], now: datetime) -> None:
         bulk_insert(

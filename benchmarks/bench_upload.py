@@ -184,6 +184,7 @@ def _profile(
     url_backend: str, members: int, pop: Population, entries: list[sync_pb2.AddressBookEntry]
 ) -> None:
     """cProfile the server-side work of each chunk (same calls as SyncServicer)."""
+    from befriend.server.api import contactdoc
     from befriend.server.api.backend import utcnow
     from befriend.server.api.sync import chunk_from
     from befriend.server.records import IdentityKind, IdentityRecord
@@ -230,7 +231,12 @@ def _profile(
             with db.transaction() as s:
                 now = utcnow()
                 addressbooks.apply_chunk(
-                    AddressBookRepository(s), AccountRepository(s), me.user_id, chunk, now
+                    AddressBookRepository(s),
+                    AccountRepository(s),
+                    me.user_id,
+                    chunk,
+                    now,
+                    contactdoc.remerge,
                 )
                 if chunk.final:
                     matching.match_user(MatchRepository(s), registry, me.user_id, now, 1)

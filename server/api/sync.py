@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 
 from sqlalchemy.orm import Session
 
-from befriend.server.api import auth, convert
+from befriend.server.api import auth, contactdoc, convert
 from befriend.server.api.backend import Backend, utcnow
+from befriend.server.api.contacts import ContactsApi
+from befriend.server.api.merge import MergeApi
 from befriend.server.api.status import Context
 from befriend.server.api.validate import date_problem, oversized
 from befriend.server.errors import InvalidArgument
@@ -101,9 +103,9 @@ def _ack(user_id: str, result: ChunkResult, chunk: Chunk) -> sync_pb2.UploadCont
     )
 
 
-class SyncServicer:
-    """Implements part of SyncService; befriend.server.api.handlers answers the rest
-    with UNIMPLEMENTED."""
+class SyncServicer(ContactsApi, MergeApi):
+    """SyncService: uploads, books and restore here; contacts and the change feed in
+    befriend.server.api.contacts; merges in befriend.server.api.merge."""
 
     def __init__(self, backend: Backend, *, daily_key_quota: int = 0) -> None:
         self.backend = backend
@@ -121,7 +123,12 @@ class SyncServicer:
             def work(s: Session, chunk: Chunk = chunk) -> ChunkResult:
                 now = utcnow()
                 result = addressbooks.apply_chunk(
-                    AddressBookRepository(s), AccountRepository(s), me, chunk, now
+                    AddressBookRepository(s),
+                    AccountRepository(s),
+                    me,
+                    chunk,
+                    now,
+                    contactdoc.remerge,
                 )
                 if chunk.final and not result.replayed:
                     matching.match_user(

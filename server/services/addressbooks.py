@@ -32,7 +32,8 @@ from befriend.server.records import (
     UploadRecord,
     UploadState,
 )
-from befriend.server.storage.addressbooks import AddressBookRepository
+from befriend.server.storage.addressbooks import AddressBookRepository, Remerge
+from befriend.server.storage.changes import ORIGIN_DEVICE_UPLOAD
 from befriend.server.storage.repositories import AccountRepository
 
 MAX_ENTRIES_PER_CHUNK = 500
@@ -158,7 +159,10 @@ def apply_chunk(
     user_id: str,
     chunk: Chunk,
     now: datetime,
+    remerge: Remerge,
 ) -> ChunkResult:
+    """Apply one chunk in the caller's transaction. ``remerge`` combines a re-uploaded
+    entry with what merges and user edits added to the stored copy."""
     _check_header(chunk)
     found = books.upload(user_id, chunk.upload_id)
     if found is None:
@@ -216,7 +220,8 @@ def apply_chunk(
         seen.add(entry.entry_id)
     accepted = [e for i, e in enumerate(chunk.entries) if i not in rejections]
     live = [e for e in accepted if not e.deleted]
-    books.delete_entries(book_pk, [e.entry_id for e in accepted if e.deleted])
+    stamp = books.stamp(user_id, ORIGIN_DEVICE_UPLOAD, upload.device_id)
+    books.delete_entries(book_pk, [e.entry_id for e in accepted if e.deleted], stamp, now)
     region = accounts.region_of(user_id)
     keys = entry_keys(live, region)
     if chunk.daily_key_quota:
@@ -239,7 +244,7 @@ def apply_chunk(
         )
         for e, k in zip(live, keys, strict=True)
     ]
-    books.upsert_entries(user_id, book_pk, upload_pk, filled, now)
+    books.upsert_entries(user_id, book_pk, upload_pk, filled, now, stamp, remerge)
     state = UploadState.COMMITTED if chunk.final else UploadState.IN_PROGRESS
     books.advance_upload(
         upload_pk,
@@ -251,7 +256,7 @@ def apply_chunk(
         expires_at=now + UPLOAD_TTL,
     )
     if chunk.final and upload.mode == UploadMode.FULL_SNAPSHOT:
-        books.drop_entries_not_in_upload(book_pk, upload_pk)
+        books.drop_entries_not_in_upload(book_pk, upload_pk, stamp, now)
     if chunk.final:  # the book's count and version move once per committed upload
         books.touch_book(book_pk, upload.device_id, now)
     progressed = replace(

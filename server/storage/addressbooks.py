@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from befriend.server.records import (
@@ -19,9 +20,15 @@ from befriend.server.records import (
 )
 from befriend.server.storage import models
 from befriend.server.storage.bulk import bulk_insert
+from befriend.server.storage.changes import ChangeStamp
 from befriend.server.storage.repositories import key_from_db, key_to_db
 
 _BATCH = 500  # rows per IN (...) list
+
+# (stored contact, its provenance, the device's new contact) -> (contact to store, its
+# provenance, names of the fields that changed): how a re-uploaded entry combines with what
+# merges and user edits added to it.
+Remerge = Callable[[bytes, Any, bytes], tuple[bytes, Any, list[str]]]
 
 
 def _book(row: models.AddressBook) -> BookRecord:
@@ -167,14 +174,20 @@ class AddressBookRepository:
             values["last_entry_id"] = last_entry_id
         self.s.execute(update(models.Upload).where(models.Upload.id == upload_pk).values(values))
 
+    def stamp(self, user_id: str, origin: int, device_id: str = "") -> ChangeStamp:
+        """The change-feed stamp of this transaction's contact changes."""
+        return ChangeStamp(self.s, user_id, origin, device_id)
+
     # -- entries -----------------------------------------------------------------------
-    def delete_entries(self, book_pk: int, entry_ids: Sequence[str]) -> None:
+    def delete_entries(
+        self, book_pk: int, entry_ids: Sequence[str], stamp: ChangeStamp, now: datetime
+    ) -> None:
+        """Delete entries by entry_id, leaving change-feed tombstones."""
         for i in range(0, len(entry_ids), _BATCH):
-            self.s.execute(
-                delete(models.ContactEntry).where(
-                    models.ContactEntry.book_pk == book_pk,
-                    models.ContactEntry.entry_id.in_(entry_ids[i : i + _BATCH]),
-                )
+            stamp.delete_entries(
+                (models.ContactEntry.book_pk == book_pk)
+                & models.ContactEntry.entry_id.in_(entry_ids[i : i + _BATCH]),
+                now,
             )
 
     def upsert_entries(
@@ -184,44 +197,115 @@ class AddressBookRepository:
         upload_pk: int,
         entries: Sequence[tuple[EntryInput, Sequence[EntryKeyRecord]]],
         now: datetime,
-    ) -> None:
-        """Replace entries by entry_id (with their keys), in bulk."""
+        stamp: ChangeStamp,
+        remerge: Remerge | None = None,
+    ) -> int:
+        """Write entries by entry_id, in bulk: new ones are inserted, changed ones updated in
+        place (the contact keeps its id and provenance; ``remerge`` combines the stored
+        contact with the device's new version), unchanged ones only join this upload.
+        Returns how many entries changed."""
         if not entries:
-            return
-        self.delete_entries(book_pk, [e.entry_id for e, _ in entries])
-        # One bulk statement per chunk (no RETURNING), then one query for the new keys.
-        bulk_insert(
-            self.s,
-            models.table(models.ContactEntry),
-            [
-                {
-                    "book_pk": book_pk,
-                    "user_id": user_id,
-                    "entry_id": e.entry_id,
-                    "raw": e.raw,
-                    "raw_media_type": e.media_type,
-                    "content_hash": e.content_hash,
-                    "contact": e.contact,
-                    "upload_pk": upload_pk,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for e, _ in entries
-            ],
-        )
-        ids = [e.entry_id for e, _ in entries]
-        pk_of: dict[str, int] = {}
+            return 0
+        e = models.ContactEntry
+        ids = [entry.entry_id for entry, _ in entries]
+        stored: dict[str, tuple[int, str, bytes, Any]] = {}
         for i in range(0, len(ids), _BATCH):
-            pk_of.update(
-                (entry_id, pk)
-                for entry_id, pk in self.s.execute(
-                    select(models.ContactEntry.entry_id, models.ContactEntry.id).where(
-                        models.ContactEntry.book_pk == book_pk,
-                        models.ContactEntry.entry_id.in_(ids[i : i + _BATCH]),
+            stored.update(
+                (entry_id, (pk, content_hash, contact, provenance))
+                for entry_id, pk, content_hash, contact, provenance in self.s.execute(
+                    select(e.entry_id, e.id, e.content_hash, e.contact, e.provenance).where(
+                        e.book_pk == book_pk, e.entry_id.in_(ids[i : i + _BATCH])
                     )
                 )
             )
-        pks = [pk_of[entry_id] for entry_id in ids]
+        fresh: list[tuple[EntryInput, Sequence[EntryKeyRecord]]] = []
+        unchanged: list[int] = []
+        changed: list[dict[str, Any]] = []
+        rekeyed: list[tuple[int, Sequence[EntryKeyRecord]]] = []
+        for entry, keys in entries:
+            old = stored.get(entry.entry_id)
+            if old is None:
+                fresh.append((entry, keys))
+                continue
+            pk, old_hash, old_contact, old_provenance = old
+            if old_hash == entry.content_hash and old_contact == entry.contact:
+                unchanged.append(pk)
+                continue
+            contact, provenance, fields = (
+                remerge(old_contact, old_provenance, entry.contact)
+                if remerge is not None
+                else (entry.contact, old_provenance, [])
+            )
+            changed.append(
+                {
+                    "pk": pk,
+                    "raw": entry.raw,
+                    "raw_media_type": entry.media_type,
+                    "content_hash": entry.content_hash,
+                    "contact": contact,
+                    "provenance": provenance,
+                    "upload_pk": upload_pk,
+                    "updated_at": now,
+                    **stamp.values(",".join(fields)),
+                }
+            )
+            rekeyed.append((pk, keys))
+        for i in range(0, len(unchanged), _BATCH):
+            self.s.execute(
+                update(e).where(e.id.in_(unchanged[i : i + _BATCH])).values(upload_pk=upload_pk)
+            )
+        if changed:
+            self.s.execute(
+                update(e)
+                .where(e.id == bindparam("pk"))
+                .values(
+                    {name: bindparam(name) for name in changed[0] if name != "pk"}
+                    | {"version": e.version + 1}
+                ),
+                changed,
+                execution_options={"synchronize_session": False},
+            )
+            pks = [pk for pk, _ in rekeyed]
+            for i in range(0, len(pks), _BATCH):
+                self.s.execute(
+                    delete(models.EntryKey).where(models.EntryKey.entry_pk.in_(pks[i : i + _BATCH]))
+                )
+        if fresh:
+            stamped = stamp.values()
+            # One bulk statement (no RETURNING), then one query for the new primary keys.
+            bulk_insert(
+                self.s,
+                models.table(e),
+                [
+                    {
+                        "book_pk": book_pk,
+                        "user_id": user_id,
+                        "entry_id": entry.entry_id,
+                        "raw": entry.raw,
+                        "raw_media_type": entry.media_type,
+                        "content_hash": entry.content_hash,
+                        "contact": entry.contact,
+                        "upload_pk": upload_pk,
+                        "created_at": now,
+                        "updated_at": now,
+                        "version": 1,
+                        **stamped,
+                    }
+                    for entry, _ in fresh
+                ],
+            )
+            new_ids = [entry.entry_id for entry, _ in fresh]
+            pk_of: dict[str, int] = {}
+            for i in range(0, len(new_ids), _BATCH):
+                pk_of.update(
+                    (entry_id, pk)
+                    for entry_id, pk in self.s.execute(
+                        select(e.entry_id, e.id).where(
+                            e.book_pk == book_pk, e.entry_id.in_(new_ids[i : i + _BATCH])
+                        )
+                    )
+                )
+            rekeyed.extend((pk_of[entry.entry_id], keys) for entry, keys in fresh)
         key_rows = [
             {
                 "entry_pk": pk,
@@ -231,21 +315,24 @@ class AddressBookRepository:
                 "weak_key": k.weak_key,
                 "value": k.value,
             }
-            for pk, (_, keys) in zip(pks, entries, strict=True)
+            for pk, keys in rekeyed
             for k in keys
         ]
         if key_rows:
             bulk_insert(self.s, models.table(models.EntryKey), key_rows)
+        return len(changed) + len(fresh)
 
-    def drop_entries_not_in_upload(self, book_pk: int, upload_pk: int) -> int:
-        result = self.s.execute(
-            delete(models.ContactEntry).where(
-                models.ContactEntry.book_pk == book_pk,
+    def drop_entries_not_in_upload(
+        self, book_pk: int, upload_pk: int, stamp: ChangeStamp, now: datetime
+    ) -> int:
+        return stamp.delete_entries(
+            (models.ContactEntry.book_pk == book_pk)
+            & (
                 (models.ContactEntry.upload_pk != upload_pk)
-                | models.ContactEntry.upload_pk.is_(None),
-            )
+                | models.ContactEntry.upload_pk.is_(None)
+            ),
+            now,
         )
-        return int(getattr(result, "rowcount", 0))
 
     def entry_index(self, book_pk: int) -> list[tuple[int, str, str]]:
         """(pk, entry_id, content_hash) of every entry of the book, in upload order."""

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -160,6 +161,7 @@ class ContactEntry(Base):
         UniqueConstraint("book_pk", "entry_id", name="uq_contact_entries_book_entry"),
         Index("ix_contact_entries_user_id", "user_id"),
         Index("ix_contact_entries_upload_pk", "book_pk", "upload_pk"),
+        Index("ix_contact_entries_changes", "user_id", "change_seq", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -173,6 +175,14 @@ class ContactEntry(Base):
     upload_pk: Mapped[int | None] = mapped_column(BigInteger)  # last upload that wrote it
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # Field provenance (befriend.core.merge JSON); NULL: every value came from the device.
+    provenance: Mapped[Any | None] = mapped_column(JSON, default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # etag
+    # The change feed: the per-user sequence number of the last change and what made it.
+    change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    change_origin: Mapped[int] = mapped_column(SmallInteger, default=1, server_default="1")
+    change_device: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    changed_fields: Mapped[str] = mapped_column(String(400), default="", server_default="")
 
 
 class EntryKey(Base):
@@ -335,6 +345,130 @@ class RefreshJob(Base):
     done_count: Mapped[int] = mapped_column(BigInteger, default=0)
     started_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class ChangeCounter(Base):
+    """Per-user sequence of contact changes. Every write transaction takes the next number
+    under this row's lock, so numbers follow commit order and a cursor never skips a change.
+    ``pruned_through``: tombstones up to this number were pruned; older cursors expired."""
+
+    __tablename__ = "change_counters"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    pruned_through: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ContactTombstone(Base):
+    """A deleted contact, kept for the change feed until the retention period ends."""
+
+    __tablename__ = "contact_tombstones"
+    __table_args__ = (
+        Index("ix_contact_tombstones_changes", "user_id", "change_seq", "id"),
+        Index("ix_contact_tombstones_deleted_at", "deleted_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    book_pk: Mapped[int] = mapped_column(ForeignKey("address_books.id", ondelete="CASCADE"))
+    entry_pk: Mapped[int] = mapped_column(BigInteger)  # the deleted contact's id
+    entry_id: Mapped[str] = mapped_column(String(128))
+    change_seq: Mapped[int] = mapped_column(BigInteger)
+    change_origin: Mapped[int] = mapped_column(SmallInteger)
+    change_device: Mapped[str] = mapped_column(String(128), default="")
+    deleted_at: Mapped[datetime]
+
+
+class FeedWatermark(Base):
+    """How far a global feed (e.g. ``buddy_events``) was pruned: cursors at or below
+    ``pruned_through`` have expired."""
+
+    __tablename__ = "feed_watermarks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pruned_through: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime]
+
+
+class SyncSettingsRow(Base):
+    __tablename__ = "sync_settings"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    sync_pictures: Mapped[bool] = mapped_column(Boolean, default=False)
+    default_network_source: Mapped[int] = mapped_column(SmallInteger, default=1)
+    default_target: Mapped[int] = mapped_column(SmallInteger, default=1)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime]
+
+
+class MergePlanRow(Base):
+    """A previewed seed-000 merge: matched pairs with their additions, and the unmatched."""
+
+    __tablename__ = "merge_plans"
+    __table_args__ = (Index("ix_merge_plans_user_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    plan_id: Mapped[str] = mapped_column(String(32), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    device_book_pk: Mapped[int] = mapped_column(ForeignKey("address_books.id", ondelete="CASCADE"))
+    network_source: Mapped[int] = mapped_column(SmallInteger)
+    source_book_pk: Mapped[int] = mapped_column(ForeignKey("address_books.id", ondelete="CASCADE"))
+    target: Mapped[int] = mapped_column(SmallInteger)
+    include_pictures: Mapped[bool] = mapped_column(Boolean, default=False)
+    inputs_seq: Mapped[int] = mapped_column(BigInteger)  # the user's change_seq it saw
+    matched_count: Mapped[int] = mapped_column(Integer, default=0)
+    addition_count: Mapped[int] = mapped_column(Integer, default=0)
+    unmatched_device_count: Mapped[int] = mapped_column(Integer, default=0)
+    unmatched_network_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class MergePlanItemRow(Base):
+    __tablename__ = "merge_plan_items"
+    __table_args__ = (UniqueConstraint("plan_pk", "item_no", name="uq_merge_plan_items_plan_item"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    plan_pk: Mapped[int] = mapped_column(ForeignKey("merge_plans.id", ondelete="CASCADE"))
+    item_no: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[int] = mapped_column(SmallInteger)  # MergePlanItemKind
+    device_entry_pk: Mapped[int | None] = mapped_column(BigInteger)
+    network_entry_pk: Mapped[int | None] = mapped_column(BigInteger)
+    basis: Mapped[int] = mapped_column(SmallInteger, default=0)  # MergeMatchBasis
+    matched_kind: Mapped[int] = mapped_column(SmallInteger, default=0)  # IdentityKind
+    matched_value: Mapped[str] = mapped_column(String(320), default="")
+    additions: Mapped[Any | None] = mapped_column(JSON, default=None)
+
+
+class MergeRow(Base):
+    """An applied merge; ``merge_contacts`` lists what it touched, for UndoMerge."""
+
+    __tablename__ = "merges"
+    __table_args__ = (Index("ix_merges_user_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    merge_id: Mapped[str] = mapped_column(String(32), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    plan_id: Mapped[str] = mapped_column(String(32))
+    contacts_updated: Mapped[int] = mapped_column(Integer, default=0)
+    field_additions: Mapped[int] = mapped_column(Integer, default=0)
+    contacts_created: Mapped[int] = mapped_column(Integer, default=0)
+    applied_at: Mapped[datetime]
+    undone_at: Mapped[datetime | None]
+
+
+class MergeContact(Base):
+    __tablename__ = "merge_contacts"
+    __table_args__ = (Index("ix_merge_contacts_merge_pk", "merge_pk"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    merge_pk: Mapped[int] = mapped_column(ForeignKey("merges.id", ondelete="CASCADE"))
+    entry_pk: Mapped[int] = mapped_column(BigInteger)
+    created: Mapped[bool] = mapped_column(Boolean, default=False)  # the merge created it
 
 
 def table(model: type[Base]) -> Table:

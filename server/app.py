@@ -25,7 +25,7 @@ from befriend.server.api.handlers import service_handler
 from befriend.server.api.sync import SyncServicer
 from befriend.server.config import Settings
 from befriend.server.observability import log
-from befriend.server.services import refresh
+from befriend.server.services import refresh, retention
 from befriend.server.storage.db import Database
 from befriend.server.storage.matching import MatchRepository
 
@@ -126,8 +126,6 @@ class BefriendServer:
         """Resume refresh jobs a previous process left running; schedule the next ones."""
         db, registry = self.db, self.backend.registry
         self.backend.spawn(lambda: refresh.resume_all(db, registry, utcnow))
-        if not self.settings.refresh_cron:
-            return
 
         def scheduled() -> None:
             now = utcnow()
@@ -138,10 +136,27 @@ class BefriendServer:
         async def fire() -> None:
             self.backend.spawn(scheduled)
 
-        self.scheduler.add_job(
-            fire, CronTrigger.from_crontab(self.settings.refresh_cron, timezone=UTC)
-        )
-        self.scheduler.start()
+        if self.settings.refresh_cron:
+            self.scheduler.add_job(
+                fire, CronTrigger.from_crontab(self.settings.refresh_cron, timezone=UTC)
+            )
+        if self.settings.retention_cron and self.settings.event_retention_days > 0:
+            self.scheduler.add_job(
+                self._fire_retention,
+                CronTrigger.from_crontab(self.settings.retention_cron, timezone=UTC),
+            )
+        if self.scheduler.get_jobs():
+            self.scheduler.start()
+
+    def prune_events(self) -> retention.PruneResult:
+        """The daily retention job: delete buddy events older than ``event_retention_days``
+        (several workers running it at once is harmless)."""
+        result = retention.prune_buddy_events(self.db, self.settings.event_retention_days, utcnow())
+        log.info("retention.pruned", deleted=result.deleted, pruned_through=result.pruned_through)
+        return result
+
+    async def _fire_retention(self) -> None:
+        self.backend.spawn(self.prune_events)
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish within the grace period, close."""

@@ -69,6 +69,17 @@ class Settings:
     idempotency_ttl_hours: float = field(
         default=24.0, metadata={"help": "how long request_id answers are kept"}
     )
+    event_retention_days: int = field(
+        default=30,
+        metadata={
+            "help": "days buddy events are kept for WatchEvents (pruned daily; older cursors "
+            "expire); 0 keeps them all"
+        },
+    )
+    retention_cron: str = field(
+        default="30 4 * * *",
+        metadata={"help": "crontab (UTC) of the daily event-log pruning; empty disables"},
+    )
 
     @property
     def address(self) -> str:

@@ -16,7 +16,7 @@ from befriend.server.api.backend import Backend, utcnow
 from befriend.server.api.status import Context
 from befriend.server.errors import InvalidArgument, NotFound, PermissionDenied
 from befriend.server.records import WEAK_DIGITS
-from befriend.server.services import active_contacts, matching, pagination, refresh
+from befriend.server.services import active_contacts, matching, pagination, refresh, retention
 from befriend.server.services.accounts import get_user
 from befriend.server.storage.addressbooks import AddressBookRepository
 from befriend.server.storage.matching import (
@@ -30,6 +30,7 @@ from befriend.server.storage.matching import (
     MatchRepository,
 )
 from befriend.server.storage.repositories import AccountRepository
+from befriend.server.storage.retention import BUDDY_EVENTS, RetentionRepository
 from befriend.v1 import common_pb2, friendship_pb2
 
 MAX_STATUS_MESSAGE = 280
@@ -493,15 +494,29 @@ class FriendshipServicer:
         if request.cursor and not request.cursor.isdigit():
             raise InvalidArgument.field("cursor", "malformed cursor")
         cursor = int(request.cursor) if request.cursor else None
-        if cursor is None:
-            cursor = await self.backend.read(lambda s: MatchRepository(s).last_event_seq(me))
+        if cursor is None:  # from now on (never from before the pruned part of the log)
+            cursor = await self.backend.read(
+                lambda s: max(
+                    MatchRepository(s).last_event_seq(me),
+                    RetentionRepository(s).watermark(BUDDY_EVENTS),
+                )
+            )
+            checked = True
+        else:
+            checked = False
         idle = 0.0
         while True:
 
-            def since(s: Session, after: int = cursor) -> list[tuple[int, int, str, datetime]]:
-                return MatchRepository(s).events(me, after)
+            def since(
+                s: Session, after: int = cursor, check: bool = not checked
+            ) -> list[tuple[int, int, str, datetime]]:
+                events = MatchRepository(s).events(me, after)
+                if check:  # the events first, then the watermark (services.retention)
+                    retention.check_cursor(after, RetentionRepository(s).watermark(BUDDY_EVENTS))
+                return events
 
             events = await self.backend.read(since)
+            checked = True
             batch = [e for e in events if not types or e[1] in types]
             if events:
                 cursor = events[-1][0]

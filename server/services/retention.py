@@ -1,0 +1,62 @@
+"""Retention of the buddy event log (WatchEvents).
+
+Events older than the retention period are deleted by a daily job, always as a prefix of
+the log: the job finds the newest event created before the cutoff and deletes every event
+up to it, then records that position as the feed's watermark (``feed_watermarks``, name
+``buddy_events``). A WatchEvents cursor below the watermark may have missed pruned events,
+so it fails with FAILED_PRECONDITION / SYNC_CURSOR_EXPIRED and the client starts over
+(an empty cursor); a cursor at the watermark or after it lost nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from befriend.server.errors import FailedPrecondition
+from befriend.server.storage.db import Database
+from befriend.server.storage.retention import BUDDY_EVENTS, RetentionRepository
+
+DEFAULT_RETENTION_DAYS = 30
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    deleted: int  # events deleted by this run
+    pruned_through: int  # the watermark after the run (0: nothing ever pruned)
+
+
+def prune_buddy_events(db: Database, retention_days: float, now: datetime) -> PruneResult:
+    """Delete buddy events older than ``retention_days`` and raise the watermark.
+
+    Safe to run concurrently from several workers or replicas (the watermark only moves up;
+    deleting an already-deleted prefix deletes nothing). ``retention_days`` <= 0 keeps
+    everything.
+    """
+    with db.transaction() as s:
+        repo = RetentionRepository(s)
+        current = repo.watermark(BUDDY_EVENTS)
+        if retention_days <= 0:
+            return PruneResult(0, current)
+        through = repo.last_buddy_event_before(now - timedelta(days=retention_days))
+        if through <= current:
+            return PruneResult(0, current)
+        # Lock and raise the watermark first, so concurrent runs are serialised.
+        mark = repo.raise_watermark(BUDDY_EVENTS, through, now)
+        deleted = repo.delete_buddy_events_through(through)
+        return PruneResult(deleted, mark)
+
+
+def check_cursor(cursor: int, watermark: int) -> None:
+    """A cursor below the watermark may have missed pruned events: SYNC_CURSOR_EXPIRED.
+
+    Read the events after the cursor *before* the watermark, so an expiry committed in
+    between is always noticed.
+    """
+    if cursor < watermark:
+        raise FailedPrecondition(
+            f"cursor {cursor} has expired: buddy events through {watermark} were pruned "
+            "(retention); start again with an empty cursor",
+            reason="SYNC_CURSOR_EXPIRED",
+            metadata={"cursor": str(cursor), "pruned_through": str(watermark)},
+        )

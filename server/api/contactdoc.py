@@ -6,10 +6,12 @@ this module is the one place that converts, and it supplies the upload path's ``
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from google.protobuf import json_format
 
+from befriend.core import merge
 from befriend.v1 import common_pb2
 
 # Contact fields a user or a device edits (the output-only ones excluded).
@@ -32,7 +34,31 @@ def changed_fields(old: common_pb2.Contact, new: common_pb2.Contact) -> list[str
     return [name for name in CONTACT_FIELDS if getattr(old, name) != getattr(new, name)]
 
 
+class ProtoCodec:
+    """Stored contact bytes <-> engine documents (befriend.server.services.merge.Codec)."""
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        return to_doc(common_pb2.Contact.FromString(data))
+
+    def encode(self, doc: dict[str, Any]) -> bytes:
+        return from_doc(doc).SerializeToString(deterministic=True)
+
+
+CODEC = ProtoCodec()
+
+
 def remerge(stored: bytes, provenance: Any, uploaded: bytes) -> tuple[bytes, Any, list[str]]:
-    """A device re-uploaded an entry: its new version replaces what the device owns."""
+    """A device re-uploaded an entry: its new version replaces what the device owns; what
+    merges and user edits added (recorded in ``provenance``) is kept."""
     old, new = common_pb2.Contact.FromString(stored), common_pb2.Contact.FromString(uploaded)
-    return uploaded, provenance, changed_fields(old, new)
+    if not provenance:
+        return uploaded, None, changed_fields(old, new)
+    doc, provs, changed = merge.replace_owned(
+        to_doc(old),
+        merge.provs_from_json(provenance),
+        to_doc(new),
+        source=merge.Source.DEVICE,
+        default=merge.Prov(merge.Source.DEVICE),
+        time=int(time.time() * 1_000_000),
+    )
+    return CODEC.encode(doc), merge.provs_to_json(provs) or None, changed

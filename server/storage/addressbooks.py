@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from befriend.server.records import (
@@ -19,7 +19,7 @@ from befriend.server.records import (
     UploadState,
 )
 from befriend.server.storage import models
-from befriend.server.storage.bulk import bulk_insert
+from befriend.server.storage.bulk import bulk_insert, bulk_update
 from befriend.server.storage.changes import ChangeStamp
 from befriend.server.storage.repositories import key_from_db, key_to_db
 
@@ -238,7 +238,7 @@ class AddressBookRepository:
             )
             changed.append(
                 {
-                    "pk": pk,
+                    "id": pk,
                     "raw": entry.raw,
                     "raw_media_type": entry.media_type,
                     "content_hash": entry.content_hash,
@@ -255,16 +255,7 @@ class AddressBookRepository:
                 update(e).where(e.id.in_(unchanged[i : i + _BATCH])).values(upload_pk=upload_pk)
             )
         if changed:
-            self.s.execute(
-                update(e)
-                .where(e.id == bindparam("pk"))
-                .values(
-                    {name: bindparam(name) for name in changed[0] if name != "pk"}
-                    | {"version": e.version + 1}
-                ),
-                changed,
-                execution_options={"synchronize_session": False},
-            )
+            bulk_update(self.s, models.table(e), changed, bump="version")
             pks = [pk for pk, _ in rekeyed]
             for i in range(0, len(pks), _BATCH):
                 self.s.execute(

@@ -4,10 +4,11 @@ own type processors (so values are stored exactly as the ORM would store them)."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import JSON, Table, bindparam, insert, update
 from sqlalchemy.orm import Session
 
 
@@ -20,6 +21,11 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     dialect = conn.dialect
     columns = list(rows[0])
     procs = [table.c[c].type.bind_processor(dialect) for c in columns]
+    if dialect.name == "postgresql":  # COPY takes JSON as text; psycopg adapts it otherwise
+        procs = [
+            json.dumps if isinstance(table.c[c].type, JSON) else proc
+            for c, proc in zip(columns, procs, strict=True)
+        ]
 
     # Columns are often one value for every row (the transaction's timestamp): process a
     # value again only when it is not the very object processed last.
@@ -53,3 +59,22 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     else:
         params = [dict(zip(columns, v, strict=True)) for v in map(values, rows)]
     conn.exec_driver_sql(str(compiled), params)
+
+
+def bulk_update(
+    session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *, bump: str = ""
+) -> None:
+    """Update rows by primary key ``id`` in one executemany: each row is ``{"id": pk,
+    column: value, ...}`` with the same columns; ``bump`` names an integer column to
+    increment (an etag version)."""
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c != "id"]
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("_id"))
+        .values({c: bindparam(f"_{c}") for c in columns})
+    )
+    if bump:
+        statement = statement.values({bump: table.c[bump] + 1})
+    session.connection().execute(statement, [{f"_{k}": v for k, v in row.items()} for row in rows])

@@ -1,0 +1,393 @@
+"""Repository of seed-000 merges: network-book cards, book keys, merge plans and merges."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, selectinload
+
+from befriend.server.records import EntryKeyRecord, UserRecord
+from befriend.server.storage import models
+from befriend.server.storage.bulk import bulk_insert, bulk_update
+from befriend.server.storage.changes import ChangeStamp
+from befriend.server.storage.repositories import _user, key_from_db, key_to_db
+
+_BATCH = 500
+FULL, ONE_WAY = 1, 2  # buddy kinds that are members
+
+
+@dataclass(frozen=True)
+class StoredContact:
+    pk: int
+    book_pk: int
+    entry_id: str
+    contact: bytes
+    provenance: Any
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    pk: int
+    plan_id: str
+    device_book_pk: int
+    network_source: int
+    source_book_pk: int
+    target: int
+    include_pictures: bool
+    inputs_seq: int
+    matched_count: int
+    addition_count: int
+    unmatched_device_count: int
+    unmatched_network_count: int
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class PlanItemRow:
+    item_no: int
+    kind: int
+    device_entry_pk: int | None
+    network_entry_pk: int | None
+    basis: int
+    matched_kind: int
+    matched_value: str
+    additions: Any
+
+
+@dataclass(frozen=True)
+class MergeRecord:
+    pk: int
+    merge_id: str
+    plan_id: str
+    contacts_updated: int
+    field_additions: int
+    contacts_created: int
+    applied_at: datetime
+    undone_at: datetime | None
+
+
+def _plan(r: models.MergePlanRow) -> PlanRow:
+    return PlanRow(
+        r.id,
+        r.plan_id,
+        r.device_book_pk,
+        r.network_source,
+        r.source_book_pk,
+        r.target,
+        r.include_pictures,
+        r.inputs_seq,
+        r.matched_count,
+        r.addition_count,
+        r.unmatched_device_count,
+        r.unmatched_network_count,
+        r.created_at,
+        r.expires_at,
+    )
+
+
+def _merge(r: models.MergeRow) -> MergeRecord:
+    return MergeRecord(
+        r.id,
+        r.merge_id,
+        r.plan_id,
+        r.contacts_updated,
+        r.field_additions,
+        r.contacts_created,
+        r.applied_at,
+        r.undone_at,
+    )
+
+
+class MergeRepository:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    # -- inputs --------------------------------------------------------------------------
+    def member_buddies(self, user_id: str) -> list[UserRecord]:
+        """The members on the user's buddy list (full and one-way), with their profiles."""
+        b = models.BuddyRow
+        ids = (
+            select(b.other_id)
+            .where(b.owner_id == user_id, b.other_id.is_not(None), b.kind.in_((FULL, ONE_WAY)))
+            .distinct()
+        )
+        rows = self.s.scalars(
+            select(models.User)
+            .where(models.User.id.in_(ids))
+            .options(selectinload(models.User.identities))
+            .order_by(models.User.id)
+        )
+        return [_user(r) for r in rows]
+
+    def sync_pictures(self, user_id: str) -> bool:
+        value = self.s.execute(
+            select(models.SyncSettingsRow.sync_pictures).where(
+                models.SyncSettingsRow.user_id == user_id
+            )
+        ).scalar_one_or_none()
+        return bool(value)
+
+    def book_keys(self, book_pk: int, kinds: Sequence[int]) -> list[tuple[int, int, int, str]]:
+        """(entry pk, kind, key, value) of the book's normalised identities, by entry."""
+        k, e = models.EntryKey, models.ContactEntry
+        rows = self.s.execute(
+            select(k.entry_pk, k.kind, k.key, k.value)
+            .join(e, e.id == k.entry_pk)
+            .where(e.book_pk == book_pk, k.key.is_not(None), k.kind.in_(list(kinds)))
+            .order_by(k.entry_pk, k.id)
+        )
+        return [(pk, kind, key_from_db(key), value) for pk, kind, key, value in rows]
+
+    def book_kind(self, book_pk: int) -> int:
+        return int(
+            self.s.execute(
+                select(models.AddressBook.kind).where(models.AddressBook.id == book_pk)
+            ).scalar_one()
+        )
+
+    def entry_pks(self, book_pk: int) -> list[int]:
+        e = models.ContactEntry
+        return list(self.s.scalars(select(e.id).where(e.book_pk == book_pk).order_by(e.id)))
+
+    def contacts(self, pks: Sequence[int]) -> dict[int, StoredContact]:
+        e = models.ContactEntry
+        out: dict[int, StoredContact] = {}
+        wanted = list(pks)
+        for i in range(0, len(wanted), _BATCH):
+            for pk, book_pk, entry_id, contact, provenance, updated_at in self.s.execute(
+                select(e.id, e.book_pk, e.entry_id, e.contact, e.provenance, e.updated_at).where(
+                    e.id.in_(wanted[i : i + _BATCH])
+                )
+            ):
+                out[pk] = StoredContact(pk, book_pk, entry_id, contact, provenance, updated_at)
+        return out
+
+    def book_contacts(self, book_pk: int) -> list[StoredContact]:
+        e = models.ContactEntry
+        return [
+            StoredContact(pk, book_pk, entry_id, contact, provenance, updated_at)
+            for pk, book_pk, entry_id, contact, provenance, updated_at in self.s.execute(
+                select(e.id, e.book_pk, e.entry_id, e.contact, e.provenance, e.updated_at)
+                .where(e.book_pk == book_pk)
+                .order_by(e.id)
+            )
+        ]
+
+    # -- contact writes ------------------------------------------------------------------
+    def insert_contacts(
+        self,
+        user_id: str,
+        book_pk: int,
+        rows: Sequence[tuple[str, bytes, Any]],
+        stamp: ChangeStamp,
+        now: datetime,
+    ) -> dict[str, int]:
+        """Insert (entry_id, contact, provenance) rows without an as-is copy; returns the
+        new primary keys by entry_id."""
+        if not rows:
+            return {}
+        e = models.ContactEntry
+        empty_hash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        bulk_insert(
+            self.s,
+            models.table(e),
+            [
+                {
+                    "book_pk": book_pk,
+                    "user_id": user_id,
+                    "entry_id": entry_id,
+                    "raw": b"",
+                    "raw_media_type": "",
+                    "content_hash": empty_hash,
+                    "contact": contact,
+                    "provenance": provenance,
+                    "upload_pk": None,
+                    "created_at": now,
+                    "updated_at": now,
+                    "version": 1,
+                    **stamp.values(),
+                }
+                for entry_id, contact, provenance in rows
+            ],
+        )
+        ids = [entry_id for entry_id, _, _ in rows]
+        out: dict[str, int] = {}
+        for i in range(0, len(ids), _BATCH):
+            out.update(
+                (entry_id, pk)
+                for entry_id, pk in self.s.execute(
+                    select(e.entry_id, e.id).where(
+                        e.book_pk == book_pk, e.entry_id.in_(ids[i : i + _BATCH])
+                    )
+                )
+            )
+        return out
+
+    def update_contacts(
+        self,
+        rows: Sequence[tuple[int, bytes, Any, Sequence[str]]],
+        stamp: ChangeStamp,
+        now: datetime,
+    ) -> None:
+        """Write (pk, contact, provenance, changed fields) in place, with a new etag."""
+        if not rows:
+            return
+        bulk_update(
+            self.s,
+            models.table(models.ContactEntry),
+            [
+                {
+                    "id": pk,
+                    "contact": contact,
+                    "provenance": provenance,
+                    "updated_at": now,
+                    **stamp.values(",".join(fields)),
+                }
+                for pk, contact, provenance, fields in rows
+            ],
+            bump="version",
+        )
+
+    def replace_keys(
+        self, user_id: str, keyed: Sequence[tuple[int, Sequence[EntryKeyRecord]]]
+    ) -> None:
+        """Replace the normalised identities of these contacts (the buddy-matching index)."""
+        pks = [pk for pk, _ in keyed]
+        for i in range(0, len(pks), _BATCH):
+            self.s.execute(
+                delete(models.EntryKey).where(models.EntryKey.entry_pk.in_(pks[i : i + _BATCH]))
+            )
+        rows = [
+            {
+                "entry_pk": pk,
+                "user_id": user_id,
+                "kind": int(k.kind),
+                "key": key_to_db(k.key) if k.key is not None else None,
+                "weak_key": k.weak_key,
+                "value": k.value,
+            }
+            for pk, keys in keyed
+            for k in keys
+        ]
+        if rows:
+            bulk_insert(self.s, models.table(models.EntryKey), rows)
+
+    def delete_contacts(self, pks: Sequence[int], stamp: ChangeStamp, now: datetime) -> int:
+        removed = 0
+        wanted = list(pks)
+        for i in range(0, len(wanted), _BATCH):
+            removed += stamp.delete_entries(models.ContactEntry.id.in_(wanted[i : i + _BATCH]), now)
+        return removed
+
+    # -- plans ---------------------------------------------------------------------------
+    def create_plan(self, user_id: str, **values: Any) -> int:
+        row = models.MergePlanRow(user_id=user_id, **values)
+        self.s.add(row)
+        self.s.flush()
+        return row.id
+
+    def add_plan_items(self, plan_pk: int, items: Sequence[PlanItemRow]) -> None:
+        bulk_insert(
+            self.s,
+            models.table(models.MergePlanItemRow),
+            [
+                {
+                    "plan_pk": plan_pk,
+                    "item_no": it.item_no,
+                    "kind": it.kind,
+                    "device_entry_pk": it.device_entry_pk,
+                    "network_entry_pk": it.network_entry_pk,
+                    "basis": it.basis,
+                    "matched_kind": it.matched_kind,
+                    "matched_value": it.matched_value,
+                    "additions": it.additions,
+                }
+                for it in items
+            ],
+        )
+
+    def plan(self, user_id: str, plan_id: str) -> PlanRow | None:
+        row = self.s.scalars(
+            select(models.MergePlanRow).where(
+                models.MergePlanRow.user_id == user_id, models.MergePlanRow.plan_id == plan_id
+            )
+        ).one_or_none()
+        return _plan(row) if row is not None else None
+
+    def plan_items(
+        self,
+        plan_pk: int,
+        *,
+        kinds: Sequence[int] = (),
+        after: int = -1,
+        limit: int | None = None,
+        item_nos: Sequence[int] | None = None,
+    ) -> list[PlanItemRow]:
+        i = models.MergePlanItemRow
+        query = select(i).where(i.plan_pk == plan_pk, i.item_no > after).order_by(i.item_no)
+        if kinds:
+            query = query.where(i.kind.in_(list(kinds)))
+        if item_nos is not None:
+            query = query.where(i.item_no.in_(list(item_nos)))
+        if limit is not None:
+            query = query.limit(limit)
+        return [
+            PlanItemRow(
+                r.item_no,
+                r.kind,
+                r.device_entry_pk,
+                r.network_entry_pk,
+                r.basis,
+                r.matched_kind,
+                r.matched_value,
+                r.additions,
+            )
+            for r in self.s.scalars(query)
+        ]
+
+    def purge_plans(self, before: datetime) -> None:
+        self.s.execute(delete(models.MergePlanRow).where(models.MergePlanRow.expires_at < before))
+
+    # -- merges --------------------------------------------------------------------------
+    def create_merge(self, user_id: str, **values: Any) -> MergeRecord:
+        row = models.MergeRow(user_id=user_id, **values)
+        self.s.add(row)
+        self.s.flush()
+        return _merge(row)
+
+    def add_merge_contacts(self, merge_pk: int, rows: Sequence[tuple[int, bool]]) -> None:
+        if rows:
+            bulk_insert(
+                self.s,
+                models.table(models.MergeContact),
+                [{"merge_pk": merge_pk, "entry_pk": pk, "created": c} for pk, c in rows],
+            )
+
+    def merge(self, user_id: str, merge_id: str) -> MergeRecord | None:
+        row = self.s.scalars(
+            select(models.MergeRow).where(
+                models.MergeRow.user_id == user_id, models.MergeRow.merge_id == merge_id
+            )
+        ).one_or_none()
+        return _merge(row) if row is not None else None
+
+    def merge_contacts(self, merge_pk: int) -> list[tuple[int, bool]]:
+        c = models.MergeContact
+        return [
+            (pk, created)
+            for pk, created in self.s.execute(
+                select(c.entry_pk, c.created).where(c.merge_pk == merge_pk).order_by(c.id)
+            )
+        ]
+
+    def set_undone(self, merge_pk: int, now: datetime) -> MergeRecord:
+        row = self.s.get_one(models.MergeRow, merge_pk)
+        row.undone_at = now
+        self.s.flush()
+        return _merge(row)

@@ -285,6 +285,19 @@ class _SyncCalls:
     GET_UPLOAD_STATUS = _sync_method("GetUploadStatus")
     LIST_ADDRESS_BOOKS = _sync_method("ListAddressBooks")
     RESTORE_CONTACTS = _sync_method("RestoreContacts")
+    LIST_CONTACTS = _sync_method("ListContacts")
+    GET_CONTACT = _sync_method("GetContact")
+    CREATE_CONTACT = _sync_method("CreateContact")
+    UPDATE_CONTACT = _sync_method("UpdateContact")
+    DELETE_CONTACT = _sync_method("DeleteContact")
+    LIST_CHANGES = _sync_method("ListChanges")
+    WATCH_CHANGES = _sync_method("WatchChanges")
+    GET_SYNC_SETTINGS = _sync_method("GetSyncSettings")
+    UPDATE_SYNC_SETTINGS = _sync_method("UpdateSyncSettings")
+    PREVIEW_MERGE = _sync_method("PreviewMerge")
+    LIST_MERGE_PLAN_ITEMS = _sync_method("ListMergePlanItems")
+    APPLY_MERGE = _sync_method("ApplyMerge")
+    UNDO_MERGE = _sync_method("UndoMerge")
 
     @staticmethod
     def get_upload_status(
@@ -321,6 +334,194 @@ class _SyncCalls:
             batch_size=batch_size,
         )
         return _Call(_SyncCalls.RESTORE_CONTACTS, request, sync_pb2.RestoreContactsResponse)
+
+    @staticmethod
+    def list_contacts(
+        address_book: str, page_size: int, page_token: str, include_provenance: bool
+    ) -> _Call[sync_pb2.ListContactsRequest, sync_pb2.ListContactsResponse]:
+        request = sync_pb2.ListContactsRequest(
+            parent="users/me",
+            address_book=_address_book_name(address_book) if address_book else "",
+            page_size=page_size,
+            page_token=page_token,
+            include_provenance=include_provenance,
+        )
+        return _Call(_SyncCalls.LIST_CONTACTS, request, sync_pb2.ListContactsResponse)
+
+    @staticmethod
+    def get_contact(
+        name_or_id: str,
+    ) -> _Call[sync_pb2.GetContactRequest, sync_pb2.GetContactResponse]:
+        request = sync_pb2.GetContactRequest(name=_child_name(name_or_id, "contacts"))
+        return _Call(_SyncCalls.GET_CONTACT, request, sync_pb2.GetContactResponse)
+
+    @staticmethod
+    def create_contact(
+        address_book: str, contact: common_pb2.Contact, request_id: str | None
+    ) -> _Call[sync_pb2.CreateContactRequest, sync_pb2.CreateContactResponse]:
+        request = sync_pb2.CreateContactRequest(
+            address_book=_address_book_name(address_book),
+            contact=contact,
+            request_id=_request_id(request_id),
+        )
+        return _Call(_SyncCalls.CREATE_CONTACT, request, sync_pb2.CreateContactResponse)
+
+    @staticmethod
+    def update_contact(
+        contact: common_pb2.Contact, update_mask: Sequence[str], request_id: str | None
+    ) -> _Call[sync_pb2.UpdateContactRequest, sync_pb2.UpdateContactResponse]:
+        if isinstance(update_mask, str):
+            raise TypeError("update_mask must be a sequence of field paths, not a str")
+        request = sync_pb2.UpdateContactRequest(
+            contact=contact,
+            update_mask=FieldMask(paths=list(update_mask)),
+            request_id=_request_id(request_id),
+        )
+        if contact.name and "/" not in contact.name:
+            request.contact.name = _child_name(contact.name, "contacts")
+        return _Call(_SyncCalls.UPDATE_CONTACT, request, sync_pb2.UpdateContactResponse)
+
+    @staticmethod
+    def delete_contact(
+        name_or_id: str, etag: str, request_id: str | None
+    ) -> _Call[sync_pb2.DeleteContactRequest, sync_pb2.DeleteContactResponse]:
+        request = sync_pb2.DeleteContactRequest(
+            name=_child_name(name_or_id, "contacts"), etag=etag, request_id=_request_id(request_id)
+        )
+        return _Call(_SyncCalls.DELETE_CONTACT, request, sync_pb2.DeleteContactResponse)
+
+    @staticmethod
+    def list_changes(
+        cursor: str, address_book: str, page_size: int, page_token: str
+    ) -> _Call[sync_pb2.ListChangesRequest, sync_pb2.ListChangesResponse]:
+        request = sync_pb2.ListChangesRequest(
+            parent="users/me",
+            cursor=cursor,
+            address_book=_address_book_name(address_book) if address_book else "",
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return _Call(_SyncCalls.LIST_CHANGES, request, sync_pb2.ListChangesResponse)
+
+    @staticmethod
+    def watch_changes(
+        cursor: str, address_book: str
+    ) -> _Call[sync_pb2.WatchChangesRequest, sync_pb2.WatchChangesResponse]:
+        request = sync_pb2.WatchChangesRequest(
+            parent="users/me",
+            cursor=cursor,
+            address_book=_address_book_name(address_book) if address_book else "",
+        )
+        return _Call(_SyncCalls.WATCH_CHANGES, request, sync_pb2.WatchChangesResponse)
+
+    @staticmethod
+    def get_sync_settings() -> _Call[
+        sync_pb2.GetSyncSettingsRequest, sync_pb2.GetSyncSettingsResponse
+    ]:
+        request = sync_pb2.GetSyncSettingsRequest(name="users/me/syncSettings")
+        return _Call(_SyncCalls.GET_SYNC_SETTINGS, request, sync_pb2.GetSyncSettingsResponse)
+
+    @staticmethod
+    def update_sync_settings(
+        settings: sync_pb2.SyncSettings, update_mask: Sequence[str], request_id: str | None
+    ) -> _Call[sync_pb2.UpdateSyncSettingsRequest, sync_pb2.UpdateSyncSettingsResponse]:
+        if isinstance(update_mask, str):
+            raise TypeError("update_mask must be a sequence of field paths, not a str")
+        request = sync_pb2.UpdateSyncSettingsRequest(
+            settings=settings,
+            update_mask=FieldMask(paths=list(update_mask)),
+            request_id=_request_id(request_id),
+        )
+        if not request.settings.name:
+            request.settings.name = "users/me/syncSettings"
+        return _Call(_SyncCalls.UPDATE_SYNC_SETTINGS, request, sync_pb2.UpdateSyncSettingsResponse)
+
+    @staticmethod
+    def preview_merge(
+        device_address_book: str, network_source: int, source_address_book: str, target: int
+    ) -> _Call[sync_pb2.PreviewMergeRequest, sync_pb2.PreviewMergeResponse]:
+        request = sync_pb2.PreviewMergeRequest(
+            parent="users/me",
+            device_address_book=_address_book_name(device_address_book),
+            network_source=cast(sync_pb2.NetworkSource.ValueType, network_source),
+            source_address_book=(
+                _address_book_name(source_address_book) if source_address_book else ""
+            ),
+            target=cast(sync_pb2.SyncTarget.ValueType, target),
+        )
+        return _Call(_SyncCalls.PREVIEW_MERGE, request, sync_pb2.PreviewMergeResponse)
+
+    @staticmethod
+    def list_merge_plan_items(
+        merge_plan: str, kind: int, page_size: int, page_token: str
+    ) -> _Call[sync_pb2.ListMergePlanItemsRequest, sync_pb2.ListMergePlanItemsResponse]:
+        request = sync_pb2.ListMergePlanItemsRequest(
+            parent=_child_name(merge_plan, "mergePlans"),
+            kind=cast(sync_pb2.MergePlanItemKind.ValueType, kind),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return _Call(_SyncCalls.LIST_MERGE_PLAN_ITEMS, request, sync_pb2.ListMergePlanItemsResponse)
+
+    @staticmethod
+    def apply_merge(
+        merge_plan: str,
+        etag: str,
+        excluded_item_ids: Iterable[str],
+        added_item_ids: Iterable[str],
+        request_id: str | None,
+    ) -> _Call[sync_pb2.ApplyMergeRequest, sync_pb2.ApplyMergeResponse]:
+        for ids in (excluded_item_ids, added_item_ids):
+            if isinstance(ids, str):
+                raise TypeError("item ids must be a sequence of item ids, not a str")
+        request = sync_pb2.ApplyMergeRequest(
+            merge_plan=_child_name(merge_plan, "mergePlans"),
+            etag=etag,
+            excluded_item_ids=list(excluded_item_ids),
+            added_item_ids=list(added_item_ids),
+            request_id=_request_id(request_id),
+        )
+        return _Call(_SyncCalls.APPLY_MERGE, request, sync_pb2.ApplyMergeResponse)
+
+    @staticmethod
+    def undo_merge(
+        merge: str, contacts: Iterable[str], request_id: str | None
+    ) -> _Call[sync_pb2.UndoMergeRequest, sync_pb2.UndoMergeResponse]:
+        if isinstance(contacts, str):
+            raise TypeError("contacts must be a sequence of contact names or ids, not a str")
+        request = sync_pb2.UndoMergeRequest(
+            merge=_child_name(merge, "merges"),
+            contacts=[_child_name(c, "contacts") for c in contacts],
+            request_id=_request_id(request_id),
+        )
+        return _Call(_SyncCalls.UNDO_MERGE, request, sync_pb2.UndoMergeResponse)
+
+
+class _ChangeWatch:
+    """Where a WatchChanges watch stands across streams; no I/O here (see ``_WatchState``)."""
+
+    def __init__(self, cursor: str, address_book: str) -> None:
+        self.cursor = cursor
+        self.address_book = address_book
+        self.failures = 0
+
+    def call(self) -> _Call[sync_pb2.WatchChangesRequest, sync_pb2.WatchChangesResponse]:
+        return _SyncCalls.watch_changes(self.cursor, self.address_book)
+
+    def on_response(self, response: sync_pb2.WatchChangesResponse) -> None:
+        self.failures = 0
+        if response.cursor:
+            self.cursor = response.cursor
+
+    def on_change(self, change: sync_pb2.ContactChange) -> None:
+        if change.cursor:
+            self.cursor = change.cursor
+
+    def should_resume(self, settings: _Settings, error: BefriendError) -> bool:
+        if self.failures >= settings.retries or not settings.is_retryable(error):
+            return False
+        self.failures += 1
+        return True
 
 
 @dataclass(frozen=True)
@@ -1471,6 +1672,210 @@ class AsyncSyncClient:
             )
         ]
 
+    # -- contacts, the change feed, sync settings ------------------------------------
+
+    async def list_contacts(
+        self,
+        address_book: str = "",
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        include_provenance: bool = False,
+    ) -> sync_pb2.ListContactsResponse:
+        """One page of the caller's contacts (of ``address_book``, a name or bare id; empty:
+        every book). The first page's ``change_cursor`` is where to follow the change feed
+        from once every page is read."""
+        return await self._t.invoke(
+            _SyncCalls.list_contacts(address_book, page_size, page_token, include_provenance)
+        )
+
+    async def iter_contacts(
+        self, address_book: str = "", *, page_size: int = 0, include_provenance: bool = False
+    ) -> AsyncIterator[sync_pb2.SyncedContact]:
+        """Every contact (of ``address_book``), walking all pages."""
+        page_token = ""
+        while True:
+            page = await self.list_contacts(
+                address_book,
+                page_size=page_size,
+                page_token=page_token,
+                include_provenance=include_provenance,
+            )
+            for contact in page.contacts:
+                yield contact
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    async def get_contact(self, name_or_id: str) -> sync_pb2.SyncedContact:
+        """One contact with its field provenance (``users/me/contacts/{id}`` or the id)."""
+        return (await self._t.invoke(_SyncCalls.get_contact(name_or_id))).contact
+
+    async def create_contact(
+        self, address_book: str, contact: common_pb2.Contact, request_id: str | None = None
+    ) -> sync_pb2.SyncedContact:
+        """Add a contact to one of the caller's books (every field a USER_EDIT)."""
+        return (
+            await self._t.invoke(_SyncCalls.create_contact(address_book, contact, request_id))
+        ).contact
+
+    async def update_contact(
+        self,
+        contact: common_pb2.Contact,
+        update_mask: Sequence[str],
+        request_id: str | None = None,
+    ) -> sync_pb2.SyncedContact:
+        """Change the fields named in ``update_mask``; ``contact.name`` and ``contact.etag``
+        are required (a stale etag raises :class:`Aborted`, reason ``ETAG_MISMATCH``)."""
+        return (
+            await self._t.invoke(_SyncCalls.update_contact(contact, update_mask, request_id))
+        ).contact
+
+    async def delete_contact(
+        self, name_or_id: str, etag: str = "", request_id: str | None = None
+    ) -> sync_pb2.DeleteContactResponse:
+        """Delete a contact (``etag`` empty skips the concurrency check)."""
+        return await self._t.invoke(_SyncCalls.delete_contact(name_or_id, etag, request_id))
+
+    async def list_changes(
+        self,
+        cursor: str = "",
+        *,
+        address_book: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> sync_pb2.ListChangesResponse:
+        """One page of contact changes after ``cursor``, oldest first. An expired cursor
+        raises :class:`FailedPrecondition` (reason ``SYNC_CURSOR_EXPIRED``): do a full
+        ``list_contacts`` and continue from its ``change_cursor``."""
+        return await self._t.invoke(
+            _SyncCalls.list_changes(cursor, address_book, page_size, page_token)
+        )
+
+    async def iter_changes(
+        self, cursor: str, *, address_book: str = "", page_size: int = 0
+    ) -> AsyncIterator[sync_pb2.ContactChange]:
+        """Every change after ``cursor`` up to now, walking all pages (each change carries
+        the cursor to resume after it)."""
+        page_token = ""
+        while True:
+            page = await self.list_changes(
+                cursor, address_book=address_book, page_size=page_size, page_token=page_token
+            )
+            for change in page.changes:
+                yield change
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    async def watch_changes(
+        self, cursor: str = "", *, address_book: str = ""
+    ) -> AsyncIterator[sync_pb2.ContactChange]:
+        """Contact changes after ``cursor`` (empty: from now) as they happen.
+
+        The stream has no deadline. A stream broken with a retryable status is reopened
+        after the last cursor received (heartbeats advance it), so nothing is yielded twice;
+        ``retries`` bounds consecutive failures. An expired cursor raises
+        :class:`FailedPrecondition` (reason ``SYNC_CURSOR_EXPIRED``).
+        """
+        watch = _ChangeWatch(cursor, address_book)
+        while True:
+            try:
+                stream = self._t.server_stream(watch.call(), deadline=False)
+                async with contextlib.aclosing(stream):
+                    async for response in stream:
+                        for change in response.changes:
+                            watch.on_change(change)
+                            yield change
+                        watch.on_response(response)
+                return
+            except BefriendError as error:
+                if not watch.should_resume(self._t.settings, error):
+                    raise
+                await asyncio.sleep(self._t.settings.backoff(watch.failures, error))
+
+    async def get_sync_settings(self) -> sync_pb2.SyncSettings:
+        """The caller's sync settings (defaults until first changed)."""
+        return (await self._t.invoke(_SyncCalls.get_sync_settings())).settings
+
+    async def update_sync_settings(
+        self,
+        settings: sync_pb2.SyncSettings,
+        update_mask: Sequence[str],
+        request_id: str | None = None,
+    ) -> sync_pb2.SyncSettings:
+        """Change the settings named in ``update_mask``; ``settings.etag`` must be current."""
+        return (
+            await self._t.invoke(_SyncCalls.update_sync_settings(settings, update_mask, request_id))
+        ).settings
+
+    # -- two-way merge --------------------------------------------------------------------
+
+    async def preview_merge(
+        self,
+        device_address_book: str = "phone",
+        *,
+        network_source: int = sync_pb2.NETWORK_SOURCE_NETWORK_BOOK,
+        source_address_book: str = "",
+        target: int = sync_pb2.SYNC_TARGET_DEVICE_BOOK,
+    ) -> sync_pb2.MergePlan:
+        """Compute (without applying) a merge plan between a device book and a network
+        source; list its items with :meth:`iter_merge_plan_items`."""
+        return (
+            await self._t.invoke(
+                _SyncCalls.preview_merge(
+                    device_address_book, network_source, source_address_book, target
+                )
+            )
+        ).merge_plan
+
+    async def list_merge_plan_items(
+        self, merge_plan: str, *, kind: int = 0, page_size: int = 0, page_token: str = ""
+    ) -> sync_pb2.ListMergePlanItemsResponse:
+        """One page of a plan's items (``kind`` 0: every kind)."""
+        return await self._t.invoke(
+            _SyncCalls.list_merge_plan_items(merge_plan, kind, page_size, page_token)
+        )
+
+    async def iter_merge_plan_items(
+        self, merge_plan: str, *, kind: int = 0, page_size: int = 0
+    ) -> AsyncIterator[sync_pb2.MergePlanItem]:
+        """Every item of a plan (of ``kind``), walking all pages."""
+        page_token = ""
+        while True:
+            page = await self.list_merge_plan_items(
+                merge_plan, kind=kind, page_size=page_size, page_token=page_token
+            )
+            for item in page.items:
+                yield item
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    async def apply_merge(
+        self,
+        merge_plan: str,
+        etag: str,
+        *,
+        excluded_item_ids: Iterable[str] = (),
+        added_item_ids: Iterable[str] = (),
+        request_id: str | None = None,
+    ) -> sync_pb2.Merge:
+        """Apply a previewed plan (stale inputs raise :class:`Aborted`)."""
+        return (
+            await self._t.invoke(
+                _SyncCalls.apply_merge(
+                    merge_plan, etag, excluded_item_ids, added_item_ids, request_id
+                )
+            )
+        ).merge
+
+    async def undo_merge(
+        self, merge: str, *, contacts: Iterable[str] = (), request_id: str | None = None
+    ) -> sync_pb2.UndoMergeResponse:
+        """Remove a merge's unmodified new additions (of ``contacts`` only, if given)."""
+        return await self._t.invoke(_SyncCalls.undo_merge(merge, contacts, request_id))
+
 
 class SyncClient:
     """SyncService methods of :class:`Client` (``client.sync``); see :class:`AsyncSyncClient`."""
@@ -1599,6 +2004,204 @@ class SyncClient:
                 batch_size=batch_size,
             )
         )
+
+    # -- contacts, the change feed, sync settings ------------------------------------
+
+    def list_contacts(
+        self,
+        address_book: str = "",
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        include_provenance: bool = False,
+    ) -> sync_pb2.ListContactsResponse:
+        """One page of the caller's contacts (of ``address_book``, a name or bare id; empty:
+        every book). The first page's ``change_cursor`` is where to follow the change feed
+        from once every page is read."""
+        return self._t.invoke(
+            _SyncCalls.list_contacts(address_book, page_size, page_token, include_provenance)
+        )
+
+    def iter_contacts(
+        self, address_book: str = "", *, page_size: int = 0, include_provenance: bool = False
+    ) -> Iterator[sync_pb2.SyncedContact]:
+        """Every contact (of ``address_book``), walking all pages."""
+        page_token = ""
+        while True:
+            page = self.list_contacts(
+                address_book,
+                page_size=page_size,
+                page_token=page_token,
+                include_provenance=include_provenance,
+            )
+            yield from page.contacts
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    def get_contact(self, name_or_id: str) -> sync_pb2.SyncedContact:
+        """One contact with its field provenance (``users/me/contacts/{id}`` or the id)."""
+        return (self._t.invoke(_SyncCalls.get_contact(name_or_id))).contact
+
+    def create_contact(
+        self, address_book: str, contact: common_pb2.Contact, request_id: str | None = None
+    ) -> sync_pb2.SyncedContact:
+        """Add a contact to one of the caller's books (every field a USER_EDIT)."""
+        return (
+            self._t.invoke(_SyncCalls.create_contact(address_book, contact, request_id))
+        ).contact
+
+    def update_contact(
+        self,
+        contact: common_pb2.Contact,
+        update_mask: Sequence[str],
+        request_id: str | None = None,
+    ) -> sync_pb2.SyncedContact:
+        """Change the fields named in ``update_mask``; ``contact.name`` and ``contact.etag``
+        are required (a stale etag raises :class:`Aborted`, reason ``ETAG_MISMATCH``)."""
+        return (self._t.invoke(_SyncCalls.update_contact(contact, update_mask, request_id))).contact
+
+    def delete_contact(
+        self, name_or_id: str, etag: str = "", request_id: str | None = None
+    ) -> sync_pb2.DeleteContactResponse:
+        """Delete a contact (``etag`` empty skips the concurrency check)."""
+        return self._t.invoke(_SyncCalls.delete_contact(name_or_id, etag, request_id))
+
+    def list_changes(
+        self,
+        cursor: str = "",
+        *,
+        address_book: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> sync_pb2.ListChangesResponse:
+        """One page of contact changes after ``cursor``, oldest first. An expired cursor
+        raises :class:`FailedPrecondition` (reason ``SYNC_CURSOR_EXPIRED``): do a full
+        ``list_contacts`` and continue from its ``change_cursor``."""
+        return self._t.invoke(_SyncCalls.list_changes(cursor, address_book, page_size, page_token))
+
+    def iter_changes(
+        self, cursor: str, *, address_book: str = "", page_size: int = 0
+    ) -> Iterator[sync_pb2.ContactChange]:
+        """Every change after ``cursor`` up to now, walking all pages (each change carries
+        the cursor to resume after it)."""
+        page_token = ""
+        while True:
+            page = self.list_changes(
+                cursor, address_book=address_book, page_size=page_size, page_token=page_token
+            )
+            yield from page.changes
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    def watch_changes(
+        self, cursor: str = "", *, address_book: str = ""
+    ) -> Iterator[sync_pb2.ContactChange]:
+        """Contact changes after ``cursor`` (empty: from now) as they happen.
+
+        The stream has no deadline. A stream broken with a retryable status is reopened
+        after the last cursor received (heartbeats advance it), so nothing is yielded twice;
+        ``retries`` bounds consecutive failures. An expired cursor raises
+        :class:`FailedPrecondition` (reason ``SYNC_CURSOR_EXPIRED``).
+        """
+        watch = _ChangeWatch(cursor, address_book)
+        while True:
+            try:
+                with contextlib.closing(
+                    self._t.server_stream(watch.call(), deadline=False)
+                ) as stream:
+                    for response in stream:
+                        for change in response.changes:
+                            watch.on_change(change)
+                            yield change
+                        watch.on_response(response)
+                return
+            except BefriendError as error:
+                if not watch.should_resume(self._t.settings, error):
+                    raise
+                time.sleep(self._t.settings.backoff(watch.failures, error))
+
+    def get_sync_settings(self) -> sync_pb2.SyncSettings:
+        """The caller's sync settings (defaults until first changed)."""
+        return (self._t.invoke(_SyncCalls.get_sync_settings())).settings
+
+    def update_sync_settings(
+        self,
+        settings: sync_pb2.SyncSettings,
+        update_mask: Sequence[str],
+        request_id: str | None = None,
+    ) -> sync_pb2.SyncSettings:
+        """Change the settings named in ``update_mask``; ``settings.etag`` must be current."""
+        return (
+            self._t.invoke(_SyncCalls.update_sync_settings(settings, update_mask, request_id))
+        ).settings
+
+    # -- two-way merge --------------------------------------------------------------------
+
+    def preview_merge(
+        self,
+        device_address_book: str = "phone",
+        *,
+        network_source: int = sync_pb2.NETWORK_SOURCE_NETWORK_BOOK,
+        source_address_book: str = "",
+        target: int = sync_pb2.SYNC_TARGET_DEVICE_BOOK,
+    ) -> sync_pb2.MergePlan:
+        """Compute (without applying) a merge plan between a device book and a network
+        source; list its items with :meth:`iter_merge_plan_items`."""
+        return (
+            self._t.invoke(
+                _SyncCalls.preview_merge(
+                    device_address_book, network_source, source_address_book, target
+                )
+            )
+        ).merge_plan
+
+    def list_merge_plan_items(
+        self, merge_plan: str, *, kind: int = 0, page_size: int = 0, page_token: str = ""
+    ) -> sync_pb2.ListMergePlanItemsResponse:
+        """One page of a plan's items (``kind`` 0: every kind)."""
+        return self._t.invoke(
+            _SyncCalls.list_merge_plan_items(merge_plan, kind, page_size, page_token)
+        )
+
+    def iter_merge_plan_items(
+        self, merge_plan: str, *, kind: int = 0, page_size: int = 0
+    ) -> Iterator[sync_pb2.MergePlanItem]:
+        """Every item of a plan (of ``kind``), walking all pages."""
+        page_token = ""
+        while True:
+            page = self.list_merge_plan_items(
+                merge_plan, kind=kind, page_size=page_size, page_token=page_token
+            )
+            yield from page.items
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    def apply_merge(
+        self,
+        merge_plan: str,
+        etag: str,
+        *,
+        excluded_item_ids: Iterable[str] = (),
+        added_item_ids: Iterable[str] = (),
+        request_id: str | None = None,
+    ) -> sync_pb2.Merge:
+        """Apply a previewed plan (stale inputs raise :class:`Aborted`)."""
+        return (
+            self._t.invoke(
+                _SyncCalls.apply_merge(
+                    merge_plan, etag, excluded_item_ids, added_item_ids, request_id
+                )
+            )
+        ).merge
+
+    def undo_merge(
+        self, merge: str, *, contacts: Iterable[str] = (), request_id: str | None = None
+    ) -> sync_pb2.UndoMergeResponse:
+        """Remove a merge's unmodified new additions (of ``contacts`` only, if given)."""
+        return self._t.invoke(_SyncCalls.undo_merge(merge, contacts, request_id))
 
 
 class AsyncFriendshipClient:

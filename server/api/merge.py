@@ -16,10 +16,10 @@ from befriend.server.api.status import Context
 from befriend.server.errors import InvalidArgument
 from befriend.server.services import matching, merge
 from befriend.server.services.matching import ORIGIN_ADDRESS_BOOK
-from befriend.server.services.merge import ItemView, PlanRow
+from befriend.server.services.merge import ItemView
 from befriend.server.storage.addressbooks import AddressBookRepository
 from befriend.server.storage.matching import MatchRepository
-from befriend.server.storage.merges import MergeRecord, MergeRepository, StoredContact
+from befriend.server.storage.merges import MergeRecord, MergeRepository, PlanRow, StoredContact
 from befriend.server.storage.repositories import AccountRepository
 from befriend.v1 import common_pb2, sync_pb2
 

@@ -413,12 +413,12 @@ def doc_keys(docs: Sequence[engine.Doc], region: str) -> list[list[EntryKeyRecor
         )
         for doc in docs
     ]
-    out = []
+    out: list[list[EntryKeyRecord]] = []
     for keys in entry_keys(inputs, region):
-        seen: set[tuple[int, str]] = set()
-        out.append(
-            [k for k in keys if (k.kind, k.value) not in seen and not seen.add((k.kind, k.value))]
-        )
+        unique: dict[tuple[int, str], EntryKeyRecord] = {}
+        for k in keys:
+            unique.setdefault((k.kind, k.value), k)
+        out.append(list(unique.values()))
     return out
 
 
@@ -547,8 +547,8 @@ def apply_plan(
         # Identities are indexed for matching in every book but the network book.
         created_docs[entry_id] = (doc, into_device or plan.network_source == SOURCE_ADDRESS_BOOK)
         w.written += len(provs)
-    for book_pk, rows in by_book.items():
-        for entry_id, pk in repo.insert_contacts(user_id, book_pk, rows, stamp, now).items():
+    for book_pk, new_rows in by_book.items():
+        for entry_id, pk in repo.insert_contacts(user_id, book_pk, new_rows, stamp, now).items():
             w.touched.append((pk, True))
             doc, keyed = created_docs[entry_id]
             if keyed:

@@ -20,7 +20,7 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     conn = session.connection()
     dialect = conn.dialect
     columns = list(rows[0])
-    procs = [table.c[c].type.bind_processor(dialect) for c in columns]
+    procs: list[Any] = [table.c[c].type.bind_processor(dialect) for c in columns]
     if dialect.name == "postgresql":  # COPY takes JSON as text; psycopg adapts it otherwise
         procs = [
             json.dumps if isinstance(table.c[c].type, JSON) else proc

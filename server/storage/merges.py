@@ -142,7 +142,9 @@ class MergeRepository:
             .where(e.book_pk == book_pk, k.key.is_not(None), k.kind.in_(list(kinds)))
             .order_by(k.entry_pk, k.id)
         )
-        return [(pk, kind, key_from_db(key), value) for pk, kind, key, value in rows]
+        return [
+            (pk, kind, key_from_db(key), value) for pk, kind, key, value in rows if key is not None
+        ]
 
     def book_kind(self, book_pk: int) -> int:
         return int(

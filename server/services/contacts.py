@@ -60,6 +60,9 @@ class Codec:
     to_bytes: Callable[[Doc], bytes]
 
 
+NETWORK_BOOK_KIND = 4  # AddressBookKind of the network book (befriend.server.services.merge)
+
+
 def etag(version: int) -> str:
     return f'W/"{version}"'
 
@@ -69,7 +72,10 @@ def micros(at: datetime) -> int:
 
 
 def default_prov(row: ContactRow) -> merge.Prov:
-    """Provenance of slots the stored map does not name: uploaded from the book's device."""
+    """Provenance of slots the stored map does not name: the member's own profile in the
+    network book, uploaded from the book's device elsewhere."""
+    if row.book_kind == NETWORK_BOOK_KIND:
+        return merge.Prov(merge.Source.PROFILE, time=micros(row.updated_at))
     return merge.Prov(
         merge.Source.DEVICE, device_id=row.book_device_id, time=micros(row.updated_at)
     )

@@ -250,6 +250,10 @@ def preview(
     target: int,
     now: datetime,
 ) -> PlanRow:
+    if target not in (TARGET_DEVICE, TARGET_NETWORK, TARGET_BOTH):
+        raise InvalidArgument.field("target", "unknown sync target")
+    if network_source not in (SOURCE_NETWORK_BOOK, SOURCE_ADDRESS_BOOK):
+        raise InvalidArgument.field("network_source", "unknown network source")
     device = _user_book(books, user_id, device_book_id, "device_address_book")
     if device.kind == NETWORK_BOOK_KIND:
         raise InvalidArgument.field(
@@ -277,8 +281,6 @@ def preview(
         network_pks = repo.entry_pks(network.pk)
     else:
         raise InvalidArgument.field("network_source", "unknown network source")
-    if target not in (TARGET_DEVICE, TARGET_NETWORK, TARGET_BOTH):
-        raise InvalidArgument.field("target", "unknown sync target")
 
     pairing = _pair(
         repo.book_keys(device.pk, _MATCH_KINDS),

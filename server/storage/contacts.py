@@ -30,6 +30,7 @@ class ContactRow:
     book_pk: int
     book_id: str
     book_device_id: str
+    book_kind: int
     entry_id: str
     contact: bytes
     content_hash: str
@@ -82,6 +83,7 @@ _CONTACT_COLUMNS = (
     _E.book_pk,
     _B.book_id,
     _B.device_id,
+    _B.kind,
     _E.entry_id,
     _E.contact,
     _E.content_hash,

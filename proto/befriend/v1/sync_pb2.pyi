@@ -260,6 +260,10 @@ class _FieldSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FieldSour
     """Added by a two-way merge and not modified since (removable by UndoMerge)."""
     FIELD_SOURCE_USER_EDIT: _FieldSource.ValueType  # 3
     """Written or modified by the user; owned data."""
+    FIELD_SOURCE_NETWORK_PROFILE: _FieldSource.ValueType  # 4
+    """Copied from the member's own profile into their card in the network book; follows
+    the profile until the user edits it.
+    """
 
 class FieldSource(_FieldSource, metaclass=_FieldSourceEnumTypeWrapper):
     """Where a field value of a contact came from."""
@@ -272,6 +276,10 @@ FIELD_SOURCE_NETWORK_MERGE: FieldSource.ValueType  # 2
 """Added by a two-way merge and not modified since (removable by UndoMerge)."""
 FIELD_SOURCE_USER_EDIT: FieldSource.ValueType  # 3
 """Written or modified by the user; owned data."""
+FIELD_SOURCE_NETWORK_PROFILE: FieldSource.ValueType  # 4
+"""Copied from the member's own profile into their card in the network book; follows
+the profile until the user edits it.
+"""
 Global___FieldSource: _TypeAlias = FieldSource  # noqa: Y015
 
 class _ContactChangeType:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from befriend.server.errors import FailedPrecondition
+from befriend.server.services import contacts
+from befriend.server.storage.contacts import ContactRepository
 from befriend.server.storage.db import Database
 from befriend.server.storage.retention import BUDDY_EVENTS, RetentionRepository
 
@@ -31,8 +33,9 @@ def prune_buddy_events(db: Database, retention_days: float, now: datetime) -> Pr
 
     Safe to run concurrently from several workers or replicas (the watermark only moves up;
     deleting an already-deleted prefix deletes nothing). ``retention_days`` <= 0 keeps
-    everything.
+    everything. Contact tombstones (the contact change feed) are pruned by the same job.
     """
+    prune_contact_tombstones(db, retention_days, now)
     with db.transaction() as s:
         repo = RetentionRepository(s)
         current = repo.watermark(BUDDY_EVENTS)
@@ -45,6 +48,13 @@ def prune_buddy_events(db: Database, retention_days: float, now: datetime) -> Pr
         mark = repo.raise_watermark(BUDDY_EVENTS, through, now)
         deleted = repo.delete_buddy_events_through(through)
         return PruneResult(deleted, mark)
+
+
+def prune_contact_tombstones(db: Database, retention_days: float, now: datetime) -> int:
+    """Delete contact tombstones older than ``retention_days``; contact change-feed cursors
+    that could have missed them expire (befriend.server.services.contacts)."""
+    with db.transaction() as s:
+        return contacts.prune_tombstones(ContactRepository(s), retention_days, now)
 
 
 def check_cursor(cursor: int, watermark: int) -> None:

@@ -1,6 +1,6 @@
 """Seed 000's two-way sync between a device address book and a network source.
 
-The network source is either the user's *network book* — one card per member buddy, filled
+The network source is either the user's *network book* — one card per full buddy, filled
 from the member's own profile (provenance PROFILE) and refreshed at every preview, so a
 buddy's profile change reaches the next sync — or another of the user's books. Contacts
 match by phone key or e-mail key (one-to-one, phone first); for each matched pair
@@ -142,7 +142,7 @@ def refresh_network_book(
     user_id: str,
     now: datetime,
 ) -> Book:
-    """Bring the user's network book in line with their member buddies' profiles: new
+    """Bring the user's network book in line with their full buddies' profiles: new
     buddies get a card, changed profiles replace the PROFILE slots (merge additions and user
     edits stay), cards of former buddies that hold no user edit are removed."""
     book_pk, record = books.ensure_book(user_id, NETWORK_BOOK_ID, NETWORK_BOOK_KIND, "", now)

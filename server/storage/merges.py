@@ -17,7 +17,7 @@ from befriend.server.storage.changes import ChangeStamp
 from befriend.server.storage.repositories import _user, key_from_db, key_to_db
 
 _BATCH = 500
-FULL, ONE_WAY = 1, 2  # buddy kinds that are members
+FULL = 1  # buddy kind
 
 
 @dataclass(frozen=True)
@@ -110,11 +110,12 @@ class MergeRepository:
 
     # -- inputs --------------------------------------------------------------------------
     def member_buddies(self, user_id: str) -> list[UserRecord]:
-        """The members on the user's buddy list (full and one-way), with their profiles."""
+        """The user's full buddies (each holds the other's number), with their profiles: a
+        one-way holder has not been accepted, so sees no profile."""
         b = models.BuddyRow
         ids = (
             select(b.other_id)
-            .where(b.owner_id == user_id, b.other_id.is_not(None), b.kind.in_((FULL, ONE_WAY)))
+            .where(b.owner_id == user_id, b.other_id.is_not(None), b.kind == FULL)
             .distinct()
         )
         rows = self.s.scalars(

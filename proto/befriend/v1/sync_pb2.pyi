@@ -123,7 +123,10 @@ class _NetworkSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Network
     NETWORK_SOURCE_UNSPECIFIED: _NetworkSource.ValueType  # 0
     """Not given; invalid."""
     NETWORK_SOURCE_NETWORK_BOOK: _NetworkSource.ValueType  # 1
-    """The caller's network address book: their buddies with the profiles they share."""
+    """The caller's network address book: one card per full buddy with the profile they
+    share (display name, numbers, e-mails, IM ids, picture, homepage, address, companies,
+    birthday). One-way holders are not included: they were never accepted.
+    """
     NETWORK_SOURCE_ADDRESS_BOOK: _NetworkSource.ValueType  # 2
     """Another stored address book of the caller (e.g. an e-mail or IM book), named by
     `source_address_book`.
@@ -135,7 +138,10 @@ class NetworkSource(_NetworkSource, metaclass=_NetworkSourceEnumTypeWrapper):
 NETWORK_SOURCE_UNSPECIFIED: NetworkSource.ValueType  # 0
 """Not given; invalid."""
 NETWORK_SOURCE_NETWORK_BOOK: NetworkSource.ValueType  # 1
-"""The caller's network address book: their buddies with the profiles they share."""
+"""The caller's network address book: one card per full buddy with the profile they
+share (display name, numbers, e-mails, IM ids, picture, homepage, address, companies,
+birthday). One-way holders are not included: they were never accepted.
+"""
 NETWORK_SOURCE_ADDRESS_BOOK: NetworkSource.ValueType  # 2
 """Another stored address book of the caller (e.g. an e-mail or IM book), named by
 `source_address_book`.
@@ -851,7 +857,9 @@ Global___PreviewMergeRequest: _TypeAlias = PreviewMergeRequest  # noqa: Y015
 
 @_typing.final
 class FieldAddition(_message.Message):
-    """One field value a merge adds to a contact (a seed 000 "new addition")."""
+    """One field value a merge adds to a contact (a seed 000 "new addition"), or, on a
+    re-sync, an earlier unmodified addition it replaces or removes.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -859,14 +867,16 @@ class FieldAddition(_message.Message):
     VALUE_FIELD_NUMBER: _builtins.int
     TARGET_SIDE_FIELD_NUMBER: _builtins.int
     field: _builtins.str
-    """Contact field path receiving the value, e.g. "remark", "mobile_numbers",
-    "organizations", "picture_uri".
+    """Slot receiving the value, as in FieldProvenance.field: "remark", "mobile_numbers[2]",
+    "organizations[0].job_title", ...
     """
     target_side: Global___MergeSide.ValueType
     """The side whose contact receives the value."""
     @_builtins.property
     def value(self) -> _common_pb2.Contact:
-        """A Contact with only that field set to the added value(s)."""
+        """A Contact with only that field set to the value written (for a job title, the
+        organization with its new title); empty when an earlier addition is removed.
+        """
 
     def __init__(
         self,

@@ -66,18 +66,28 @@ class SyncServiceStub:
     content hash the device holds is never sent.
     """
     PreviewMerge: _grpc.UnaryUnaryMultiCallable[_sync_pb2.PreviewMergeRequest, _sync_pb2.PreviewMergeResponse]
-    """Computes, without changing anything, a two-way merge plan between a device address
-    book and a network source (seed 000): matched contacts (by phone number or e-mail)
-    with the fields each side would receive as new additions, and the unmatched contacts
-    of both sides. The plan is stored for a limited time and applied with ApplyMerge.
+    """Computes a two-way merge plan between a device address book and a network source
+    (seed 000): matched contacts (by phone number or e-mail) with the fields each side
+    would receive as new additions, and the unmatched contacts of both sides. The plan is
+    stored for an hour and applied with ApplyMerge. Contacts match one to one: each device
+    contact, in book order, takes the first counterpart not yet taken that shares its
+    phone number, else its e-mail address. With NETWORK_SOURCE_NETWORK_BOOK the network
+    book is first brought up to date with the full buddies' profiles (new buddies get a
+    card, changed profiles update the cards' FIELD_SOURCE_NETWORK_PROFILE values, cards of
+    former buddies without user edits are removed); those card changes appear in the
+    change feed. Nothing else changes. On a later preview, additions an earlier merge made
+    and nobody modified follow the other side: changed values are replaced, values gone
+    from the other side are removed; user edits are never touched.
     """
     ListMergePlanItems: _grpc.UnaryUnaryMultiCallable[_sync_pb2.ListMergePlanItemsRequest, _sync_pb2.ListMergePlanItemsResponse]
     """Lists the items of a previewed merge plan."""
     ApplyMerge: _grpc.UnaryUnaryMultiCallable[_sync_pb2.ApplyMergeRequest, _sync_pb2.ApplyMergeResponse]
     """Applies a previewed merge plan: new additions are written into matched contacts with
     provenance NETWORK_MERGE, and the unmatched contacts the user picked are added to the
-    other side. A plan whose inputs changed since the preview fails with ABORTED (reason
-    ETAG_MISMATCH); an expired plan fails with NOT_FOUND.
+    other side (Table 2 "new addition": the name becomes the new contact's name). A plan
+    whose inputs changed since the preview (any change to the caller's contacts) fails
+    with ABORTED (reason ETAG_MISMATCH): preview again. An expired plan fails with
+    NOT_FOUND.
     """
     UndoMerge: _grpc.UnaryUnaryMultiCallable[_sync_pb2.UndoMergeRequest, _sync_pb2.UndoMergeResponse]
     """Undoes an applied merge (seed 000 "delete"): removes the new additions of that merge
@@ -151,18 +161,28 @@ class SyncServiceAsyncStub(SyncServiceStub):
     content hash the device holds is never sent.
     """
     PreviewMerge: _aio.UnaryUnaryMultiCallable[_sync_pb2.PreviewMergeRequest, _sync_pb2.PreviewMergeResponse]  # type: ignore[assignment]
-    """Computes, without changing anything, a two-way merge plan between a device address
-    book and a network source (seed 000): matched contacts (by phone number or e-mail)
-    with the fields each side would receive as new additions, and the unmatched contacts
-    of both sides. The plan is stored for a limited time and applied with ApplyMerge.
+    """Computes a two-way merge plan between a device address book and a network source
+    (seed 000): matched contacts (by phone number or e-mail) with the fields each side
+    would receive as new additions, and the unmatched contacts of both sides. The plan is
+    stored for an hour and applied with ApplyMerge. Contacts match one to one: each device
+    contact, in book order, takes the first counterpart not yet taken that shares its
+    phone number, else its e-mail address. With NETWORK_SOURCE_NETWORK_BOOK the network
+    book is first brought up to date with the full buddies' profiles (new buddies get a
+    card, changed profiles update the cards' FIELD_SOURCE_NETWORK_PROFILE values, cards of
+    former buddies without user edits are removed); those card changes appear in the
+    change feed. Nothing else changes. On a later preview, additions an earlier merge made
+    and nobody modified follow the other side: changed values are replaced, values gone
+    from the other side are removed; user edits are never touched.
     """
     ListMergePlanItems: _aio.UnaryUnaryMultiCallable[_sync_pb2.ListMergePlanItemsRequest, _sync_pb2.ListMergePlanItemsResponse]  # type: ignore[assignment]
     """Lists the items of a previewed merge plan."""
     ApplyMerge: _aio.UnaryUnaryMultiCallable[_sync_pb2.ApplyMergeRequest, _sync_pb2.ApplyMergeResponse]  # type: ignore[assignment]
     """Applies a previewed merge plan: new additions are written into matched contacts with
     provenance NETWORK_MERGE, and the unmatched contacts the user picked are added to the
-    other side. A plan whose inputs changed since the preview fails with ABORTED (reason
-    ETAG_MISMATCH); an expired plan fails with NOT_FOUND.
+    other side (Table 2 "new addition": the name becomes the new contact's name). A plan
+    whose inputs changed since the preview (any change to the caller's contacts) fails
+    with ABORTED (reason ETAG_MISMATCH): preview again. An expired plan fails with
+    NOT_FOUND.
     """
     UndoMerge: _aio.UnaryUnaryMultiCallable[_sync_pb2.UndoMergeRequest, _sync_pb2.UndoMergeResponse]  # type: ignore[assignment]
     """Undoes an applied merge (seed 000 "delete"): removes the new additions of that merge
@@ -263,10 +283,18 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _sync_pb2.PreviewMergeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sync_pb2.PreviewMergeResponse, _abc.Awaitable[_sync_pb2.PreviewMergeResponse]]:
-        """Computes, without changing anything, a two-way merge plan between a device address
-        book and a network source (seed 000): matched contacts (by phone number or e-mail)
-        with the fields each side would receive as new additions, and the unmatched contacts
-        of both sides. The plan is stored for a limited time and applied with ApplyMerge.
+        """Computes a two-way merge plan between a device address book and a network source
+        (seed 000): matched contacts (by phone number or e-mail) with the fields each side
+        would receive as new additions, and the unmatched contacts of both sides. The plan is
+        stored for an hour and applied with ApplyMerge. Contacts match one to one: each device
+        contact, in book order, takes the first counterpart not yet taken that shares its
+        phone number, else its e-mail address. With NETWORK_SOURCE_NETWORK_BOOK the network
+        book is first brought up to date with the full buddies' profiles (new buddies get a
+        card, changed profiles update the cards' FIELD_SOURCE_NETWORK_PROFILE values, cards of
+        former buddies without user edits are removed); those card changes appear in the
+        change feed. Nothing else changes. On a later preview, additions an earlier merge made
+        and nobody modified follow the other side: changed values are replaced, values gone
+        from the other side are removed; user edits are never touched.
         """
 
     @_abc_1.abstractmethod
@@ -285,8 +313,10 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_sync_pb2.ApplyMergeResponse, _abc.Awaitable[_sync_pb2.ApplyMergeResponse]]:
         """Applies a previewed merge plan: new additions are written into matched contacts with
         provenance NETWORK_MERGE, and the unmatched contacts the user picked are added to the
-        other side. A plan whose inputs changed since the preview fails with ABORTED (reason
-        ETAG_MISMATCH); an expired plan fails with NOT_FOUND.
+        other side (Table 2 "new addition": the name becomes the new contact's name). A plan
+        whose inputs changed since the preview (any change to the caller's contacts) fails
+        with ABORTED (reason ETAG_MISMATCH): preview again. An expired plan fails with
+        NOT_FOUND.
         """
 
     @_abc_1.abstractmethod

@@ -292,30 +292,27 @@ def preview(
     loaded = repo.contacts([pk for d, n, _, _ in pairing.pairs for pk in (d, n)])
     items: list[PlanItemRow] = []
     additions_total = 0
+    # (receiving side, giving side) per target
+    sides = {
+        TARGET_DEVICE: [("device", "network")],
+        TARGET_NETWORK: [("network", "device")],
+        TARGET_BOTH: [("device", "network"), ("network", "device")],
+    }[target]
     for dev_pk, net_pk, kind, value in pairing.pairs:
         dev, net = loaded[dev_pk], loaded[net_pk]
-        dev_doc, net_doc = codec.decode(dev.contact), codec.decode(net.contact)
+        docs = {"device": codec.decode(dev.contact), "network": codec.decode(net.contact)}
+        provs = {"device": dev.provenance, "network": net.provenance}
         adds: dict[str, list[dict[str, Any]]] = {}
-        if target in (TARGET_DEVICE, TARGET_BOTH):
-            to_dev = engine.plan(
-                net_doc,
-                dev_doc,
-                engine.provs_from_json(dev.provenance),
+        for side, other in sides:
+            planned = engine.plan(
+                docs[other],
+                docs[side],
+                engine.provs_from_json(provs[side]),
                 region=region,
                 include_picture=include_pictures,
             )
-            if to_dev:
-                adds["device"] = [a.to_json() for a in to_dev]
-        if target in (TARGET_NETWORK, TARGET_BOTH):
-            to_net = engine.plan(
-                dev_doc,
-                net_doc,
-                engine.provs_from_json(net.provenance),
-                region=region,
-                include_picture=include_pictures,
-            )
-            if to_net:
-                adds["network"] = [a.to_json() for a in to_net]
+            if planned:
+                adds[side] = [a.to_json() for a in planned]
         additions_total += sum(len(v) for v in adds.values())
         items.append(
             PlanItemRow(

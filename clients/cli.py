@@ -17,6 +17,9 @@ Buddies: ``befriend buddies list [--kind full|one-way|phonebook] [--json]``, ``b
 buddies requests`` (pending one-way requests), ``befriend buddies accept|block USER_ID``,
 ``befriend buddies blocked``, ``befriend buddies unblock USER_ID`` and ``befriend buddies
 common USER_ID`` (contacts you and a full buddy both hold).
+
+Two-way sync: ``befriend sync [--book phone] [--target device|network|both] [--yes]`` and
+``befriend sync undo MERGE`` (see :mod:`befriend.clients.sync_cli`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from befriend.v1 import account_pb2, common_pb2, friendship_pb2, sync_pb2
 from . import contacts_io
 from .errors import BefriendError, Unavailable
 from .sdk import DEFAULT_TARGET, Client
+from .sync_cli import sync_app
 
 __all__ = ["app", "device_id_path", "main", "token_file_path"]
 
@@ -675,6 +679,13 @@ def common_contacts(
             common.user.removeprefix("users/") or "-",
         )
     _stdout_console().print(table)
+
+
+# --------------------------------------------------------------------------------------
+# Two-way sync (befriend.clients.sync_cli)
+# --------------------------------------------------------------------------------------
+
+app.add_typer(sync_app)
 
 
 def main() -> None:

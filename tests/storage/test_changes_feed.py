@@ -25,24 +25,24 @@ def _user(db: Database, user_id: str) -> int:
         return book.id
 
 
-def _write(db: Database, user_id: str, book: int, names: list[str], delete: int = 0) -> None:
+def _write(db: Database, user_id: str, book: int, names: list[str], delete: int = 0) -> list[int]:
     """One change: insert ``names``, and delete the contact ``delete`` (0: none)."""
     with db.transaction() as s:
         repo = ContactRepository(s)
         stamp = repo.stamp(user_id, ORIGIN_USER_EDIT)
-        for n in names:
-            repo.insert(user_id, book, n, b"", None, stamp, T0)
+        made = [repo.insert(user_id, book, n, b"", None, stamp, T0) for n in names]
         if delete:
             repo.delete(delete, None, stamp, T0 + timedelta(days=len(names)))
+        return made
 
 
 def test_feed_order_bound_and_pruning(db: Database) -> None:
     book = _user(db, "u1")
     other = _user(db, "u2")
-    _write(db, "u1", book, ["a", "b"])  # seq 1: contacts 1, 2
+    a, b = _write(db, "u1", book, ["a", "b"])  # seq 1
     _write(db, "u2", other, ["x"])  # another user's seq 1
-    _write(db, "u1", book, ["c"], delete=1)  # seq 2: contact 4, tombstone of 1 (day 1)
-    _write(db, "u1", book, [], delete=2)  # seq 3: tombstone of 2 (day 0)
+    _write(db, "u1", book, ["c"], delete=a)  # seq 2: contact c, tombstone of a (day 1)
+    _write(db, "u1", book, [], delete=b)  # seq 3: tombstone of b (day 0)
     with db.transaction(readonly=True) as s:
         repo = ContactRepository(s)
         assert repo.seq("u1") == (3, 0)
@@ -52,7 +52,7 @@ def test_feed_order_bound_and_pruning(db: Database) -> None:
             (2, KIND_TOMBSTONE),
             (3, KIND_TOMBSTONE),
         ]
-        assert items[1].tombstone is not None and items[1].tombstone.entry_pk == 1
+        assert items[1].tombstone is not None and items[1].tombstone.entry_pk == a
         # after the contact of seq 2: only the tombstones; bounded at 2: only seq 2
         assert [i.kind for i in repo.changes("u1", None, (2, 0, items[0].id), 3, 100)] == [
             KIND_TOMBSTONE,

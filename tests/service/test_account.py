@@ -27,8 +27,9 @@ from befriend.v1 import (
     common_pb2,
     friendship_pb2,
     friendship_pb2_grpc,
+    recommendation_pb2,
+    recommendation_pb2_grpc,
     sync_pb2,
-    sync_pb2_grpc,
 )
 from tests.conftest import RunningServer
 
@@ -290,10 +291,11 @@ async def test_delete_account_removes_every_row(
 
 async def test_other_services_answer_unimplemented(running_server: RunningServer) -> None:
     client = await register(running_server)
-    stub = sync_pb2_grpc.SyncServiceStub(client.channel)
+    stub = recommendation_pb2_grpc.RecommendationServiceStub(client.channel)
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.ListContacts(
-            sync_pb2.ListContactsRequest(), metadata=(("authorization", f"Bearer {client.token}"),)
+        await stub.ListRecommendations(
+            recommendation_pb2.ListRecommendationsRequest(),
+            metadata=(("authorization", f"Bearer {client.token}"),),
         )
     assert isinstance(from_grpc_error(err.value), Unimplemented)
     await client.close()

@@ -15,8 +15,12 @@ member table.
 
 With members loaded, the uploader's reciprocal contacts (40 % of the 35 % member contacts)
 hold the uploader's number in their own books, so registration and matching see real
-holders. ``BEFRIEND_BENCH_PROFILE=1`` adds a cProfile of the server-side chunk work (the same
-calls as the servicer, without gRPC) on each database.
+holders. ``BEFRIEND_BENCH_DB=sqlite`` (or ``postgres``) runs one database only.
+``BEFRIEND_BENCH_BREAKDOWN=1`` adds, per database, the server-side chunk work without gRPC
+(the same calls as the servicer) timed by phase (parse, convert, apply, match, commit) and by
+SQL statement; ``BEFRIEND_BENCH_PROFILE=1`` adds a cProfile of it too. The process CPU time
+of the upload (server and the in-process client together) is printed beside the wall time:
+on a shared machine contacts per CPU-second vary less than contacts/s.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from befriend.v1 import sync_pb2, sync_pb2_grpc
 from benchmarks._population import Loader, pg_reachable, scratch_postgres
 
 TARGET = 50_000  # contacts/s per server process
+QUOTA = 20_000  # the server's default daily key quota (the breakdown charges it too)
 CHUNK = 500
 PHONE_BOOK = sync_pb2.ADDRESS_BOOK_KIND_DEVICE_PHONE_BOOK
 
@@ -51,6 +56,7 @@ class Run:
     total_s: float
     chunks_s: list[float]
     acked: int
+    cpu_s: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -109,6 +115,7 @@ async def _upload(url: str, pop: Population, reqs: list[sync_pb2.UploadContactsR
 
         marks: list[float] = []
         acked = 0
+        cpu = time.process_time()
         t0 = time.perf_counter()
         async for ack in stub.UploadContacts(feed(), metadata=md):
             marks.append(time.perf_counter())
@@ -116,10 +123,11 @@ async def _upload(url: str, pop: Population, reqs: list[sync_pb2.UploadContactsR
             if ack.rejections:
                 raise SystemExit(f"upload rejected entries: {list(ack.rejections)[:3]}")
         total = time.perf_counter() - t0
+        cpu = time.process_time() - cpu
         if not ack.committed:
             raise SystemExit("upload did not commit")
         chunks = [b - a for a, b in zip([t0, *marks], marks, strict=False)]
-        return Run("", 0.0, register_s, total, chunks, acked)
+        return Run("", 0.0, register_s, total, chunks, acked, cpu)
     finally:
         await client.close()
         await server.stop(grace=1.0)
@@ -175,20 +183,30 @@ def _print(run: Run) -> None:
         f"{run.label:<36} {run.acked:>7,} contacts in {run.total_s:7.3f} s "
         f"{run.rate:>9,.0f} contacts/s  chunk p50 {statistics.median(body) * 1e3:6.1f} ms "
         f"max {body[-1] * 1e3:6.1f} ms  final {run.chunks_s[-1] * 1e3:7.1f} ms  "
+        f"CPU {run.cpu_s:.3f} s = {run.acked / run.cpu_s:,.0f}/CPU-s  "
         f"(register {run.register_s * 1e3:.0f} ms; setup {run.load_s:.0f} s, not measured)",
         flush=True,
     )
 
 
-def _profile(
-    url_backend: str, members: int, pop: Population, entries: list[sync_pb2.AddressBookEntry]
+def _breakdown(
+    url_backend: str,
+    members: int,
+    pop: Population,
+    entries: list[sync_pb2.AddressBookEntry],
+    profile: bool,
 ) -> None:
-    """cProfile the server-side work of each chunk (same calls as SyncServicer)."""
+    """Time each phase of each chunk's server-side work (the same calls as SyncServicer,
+    without gRPC: parse the wire bytes, convert, apply in the transaction, match on the final
+    chunk, commit) and every SQL statement; with ``profile`` also a cProfile of it all."""
+    from sqlalchemy import event
+
     from befriend.server.api import contactdoc
     from befriend.server.api.backend import utcnow
     from befriend.server.api.sync import chunk_from
     from befriend.server.records import IdentityKind, IdentityRecord
     from befriend.server.services import addressbooks, matching
+    from befriend.server.services.addressbooks import StreamState
     from befriend.server.services.registry import Registry
     from befriend.server.storage.addressbooks import AddressBookRepository
     from befriend.server.storage.db import Database
@@ -223,11 +241,33 @@ def _profile(
             matching.match_user(
                 MatchRepository(s), registry, me.user_id, now, matching.ORIGIN_REGISTRATION
             )
+        statements: dict[str, list[float]] = {}
+        started: list[float] = [0.0]
+
+        @event.listens_for(db.engine, "before_cursor_execute")
+        def _before(*_: object) -> None:
+            started[0] = time.perf_counter()
+
+        @event.listens_for(db.engine, "after_cursor_execute")
+        def _after(_c: object, _cur: object, statement: str, *_: object) -> None:
+            key = " ".join(statement.split())[:60]
+            statements.setdefault(key, []).append(time.perf_counter() - started[0])
+
+        wire = [r.SerializeToString() for r in requests(entries, "profiled")]
+        stream = StreamState()
+        phases: dict[str, list[float]] = {
+            k: [] for k in ("parse", "convert", "apply", "match", "commit", "total")
+        }
         prof = cProfile.Profile()
-        t = time.perf_counter()
-        for req in requests(entries, "profiled"):
-            chunk = chunk_from(req)
-            prof.enable()
+        cpu = time.process_time()
+        for data in wire:
+            if profile:
+                prof.enable()
+            t0 = time.perf_counter()
+            req = sync_pb2.UploadContactsRequest.FromString(data)
+            t1 = time.perf_counter()
+            chunk = chunk_from(req, QUOTA, stream)
+            t2 = time.perf_counter()
             with db.transaction() as s:
                 now = utcnow()
                 addressbooks.apply_chunk(
@@ -238,20 +278,41 @@ def _profile(
                     now,
                     contactdoc.remerge,
                 )
+                t3 = time.perf_counter()
                 if chunk.final:
                     matching.match_user(MatchRepository(s), registry, me.user_id, now, 1)
-            prof.disable()
-        took = time.perf_counter() - t
+                t4 = time.perf_counter()
+            t5 = time.perf_counter()
+            if profile:
+                prof.disable()
+            for name, took in zip(
+                phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0), strict=True
+            ):
+                phases[name].append(took)
+        cpu = time.process_time() - cpu
+        took = sum(phases["total"])
         print(
-            f"profile ({url_backend}): server-side chunk work without gRPC "
-            f"{len(entries):,} contacts in {took:.3f} s = {len(entries) / took:,.0f} contacts/s "
-            "(under cProfile, which slows it)"
+            f"breakdown ({url_backend}): server-side chunk work without gRPC, {len(entries):,} "
+            f"contacts in {took:.3f} s = {len(entries) / took:,.0f} contacts/s; process CPU "
+            f"{cpu:.3f} s = {len(entries) / cpu:,.0f} contacts per CPU-second"
+            + (" (under cProfile, which slows it)" if profile else "")
         )
-        out = io.StringIO()
-        st = pstats.Stats(prof, stream=out)
-        st.sort_stats("tottime").print_stats(15)
-        st.sort_stats("cumulative").print_stats(r"/(server|core)/", 25)
-        print(out.getvalue())
+        for name, times in phases.items():
+            body = times[:-1]
+            print(
+                f"  {name:<8} non-final chunk p50 {statistics.median(body) * 1e3:7.2f} ms "
+                f"mean {statistics.mean(body) * 1e3:7.2f} ms; final chunk "
+                f"{times[-1] * 1e3:7.2f} ms"
+            )
+        print("  SQL statements (DBAPI time, all 20 chunks; COPY is not a statement here):")
+        for key, times in sorted(statements.items(), key=lambda kv: -sum(kv[1]))[:12]:
+            print(f"    {sum(times) * 1e3:8.1f} ms {len(times):4}x  {key}")
+        if profile:
+            out = io.StringIO()
+            st = pstats.Stats(prof, stream=out)
+            st.sort_stats("tottime").print_stats(15)
+            st.sort_stats("cumulative").print_stats(r"/(server|core)/", 25)
+            print(out.getvalue())
         db.dispose()
 
     if url_backend == "sqlite":
@@ -286,8 +347,10 @@ def main() -> None:
         f"{'baseline: normalize_many alone':<36} {size:>7,} contacts in {norm:7.3f} s "
         f"{size / norm:>9,.0f} contacts/s"
     )
-    backends = ["sqlite"] + (["postgres"] if pg_reachable() else [])
-    if len(backends) == 1:
+    wanted = os.environ.get("BEFRIEND_BENCH_DB", "sqlite,postgres").split(",")
+    backends = [b for b in ("sqlite", "postgres") if b in wanted]
+    if "postgres" in backends and not pg_reachable():
+        backends.remove("postgres")
         print("PostgreSQL not reachable: SQLite only")
     for backend in backends:
         runs = []
@@ -304,9 +367,10 @@ def main() -> None:
             f"{full.rate / empty.rate:.2f}x; normalisation share "
             f"{norm / full.total_s:.1%} of the upload"
         )
-    if os.environ.get("BEFRIEND_BENCH_PROFILE"):
+    profile = bool(os.environ.get("BEFRIEND_BENCH_PROFILE"))
+    if profile or os.environ.get("BEFRIEND_BENCH_BREAKDOWN"):
         for backend in backends:
-            _profile(backend, members, pop, entries)
+            _breakdown(backend, members, pop, entries, profile)
 
 
 if __name__ == "__main__":

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 from sqlalchemy.orm import Session
 
+from befriend.core.keys import ContactLayout, contact_identities
 from befriend.server.api import auth, contactdoc, convert
 from befriend.server.api.backend import Backend, utcnow
 from befriend.server.api.contacts import ContactsApi
 from befriend.server.api.merge import MergeApi
 from befriend.server.api.status import Context
-from befriend.server.api.validate import date_problem, oversized
+from befriend.server.api.validate import MAX_REPEATED, date_problem, oversized
 from befriend.server.errors import InvalidArgument
 from befriend.server.records import EntryInput, Rejection, StoredEntry, UploadMode, UploadState
 from befriend.server.services import addressbooks, matching, pagination
-from befriend.server.services.addressbooks import Chunk, ChunkResult
+from befriend.server.services.addressbooks import Chunk, ChunkResult, StreamState
 from befriend.server.services.matching import ORIGIN_ADDRESS_BOOK
 from befriend.server.storage.addressbooks import AddressBookRepository
 from befriend.server.storage.matching import MatchRepository
@@ -26,21 +29,84 @@ DEFAULT_RESTORE_BATCH = 200
 MAX_RESTORE_BATCH = 500
 
 
-def _entry(entry: sync_pb2.AddressBookEntry) -> EntryInput:
-    contact = common_pb2.Contact()
-    contact.CopyFrom(entry.contact)
-    contact.ClearField("name")
-    contact.ClearField("etag")
+_LENGTH_DELIMITED = (
+    FieldDescriptor.TYPE_STRING,
+    FieldDescriptor.TYPE_BYTES,
+    FieldDescriptor.TYPE_MESSAGE,
+)
+
+
+def _smallest_breaking_size(descriptor: Descriptor, seen: frozenset[str] = frozenset()) -> int:
+    """Fewest serialised bytes a message of this type needs to break a limit of
+    ``oversized``: a string over MAX_STRING_CHARS takes more bytes than characters, and an item
+    of a repeated field at least two bytes (tag and length), or one in a packed scalar list."""
+    floor = 2 * MAX_REPEATED
+    for fd in descriptor.fields:
+        if fd.is_repeated and fd.type not in _LENGTH_DELIMITED:
+            floor = min(floor, MAX_REPEATED)
+        sub = fd.message_type
+        if (
+            fd.type == FieldDescriptor.TYPE_MESSAGE
+            and sub is not None
+            and sub.full_name not in seen
+        ):
+            floor = min(floor, _smallest_breaking_size(sub, seen | {descriptor.full_name}))
+    return floor
+
+
+# A contact whose serialised form is at most this long cannot exceed any size limit, so the
+# field walk of ``oversized`` runs only for bigger ones.
+_SMALL_CONTACT = _smallest_breaking_size(common_pb2.Contact.DESCRIPTOR)
+
+
+def _field(message: type[Message], name: str) -> int:
+    return int(message.DESCRIPTOR.fields_by_name[name].number)
+
+
+_C = common_pb2.Contact
+# Where the identities sit in a serialised Contact, for the compiled wire scan.
+_LAYOUT = ContactLayout(
+    mobile=_field(_C, "mobile_numbers"),
+    fixed=_field(_C, "fixed_numbers"),
+    email=_field(_C, "email_addresses"),
+    im=_field(_C, "im_ids"),
+    phone_raw=_field(common_pb2.PhoneNumber, "raw"),
+    email_raw=_field(common_pb2.EmailAddress, "raw"),
+    im_kind=_field(common_pb2.ImId, "kind"),
+    im_id=_field(common_pb2.ImId, "id"),
+    flag_fields=(_field(_C, "name"), _field(_C, "etag"), _field(_C, "birthday")),
+)
+_OUTPUT_ONLY = 0b011  # name, etag: not stored
+_BIRTHDAY = 0b100
+
+
+def _entry(
+    entry: sync_pb2.AddressBookEntry, index: int, rejected: dict[int, Rejection]
+) -> EntryInput:
+    """The domain's view of one wire entry; a malformed contact is noted in ``rejected``."""
+    contact = entry.contact
+    data = contact.SerializeToString(deterministic=True)
+    phones, emails, ims, flags = contact_identities(data, _LAYOUT)
+    if len(data) > _SMALL_CONTACT or flags & _BIRTHDAY:
+        bad = _malformed(index, entry)
+        if bad is not None:
+            rejected[index] = bad
+    if flags & _OUTPUT_ONLY:
+        copy = common_pb2.Contact()
+        copy.CopyFrom(contact)
+        copy.ClearField("name")
+        copy.ClearField("etag")
+        data = copy.SerializeToString(deterministic=True)
     return EntryInput(
-        entry_id=entry.entry_id,
-        raw=entry.raw,
-        media_type=entry.raw_media_type,
-        content_hash=entry.content_hash.lower(),
-        contact=contact.SerializeToString(deterministic=True),
-        phones=tuple(p.raw for p in [*contact.mobile_numbers, *contact.fixed_numbers]),
-        emails=tuple(e.raw for e in contact.email_addresses),
-        ims=tuple((im.kind, im.id) for im in contact.im_ids),
-        deleted=entry.deleted,
+        entry.entry_id,
+        entry.raw,
+        entry.raw_media_type,
+        entry.content_hash.lower(),
+        data,
+        phones,
+        emails,
+        ims,
+        entry.deleted,
     )
 
 
@@ -56,16 +122,17 @@ def _malformed(index: int, entry: sync_pb2.AddressBookEntry) -> Rejection | None
     return Rejection(index, entry.entry_id, *problem)
 
 
-def chunk_from(request: sync_pb2.UploadContactsRequest, daily_key_quota: int = 0) -> Chunk:
-    rejected = {}
-    for i, entry in enumerate(request.entries):
-        bad = _malformed(i, entry)
-        if bad is not None:
-            rejected[i] = bad
+def chunk_from(
+    request: sync_pb2.UploadContactsRequest,
+    daily_key_quota: int = 0,
+    stream: StreamState | None = None,
+) -> Chunk:
+    rejected: dict[int, Rejection] = {}
+    entries = [_entry(e, i, rejected) for i, e in enumerate(request.entries)]
     return Chunk(
         upload_id=request.upload_id,
         sequence=request.sequence_number,
-        entries=[_entry(e) for e in request.entries],
+        entries=entries,
         final=request.final,
         book_id=request.address_book_id,
         book_kind=int(request.address_book_kind),
@@ -77,6 +144,7 @@ def chunk_from(request: sync_pb2.UploadContactsRequest, daily_key_quota: int = 0
         ),
         rejected=rejected,
         daily_key_quota=daily_key_quota,
+        stream=stream,
     )
 
 
@@ -117,8 +185,9 @@ class SyncServicer(ContactsApi, MergeApi):
         context: Context,
     ) -> AsyncIterator[sync_pb2.UploadContactsResponse]:
         me = auth.require_user()
+        stream = StreamState()  # what the chunks of this stream share (region, held keys)
         async for request in request_iterator:
-            chunk = chunk_from(request, self.daily_key_quota)
+            chunk = chunk_from(request, self.daily_key_quota, stream)
 
             def work(s: Session, chunk: Chunk = chunk) -> ChunkResult:
                 now = utcnow()

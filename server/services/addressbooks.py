@@ -13,6 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 
+import numpy as np
+import numpy.typing as npt
+
+from befriend.core.keys import KeyRow, key_rows
 from befriend.core.normalize import Status, email_key, im_key, normalize_many
 from befriend.server.errors import (
     FailedPrecondition,
@@ -34,7 +38,7 @@ from befriend.server.records import (
 )
 from befriend.server.storage.addressbooks import AddressBookRepository, Remerge
 from befriend.server.storage.changes import ORIGIN_DEVICE_UPLOAD
-from befriend.server.storage.repositories import AccountRepository
+from befriend.server.storage.repositories import AccountRepository, key_from_db
 
 MAX_ENTRIES_PER_CHUNK = 500
 MAX_RAW_BYTES = 64 * 1024
@@ -43,6 +47,18 @@ MAX_UPLOAD_ID = 64
 UPLOAD_TTL = timedelta(hours=24)
 BOOK_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 UPLOADABLE_KINDS = frozenset({1, 2, 3})  # device phone book, e-mail book, IM book
+
+
+@dataclass
+class StreamState:
+    """What one upload stream carries from chunk to chunk, so later chunks skip queries: the
+    uploader's region (read at the first chunk) and, for the key quota, the exact keys the
+    user's books hold (read at the first quota check, then kept up to date with what the
+    stream adds). Keys another stream adds meanwhile count as new again (never fewer
+    charged); a key deleted elsewhere meanwhile still counts as held."""
+
+    region: str = ""
+    held_keys: set[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,8 @@ class Chunk:
     rejected: dict[int, Rejection] = field(default_factory=dict)
     # New distinct keys the user may submit per UTC day (0 = no limit).
     daily_key_quota: int = 0
+    # What the upload stream remembers between its chunks (None: nothing, read it all).
+    stream: StreamState | None = None
 
 
 @dataclass(frozen=True)
@@ -108,49 +126,134 @@ def _entry_problem(entry: EntryInput) -> tuple[str, str] | None:
     return None
 
 
-def entry_keys(entries: Sequence[EntryInput], region: str) -> list[list[EntryKeyRecord]]:
-    """Normalised identities of each entry: phones through the compiled batch normaliser
-    with the uploader's region; unnormalisable numbers keep their weak key."""
-    flat = [(i, raw) for i, e in enumerate(entries) for raw in e.phones]
-    out: list[list[EntryKeyRecord]] = [[] for _ in entries]
-    if flat:
-        batch = normalize_many([raw for _, raw in flat], region, weak_digits=WEAK_DIGITS)
-        for j, (i, raw) in enumerate(flat):
-            ok = batch.status[j] == Status.OK
-            weak = int(batch.weak_key[j])
+@dataclass(frozen=True)
+class ChunkKeys:
+    """Normalised identities of a list of entries, as columns: every phone (entry index,
+    raw string, normalisation result) and every other identity (e-mail, IM) that has a
+    key, each in entry order."""
+
+    count: int
+    phone_owner: npt.NDArray[np.int64]
+    phone_raw: list[str]
+    phone_ok: npt.NDArray[np.bool_]
+    phone_key: npt.NDArray[np.uint64]
+    phone_weak: npt.NDArray[np.uint64]
+    phone_e164: list[str]
+    other_owner: list[int]
+    other_kind: list[int]
+    other_key: list[int]
+    other_value: list[str]
+
+    def rows(self, user_id: str, entry_pks: Sequence[int]) -> list[KeyRow]:
+        """entry_keys rows of the entries with ``entry_pks[i] >= 0``, each entry's identities
+        deduplicated by (kind, value) (compiled kernel)."""
+        return key_rows(
+            user_id,
+            entry_pks,
+            int(IdentityKind.PHONE),
+            self.phone_owner,
+            self.phone_ok,
+            self.phone_key,
+            self.phone_weak,
+            self.phone_e164,
+            self.phone_raw,
+            self.other_owner,
+            self.other_kind,
+            self.other_key,
+            self.other_value,
+        )
+
+    def exact_keys(self) -> set[int]:
+        """Distinct exact keys (normalised phones, e-mails, IM ids) of all the entries."""
+        keys = set(self.phone_key[self.phone_ok].tolist())
+        keys.update(self.other_key)
+        return keys
+
+    def records(self) -> list[list[EntryKeyRecord]]:
+        """Per entry, its identities in order (phones, e-mails, IM ids), not deduplicated."""
+        out: list[list[EntryKeyRecord]] = [[] for _ in range(self.count)]
+        phone = IdentityKind.PHONE
+        for j, (i, raw, ok, key, weak) in enumerate(
+            zip(
+                self.phone_owner.tolist(),
+                self.phone_raw,
+                self.phone_ok.tolist(),
+                self.phone_key.tolist(),
+                self.phone_weak.tolist(),
+                strict=True,
+            )
+        ):
             if ok or weak:
-                out[i].append(
-                    EntryKeyRecord(
-                        IdentityKind.PHONE,
-                        int(batch.key[j]) if ok else None,
-                        weak or None,
-                        batch.e164[j] if ok else raw[:320],
-                    )
-                )
+                value = self.phone_e164[j] if ok else raw[:320]
+                out[i].append(EntryKeyRecord(phone, key if ok else None, weak or None, value))
+        for i, kind, key, value in zip(
+            self.other_owner, self.other_kind, self.other_key, self.other_value, strict=True
+        ):
+            out[i].append(EntryKeyRecord(IdentityKind(kind), key, None, value))
+        return out
+
+
+def chunk_keys(entries: Sequence[EntryInput], region: str) -> ChunkKeys:
+    """Normalised identities of the entries: phones through the compiled batch normaliser
+    with the uploader's region (unnormalisable numbers keep their weak key), e-mails and IM
+    ids through their key functions (invalid ones are not matchable: no key)."""
+    owner = [i for i, e in enumerate(entries) for _ in e.phones]
+    raws = [raw for e in entries for raw in e.phones]
+    batch = normalize_many(raws, region, weak_digits=WEAK_DIGITS)
+    other_owner: list[int] = []
+    other_kind: list[int] = []
+    other_key: list[int] = []
+    other_value: list[str] = []
+    email, im = int(IdentityKind.EMAIL), int(IdentityKind.IM)
     for i, e in enumerate(entries):
+        if not (e.emails or e.ims):
+            continue
         for raw in e.emails:
             try:
                 value, key = email_key(raw)
             except ValueError:
                 continue  # kept in the as-is copy; just not matchable
-            out[i].append(EntryKeyRecord(IdentityKind.EMAIL, key, None, value))
+            other_owner.append(i)
+            other_kind.append(email)
+            other_key.append(key)
+            other_value.append(value)
         for kind, ident in e.ims:
             try:
                 value, key = im_key(kind, ident)
             except ValueError:
                 continue
-            out[i].append(EntryKeyRecord(IdentityKind.IM, key, None, value))
-    return out
+            other_owner.append(i)
+            other_kind.append(im)
+            other_key.append(key)
+            other_value.append(value)
+    return ChunkKeys(
+        len(entries),
+        np.asarray(owner, dtype=np.int64),
+        raws,
+        batch.status == int(Status.OK),
+        batch.key,
+        batch.weak_key,
+        batch.e164,
+        other_owner,
+        other_kind,
+        other_key,
+        other_value,
+    )
 
 
-def _dedupe(keys: list[EntryKeyRecord]) -> list[EntryKeyRecord]:
-    seen: set[tuple[int, str]] = set()
-    unique = []
-    for k in keys:
-        if (k.kind, k.value) not in seen:
-            seen.add((k.kind, k.value))
-            unique.append(k)
-    return unique
+def entry_keys(entries: Sequence[EntryInput], region: str) -> list[list[EntryKeyRecord]]:
+    """Normalised identities of each entry (see ``chunk_keys``), in order: phones, e-mails,
+    IM ids."""
+    return chunk_keys(entries, region).records()
+
+
+def _records(rows: Sequence[KeyRow]) -> list[EntryKeyRecord]:
+    return [
+        EntryKeyRecord(
+            IdentityKind(kind), key_from_db(key) if key is not None else None, weak, value
+        )
+        for _, _, kind, key, weak, value in rows
+    ]
 
 
 def apply_chunk(
@@ -221,30 +324,28 @@ def apply_chunk(
     accepted = [e for i, e in enumerate(chunk.entries) if i not in rejections]
     live = [e for e in accepted if not e.deleted]
     stamp = books.stamp(user_id, ORIGIN_DEVICE_UPLOAD, upload.device_id)
-    books.delete_entries(book_pk, [e.entry_id for e in accepted if e.deleted], stamp, now)
-    region = accounts.region_of(user_id)
-    keys = entry_keys(live, region)
+    deleted = [e.entry_id for e in accepted if e.deleted]
+    if deleted:
+        books.delete_entries(book_pk, deleted, stamp, now)
+    stream = chunk.stream if chunk.stream is not None else StreamState()
+    if not stream.region:
+        stream.region = accounts.region_of(user_id)
+    keys = chunk_keys(live, stream.region)
     if chunk.daily_key_quota:
-        _spend_quota(books, user_id, keys, chunk.daily_key_quota, now)
-    filled = [
-        (
-            e
-            if e.content_hash
-            else EntryInput(
-                e.entry_id,
-                e.raw,
-                e.media_type,
-                hashlib.sha256(e.raw).hexdigest(),
-                e.contact,
-                e.phones,
-                e.emails,
-                e.ims,
-            ),
-            _dedupe(k),
-        )
-        for e, k in zip(live, keys, strict=True)
-    ]
-    books.upsert_entries(user_id, book_pk, upload_pk, filled, now, stamp, remerge)
+        _spend_quota(books, user_id, keys.exact_keys(), chunk.daily_key_quota, now, stream)
+    hashes = [e.content_hash or hashlib.sha256(e.raw).hexdigest() for e in live]
+    books.write_entries(
+        user_id,
+        book_pk,
+        upload_pk,
+        live,
+        hashes,
+        lambda pks: keys.rows(user_id, pks),
+        _records,
+        now,
+        stamp,
+        remerge,
+    )
     state = UploadState.COMMITTED if chunk.final else UploadState.IN_PROGRESS
     books.advance_upload(
         upload_pk,
@@ -274,16 +375,20 @@ def apply_chunk(
 def _spend_quota(
     books: AddressBookRepository,
     user_id: str,
-    keys: Sequence[Sequence[EntryKeyRecord]],
+    exact: set[int],
     limit: int,
     now: datetime,
+    stream: StreamState,
 ) -> None:
     """Enumeration defence: count keys new to the user's books against a daily quota.
 
     Over the quota the chunk is refused whole with RESOURCE_EXHAUSTED and a retry delay
     until the next UTC day; nothing of it is stored (the upload can resume then)."""
-    exact = {k.key for ks in keys for k in ks if k.key is not None}
-    new = len(exact - books.known_keys(user_id, sorted(exact)))
+    if not exact:
+        return
+    if stream.held_keys is None:
+        stream.held_keys = books.user_keys(user_id)
+    new = len(exact - stream.held_keys)
     if not new:
         return
     day = now.date().isoformat()
@@ -297,6 +402,7 @@ def _spend_quota(
             retry_after=(tomorrow - now).total_seconds(),
         )
     books.add_quota(user_id, day, new)
+    stream.held_keys |= exact
 
 
 def upload_status(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from befriend.server.records import (
     UploadState,
 )
 from befriend.server.storage import models
-from befriend.server.storage.bulk import bulk_insert, bulk_update
+from befriend.server.storage.bulk import bulk_insert, bulk_update, insert_returning, insert_tuples
 from befriend.server.storage.changes import ChangeStamp
 from befriend.server.storage.repositories import key_from_db, key_to_db
 
@@ -29,6 +30,10 @@ _BATCH = 500  # rows per IN (...) list
 # provenance, names of the fields that changed): how a re-uploaded entry combines with what
 # merges and user edits added to it.
 Remerge = Callable[[bytes, Any, bytes], tuple[bytes, Any, list[str]]]
+
+# entry_keys rows (entry_pk, user_id, kind, key as stored, weak_key, value)
+KeyRow = tuple[int, str, int, int | None, int | None, str]
+_KEY_COLUMNS = ("entry_pk", "user_id", "kind", "key", "weak_key", "value")
 
 
 def _book(row: models.AddressBook) -> BookRecord:
@@ -313,6 +318,86 @@ class AddressBookRepository:
             bulk_insert(self.s, models.table(models.EntryKey), key_rows)
         return len(changed) + len(fresh)
 
+    def write_entries(
+        self,
+        user_id: str,
+        book_pk: int,
+        upload_pk: int,
+        entries: Sequence[EntryInput],
+        hashes: Sequence[str],
+        key_rows: Callable[[Sequence[int]], list[KeyRow]],
+        key_records: Callable[[Sequence[KeyRow]], list[EntryKeyRecord]],
+        now: datetime,
+        stamp: ChangeStamp,
+        remerge: Remerge | None = None,
+    ) -> int:
+        """``upsert_entries`` for an upload chunk (``hashes[i]``: the content hash of
+        ``entries[i]``): the entries the book lacks are inserted by one statement that skips
+        the ones it holds, and their keys by one bulk insert (``key_rows`` maps the entries'
+        primary keys, -1 for none, to their entry_keys rows); only the entries the book held
+        go through ``upsert_entries`` (``key_records`` turns their rows into records).
+        Returns how many entries changed."""
+        if not entries:
+            return 0
+        e = models.ContactEntry
+        unstamped = not stamp.taken
+        inserted = dict(
+            (entry_id, pk)
+            for pk, entry_id in insert_returning(
+                self.s,
+                models.table(e),
+                {
+                    "book_pk": book_pk,
+                    "user_id": user_id,
+                    "upload_pk": upload_pk,
+                    "created_at": now,
+                    "updated_at": now,
+                    "version": 1,
+                    **stamp.values(),
+                },
+                ("entry_id", "raw", "raw_media_type", "content_hash", "contact"),
+                [
+                    (x.entry_id, x.raw, x.media_type, h, x.contact)
+                    for x, h in zip(entries, hashes, strict=True)
+                ],
+                conflict=("book_pk", "entry_id"),
+                returning=("id", "entry_id"),
+            )
+        )
+        if not inserted and unstamped:
+            stamp.give_back()  # nothing new: the number goes to the first real change
+        pks = [inserted.get(x.entry_id, -1) for x in entries]
+        held = [i for i, pk in enumerate(pks) if pk < 0]
+        insert_tuples(self.s, models.table(models.EntryKey), _KEY_COLUMNS, key_rows(pks))
+        if not held:
+            return len(entries)
+        # Entries the book held (an earlier upload, or an earlier chunk of this one): compare,
+        # update in place or only move them to this upload, as upsert_entries does.
+        mark = [-1] * len(entries)
+        for n, i in enumerate(held):
+            mark[i] = n
+        by_entry: list[list[KeyRow]] = [[] for _ in held]
+        for row in key_rows(mark):
+            by_entry[row[0]].append(row)
+        changed = self.upsert_entries(
+            user_id,
+            book_pk,
+            upload_pk,
+            [
+                (
+                    entries[i]
+                    if entries[i].content_hash == hashes[i]
+                    else replace(entries[i], content_hash=hashes[i]),
+                    key_records(by_entry[n]),
+                )
+                for n, i in enumerate(held)
+            ],
+            now,
+            stamp,
+            remerge,
+        )
+        return len(entries) - len(held) + changed
+
     def drop_entries_not_in_upload(
         self, book_pk: int, upload_pk: int, stamp: ChangeStamp, now: datetime
     ) -> int:
@@ -350,17 +435,36 @@ class AddressBookRepository:
         ]
 
     # -- enumeration quota ---------------------------------------------------------------
+    def user_keys(self, user_id: str) -> set[int]:
+        """Every exact key the user's books hold."""
+        rows = self.s.execute(
+            select(models.EntryKey.key).where(
+                models.EntryKey.user_id == user_id, models.EntryKey.key.is_not(None)
+            )
+        ).scalars()
+        return {key_from_db(k) for k in rows if k is not None}
+
     def known_keys(self, user_id: str, keys: Sequence[int]) -> set[int]:
         """Which of these keys the user's books already hold."""
         found: set[int] = set()
         wanted = [key_to_db(k) for k in keys]
+        conn = self.s.connection()
+        sqlite = conn.dialect.name == "sqlite"
         for i in range(0, len(wanted), _BATCH):
-            rows = self.s.execute(
-                select(models.EntryKey.key).where(
-                    models.EntryKey.user_id == user_id,
-                    models.EntryKey.key.in_(wanted[i : i + _BATCH]),
-                )
-            ).scalars()
+            part = wanted[i : i + _BATCH]
+            if sqlite:
+                # The planner would walk all of the user's keys (ix_entry_keys_user_id) for
+                # each batch; probing the key index costs in proportion to the batch.
+                rows: Any = conn.exec_driver_sql(
+                    "SELECT key FROM entry_keys INDEXED BY ix_entry_keys_key "
+                    f"WHERE user_id = ? AND key IN ({', '.join('?' * len(part))})",
+                    (user_id, *part),
+                ).scalars()
+            else:  # one array parameter: no 500-parameter statement to plan each time
+                rows = conn.exec_driver_sql(
+                    "SELECT key FROM entry_keys WHERE user_id = %s AND key = ANY(%s::bigint[])",
+                    (user_id, part),
+                ).scalars()
             found.update(key_from_db(k) for k in rows if k is not None)
         return found
 

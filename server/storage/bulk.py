@@ -5,11 +5,131 @@ own type processors (so values are stored exactly as the ORM would store them)."
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, Table, bindparam, insert, update
+from sqlalchemy import JSON, DateTime, LargeBinary, Table, bindparam, insert, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
+
+
+def _processor(table: Table, column: str, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """How a value of the column is bound, as the ORM would bind it, minus driver work that
+    changes nothing stored: on SQLite a datetime becomes the string the sqlite3 module's
+    default adapter writes (``isoformat(" ")``), and bytes stay bytes (not a memoryview)."""
+    kind = table.c[column].type
+    proc = kind.bind_processor(dialect)
+    if dialect.name == "postgresql":
+        return json.dumps if isinstance(kind, JSON) else proc
+    if dialect.name != "sqlite":
+        return proc
+    if isinstance(kind, LargeBinary):
+        return None if proc is None else (lambda v: v if type(v) is bytes else proc(v))
+    if not isinstance(kind, DateTime) and not isinstance(getattr(kind, "impl", None), DateTime):
+        return proc
+
+    def sqlite_value(value: Any) -> Any:
+        out = proc(value) if proc is not None else value
+        return out.isoformat(" ") if isinstance(out, datetime) else out
+
+    return sqlite_value
+
+
+def db_value(session: Session, table: Table, column: str, value: Any) -> Any:
+    """One value as bulk inserts bind it (for constants of a hand-written statement)."""
+    proc = _processor(table, column, session.connection().dialect)
+    return value if proc is None or value is None else proc(value)
+
+
+def insert_tuples(
+    session: Session, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert rows given as tuples of values that need no bind processing (ints, strings,
+    bytes, None): executemany on SQLite, COPY on PostgreSQL."""
+    if not rows:
+        return
+    conn = session.connection()
+    dialect = conn.dialect
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(c) for c in columns)
+    if dialect.name == "postgresql":
+        raw: Any = conn.connection.dbapi_connection
+        with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" * len(columns))
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", list(rows))
+
+
+@lru_cache(maxsize=64)
+def _sqlite_values_sql(head: str, consts: int, width: int, rows: int, tail: str) -> str:
+    shared = ", ".join(f"?{i + 1}" for i in range(consts))
+    groups = []
+    for r in range(rows):
+        base = consts + r * width
+        own = ", ".join(f"?{base + k + 1}" for k in range(width))
+        groups.append(f"({shared}, {own})")
+    return f"{head} VALUES {', '.join(groups)} {tail}"
+
+
+def insert_returning(
+    session: Session,
+    table: Table,
+    constants: Mapping[str, Any],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    conflict: Sequence[str],
+    returning: Sequence[str],
+) -> list[tuple[Any, ...]]:
+    """Insert ``rows`` (tuples over ``columns``, values needing no bind processing) with the
+    ``constants`` (bound once, as the ORM binds them) in one statement per batch; rows whose
+    ``conflict`` columns clash with a stored row are skipped. Returns the ``returning``
+    columns of the inserted rows. SQLite: one multi-row VALUES statement (the constants are
+    shared numbered parameters); PostgreSQL: one INSERT … SELECT from ``unnest`` of one
+    array per column."""
+    if not rows:
+        return []
+    conn = session.connection()
+    dialect = conn.dialect
+    quote = dialect.identifier_preparer.quote
+    consts = [db_value(session, table, c, v) for c, v in constants.items()]
+    names = ", ".join(quote(c) for c in [*constants, *columns])
+    on_conflict = f"ON CONFLICT ({', '.join(quote(c) for c in conflict)}) DO NOTHING"
+    back = f"RETURNING {', '.join(quote(c) for c in returning)}"
+    out: list[tuple[Any, ...]] = []
+    if dialect.name == "postgresql":
+        types = [table.c[c].type.compile(dialect=dialect) for c in columns]
+        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        aliases = ", ".join(f"u{i}" for i in range(len(columns)))
+        sql = (
+            f"INSERT INTO {table.name} ({names}) "
+            f"SELECT {', '.join(['%s'] * len(consts))}, {aliases} "
+            f"FROM unnest({arrays}) WITH ORDINALITY AS u({aliases}, n) ORDER BY n "
+            f"{on_conflict} {back}"
+        )
+        pg_params = (*consts, *(list(col) for col in zip(*rows, strict=True)))
+        out.extend(tuple(r) for r in conn.exec_driver_sql(sql, pg_params))
+        return out
+    width = len(columns)
+    batch = max(1, (30_000 - len(consts)) // width)  # SQLite's host-parameter limit is 32,766
+    for start in range(0, len(rows), batch):
+        part = rows[start : start + batch]
+        sql = _sqlite_values_sql(
+            f"INSERT INTO {table.name} ({names})",
+            len(consts),
+            width,
+            len(part),
+            f"{on_conflict} {back}",
+        )
+        params: list[Any] = list(consts)
+        for row in part:
+            params.extend(row)
+        out.extend(tuple(r) for r in conn.exec_driver_sql(sql, tuple(params)))
+    return out
 
 
 def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -20,12 +140,8 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     conn = session.connection()
     dialect = conn.dialect
     columns = list(rows[0])
-    procs: list[Any] = [table.c[c].type.bind_processor(dialect) for c in columns]
-    if dialect.name == "postgresql":  # COPY takes JSON as text; psycopg adapts it otherwise
-        procs = [
-            json.dumps if isinstance(table.c[c].type, JSON) else proc
-            for c, proc in zip(columns, procs, strict=True)
-        ]
+    # (COPY takes JSON as text on PostgreSQL; psycopg adapts it otherwise.)
+    procs: list[Any] = [_processor(table, c, dialect) for c in columns]
 
     # Columns are often one value for every row (the transaction's timestamp): process a
     # value again only when it is not the very object processed last.

@@ -73,6 +73,24 @@ class ChangeStamp:
             self._seq = next_seq(self.s, self.user_id)
         return self._seq
 
+    @property
+    def taken(self) -> bool:
+        """Whether this transaction took its change number yet."""
+        return self._seq is not None
+
+    def give_back(self) -> None:
+        """Return the change number when nothing was stamped with it after all (an insert
+        that found every row already stored). The counter row stays locked by this
+        transaction, so no one took a number after it."""
+        if self._seq is None:
+            return
+        self.s.execute(
+            update(models.ChangeCounter)
+            .where(models.ChangeCounter.user_id == self.user_id)
+            .values(seq=models.ChangeCounter.seq - 1)
+        )
+        self._seq = None
+
     def values(self, changed_fields: str = "") -> dict[str, Any]:
         """Column values of a contact row written by this change."""
         return {

@@ -1,0 +1,152 @@
+"""apply_chunk's write path on SQLite and PostgreSQL: new entries in one conflict-skipping
+insert, re-sent entries through the in-place upsert (ids kept, identical ones not stamped),
+keys per entry deduplicated, the change number given back when nothing changed, and the
+per-stream state (region, held keys for the quota)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from befriend.server.errors import ResourceExhausted
+from befriend.server.records import EntryInput, IdentityKind, IdentityRecord, UploadMode
+from befriend.server.services import addressbooks
+from befriend.server.services.addressbooks import Chunk, StreamState
+from befriend.server.storage import models
+from befriend.server.storage.addressbooks import AddressBookRepository
+from befriend.server.storage.changes import current_seq
+from befriend.server.storage.db import Database
+from befriend.server.storage.repositories import AccountRepository
+
+NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+USER = "u" * 32
+
+
+def _entry(entry_id: str, phones: tuple[str, ...], contact: bytes = b"c") -> EntryInput:
+    return EntryInput(
+        entry_id,
+        f"raw {entry_id} {contact!r}".encode(),
+        "text/plain",
+        "",
+        contact,
+        phones,
+        ("A@Example.com",),
+        (("qq", "1"),),
+    )
+
+
+def _apply(db: Database, chunk: Chunk) -> None:
+    with db.transaction() as s:
+        addressbooks.apply_chunk(
+            AddressBookRepository(s),
+            AccountRepository(s),
+            USER,
+            chunk,
+            NOW,
+            lambda old, prov, new: (new, prov, ["display_name"]),
+        )
+
+
+def _chunk(upload: str, seq: int, entries: list[EntryInput], **kw: object) -> Chunk:
+    return Chunk(
+        upload,
+        seq,
+        entries,
+        book_id="phone",
+        book_kind=1,
+        device_id="d1",
+        mode=UploadMode.INCREMENTAL,
+        **kw,
+    )  # type: ignore[arg-type]
+
+
+def _rows(db: Database) -> dict[str, tuple[int, int, int]]:
+    e = models.ContactEntry
+    with db.transaction(readonly=True) as s:
+        return {
+            eid: (pk, seq, version)
+            for eid, pk, seq, version in s.execute(
+                select(e.entry_id, e.id, e.change_seq, e.version)
+            )
+        }
+
+
+def _keys(db: Database) -> list[tuple[int, int, str]]:
+    k = models.EntryKey
+    with db.transaction(readonly=True) as s:
+        return sorted(
+            (pk, kind, v) for pk, kind, v in s.execute(select(k.entry_pk, k.kind, k.value))
+        )
+
+
+@pytest.fixture
+def user(db: Database) -> None:
+    with db.transaction() as s:
+        AccountRepository(s).add_user(
+            USER,
+            display_name="U",
+            region_code="CN",
+            time_zone="UTC",
+            profile={},
+            identities=[
+                IdentityRecord(
+                    IdentityKind.PHONE, "+8613900000000", 8613900000000, "+8613900000000"
+                )
+            ],
+            now=NOW,
+        )
+
+
+def test_new_resent_and_changed_entries(db: Database, user: None) -> None:
+    a = _entry("a", ("138 0013 8000", "+86 138 0013 8000", "0086 13800138000"))
+    b = _entry("b", ("garbage 12345678",))
+    _apply(db, _chunk("up1", 1, [a, b]))
+    first = _rows(db)
+    assert set(first) == {"a", "b"} and {v[1] for v in first.values()} == {1}
+    keys = _keys(db)
+    # a: one phone row (three spellings of one number), one e-mail, one IM
+    assert [k for k in keys if k[0] == first["a"][0]] == sorted(
+        [
+            (first["a"][0], 1, "+8613800138000"),
+            (first["a"][0], 2, "A@example.com"),
+            (first["a"][0], 3, "qq:1"),
+        ]
+    )
+    # b's number keeps its weak key row with the raw string
+    assert (first["b"][0], 1, "garbage 12345678") in keys
+    with db.transaction(readonly=True) as s:
+        assert current_seq(s, USER)[0] == 1
+
+    # the same entries again in a new upload: nothing changes, no change number is taken
+    _apply(db, _chunk("up2", 1, [a, b]))
+    assert _rows(db) == first
+    assert _keys(db) == keys
+    with db.transaction(readonly=True) as s:
+        assert current_seq(s, USER)[0] == 1
+
+    # a changed, c new, in one chunk: a keeps its id, both get the next change number
+    a2 = _entry("a", ("+85291234567",), b"c2")
+    c = _entry("c", ("13800138001",))
+    _apply(db, _chunk("up3", 1, [a2, c]))
+    after = _rows(db)
+    assert after["a"][0] == first["a"][0] and after["a"][1:] == (2, 2)
+    assert after["c"][1] == 2 and after["b"] == first["b"]
+    assert (after["a"][0], 1, "+85291234567") in _keys(db)
+    assert (after["a"][0], 1, "+8613800138000") not in _keys(db)
+
+
+def test_stream_state_and_quota(db: Database, user: None) -> None:
+    stream = StreamState()
+    entries = [_entry(f"e{i}", (f"1380013{i:04d}",)) for i in range(3)]
+    _apply(db, _chunk("up", 1, entries[:2], daily_key_quota=4, stream=stream))
+    assert stream.region == "CN"
+    assert stream.held_keys is not None and 8613800130000 in stream.held_keys
+    # e-mail + IM + 2 phones = 4 new keys used; one more phone is over the quota
+    with pytest.raises(ResourceExhausted):
+        _apply(db, _chunk("up", 2, entries[2:], daily_key_quota=4, stream=stream))
+    # keys already held cost nothing, with or without the stream's memory
+    _apply(db, _chunk("up", 2, entries[:1], daily_key_quota=4, stream=stream))
+    _apply(db, _chunk("up", 3, entries[1:2], daily_key_quota=4))
+    assert set(_rows(db)) == {"e0", "e1"}

@@ -75,7 +75,7 @@ def test_contact_identities_match_protobuf(c: common_pb2.Contact, junk: bytes) -
     assert keys.contact_identities(odd, LAYOUT) == expected(parsed)
     # truncated or garbage bytes: both raise WireError or agree
     for broken in (data[: len(data) // 2] + junk, junk):
-        outcomes = []
+        outcomes: list[object] = []
         for impl in (keys.contact_identities, _pykeys.contact_identities):
             try:
                 outcomes.append(impl(broken, LAYOUT))
@@ -110,9 +110,7 @@ def chunks(draw: Any) -> dict[str, Any]:
         "phone_owner": p_owner,
         "phone_ok": draw(st.lists(st.booleans(), min_size=np_, max_size=np_)),
         "phone_key": draw(st.lists(st.integers(1, TOP - 1), min_size=np_, max_size=np_)),
-        "phone_weak": draw(
-            st.lists(st.sampled_from([0, 1234567, 7]), min_size=np_, max_size=np_)
-        ),
+        "phone_weak": draw(st.lists(st.sampled_from([0, 1234567, 7]), min_size=np_, max_size=np_)),
         "phone_e164": draw(st.lists(values, min_size=np_, max_size=np_)),
         "phone_raw": draw(
             st.lists(values | st.text(min_size=300, max_size=340), min_size=np_, max_size=np_)

@@ -49,7 +49,14 @@ def _apply(db: Database, chunk: Chunk) -> None:
         )
 
 
-def _chunk(upload: str, seq: int, entries: list[EntryInput], **kw: object) -> Chunk:
+def _chunk(
+    upload: str,
+    seq: int,
+    entries: list[EntryInput],
+    *,
+    daily_key_quota: int = 0,
+    stream: StreamState | None = None,
+) -> Chunk:
     return Chunk(
         upload,
         seq,
@@ -58,8 +65,9 @@ def _chunk(upload: str, seq: int, entries: list[EntryInput], **kw: object) -> Ch
         book_kind=1,
         device_id="d1",
         mode=UploadMode.INCREMENTAL,
-        **kw,
-    )  # type: ignore[arg-type]
+        daily_key_quota=daily_key_quota,
+        stream=stream,
+    )
 
 
 def _rows(db: Database) -> dict[str, tuple[int, int, int]]:

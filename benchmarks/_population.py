@@ -347,3 +347,226 @@ def _create_indexes(db: Database, statements: Sequence[str]) -> None:
             conn.execute(text("SET max_parallel_maintenance_workers = 2"))
         for sql in statements:
             conn.execute(text(sql))
+
+
+# -- whole books and buddy rows from arrays (bench_refresh) -----------------------------------
+def drop_secondary(db: Database, table: str) -> list[str]:
+    """Drop ``table``'s secondary indexes and, on PostgreSQL, its unique and foreign-key
+    constraints; return the statements that restore them (``restore_secondary``).
+
+    Foreign keys come back ``NOT VALID``: enforced for every later write (so the measured
+    writes pay for them), without re-checking the bulk-loaded rows. SQLite keeps the indexes
+    of inline UNIQUE constraints (they cannot be dropped)."""
+    out: list[str] = []
+    with db.engine.begin() as conn:
+        if db.is_sqlite:
+            rows = conn.execute(
+                text(
+                    "SELECT name, sql FROM sqlite_master WHERE type='index' "
+                    "AND tbl_name=:t AND sql IS NOT NULL"
+                ),
+                {"t": table},
+            ).all()
+            for name, sql in rows:
+                conn.execute(text(f'DROP INDEX "{name}"'))
+                out.append(sql)
+            return out
+        cons = conn.execute(
+            text(
+                "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = CAST(:t AS regclass) AND contype IN ('u', 'f')"
+            ),
+            {"t": table},
+        ).all()
+        for name, _, _ in cons:
+            conn.execute(text(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"'))
+        rows = conn.execute(
+            text(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = :t "
+                "AND indexname <> :pk"
+            ),
+            {"t": table, "pk": f"{table}_pkey"},
+        ).all()
+        for name, _ in rows:
+            conn.execute(text(f'DROP INDEX "{name}"'))
+        out = [sql for _, sql in rows]
+        out += [f'ALTER TABLE {table} ADD CONSTRAINT "{n}" {d}' for n, c, d in cons if c == "u"]
+        fks = [(n, d) for n, c, d in cons if c == "f"]
+        out += [f'ALTER TABLE {table} ADD CONSTRAINT "{n}" {d} NOT VALID' for n, d in fks]
+    return out
+
+
+def restore_secondary(db: Database, statements: Sequence[str]) -> None:
+    _create_indexes(db, statements)
+
+
+def _id_list(values: np.ndarray[Any, Any]) -> list[int]:
+    return values.astype(np.int64).tolist()  # type: ignore[no-any-return]
+
+
+class ArrayLoader(Loader):
+    """Loads books and buddy rows given as numpy arrays (one phone key per contact entry).
+
+    ``user_ids[i]`` is the user id of user index ``i``; the book of user ``i`` is
+    address_books row ``i + 1``."""
+
+    def _bulk(self, tables: Sequence[str], bulk: bool, load: Any, progress: bool, what: str) -> int:
+        t0 = time.perf_counter()
+        saved = [s for t in tables for s in drop_secondary(self.db, t)] if bulk else []
+        n = int(load())
+        t1 = time.perf_counter()
+        restore_secondary(self.db, saved)
+        if progress:
+            print(
+                f"  {what}: {n:,} rows loaded in {t1 - t0:.0f} s"
+                + (f", indexes rebuilt in {time.perf_counter() - t1:.0f} s" if bulk else ""),
+                flush=True,
+            )
+        return n
+
+    def address_books(self, user_ids: Sequence[str], owners: np.ndarray[Any, Any]) -> int:
+        ts = self._ts
+        rows = ((o + 1, user_ids[o], "phone", 1, "bench", 300, 1, ts, ts) for o in _id_list(owners))
+        return self.insert(
+            "address_books",
+            (
+                "id",
+                "user_id",
+                "book_id",
+                "kind",
+                "device_id",
+                "entry_count",
+                "version",
+                "created_at",
+                "updated_at",
+            ),
+            rows,
+        )
+
+    def phone_entries(
+        self,
+        user_ids: Sequence[str],
+        owner: np.ndarray[Any, Any],
+        keys: np.ndarray[Any, Any],
+        first_id: int,
+        *,
+        bulk: bool = True,
+        progress: bool = True,
+    ) -> int:
+        """contact_entries + entry_keys: entry ``j`` of the arrays is contact_entries row
+        ``first_id + j`` (minimal: empty raw and contact) in the book of ``owner[j]``, with
+        one entry_keys row (same id) holding the phone key ``keys[j]``."""
+        ts = self._ts
+        n = owner.shape[0]
+        step = 500_000
+
+        def entry_rows() -> Iterator[tuple[Any, ...]]:
+            for s in range(0, n, step):
+                own = _id_list(owner[s : s + step])
+                for j, o in enumerate(own, first_id + s):
+                    yield (j, o + 1, user_ids[o], f"e{j}", b"", "", "", b"", ts, ts)
+
+        def key_rows() -> Iterator[tuple[Any, ...]]:
+            for s in range(0, n, step):
+                own = _id_list(owner[s : s + step])
+                k = keys[s : s + step]
+                signed = _signed(k)
+                weak = (k % np.uint64(10_000_000)).astype(np.int64).tolist()
+                for j, o, key, w in zip(
+                    range(first_id + s, first_id + s + len(own)), own, signed, weak, strict=True
+                ):
+                    yield (j, j, user_ids[o], PHONE, key, w, f"+{key}")
+
+        entry_cols = (
+            "id",
+            "book_pk",
+            "user_id",
+            "entry_id",
+            "raw",
+            "raw_media_type",
+            "content_hash",
+            "contact",
+            "created_at",
+            "updated_at",
+        )
+        key_cols = ("id", "entry_pk", "user_id", "kind", "key", "weak_key", "value")
+        self._bulk(
+            ["contact_entries"],
+            bulk,
+            lambda: self.insert("contact_entries", entry_cols, entry_rows()),
+            progress,
+            "contact_entries",
+        )
+        out = self._bulk(
+            ["entry_keys"],
+            bulk,
+            lambda: self.insert("entry_keys", key_cols, key_rows()),
+            progress,
+            "entry_keys",
+        )
+        self.fix_sequences(["address_books", "contact_entries", "entry_keys"])
+        return out
+
+    def buddy_rows(
+        self,
+        user_ids: Sequence[str],
+        owner: np.ndarray[Any, Any],
+        other: np.ndarray[Any, Any],
+        kind: np.ndarray[Any, Any],
+        keys: np.ndarray[Any, Any],
+        entry_pk: np.ndarray[Any, Any],
+        *,
+        origin: int = 1,
+        key_kind: int = PHONE,
+        bulk: bool = True,
+        progress: bool = True,
+    ) -> int:
+        """buddies rows as the matching repository stores them: ``other[j] < 0`` is a
+        phonebook buddy (other_id NULL)."""
+        ts = self._ts
+        n = owner.shape[0]
+        step = 500_000
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            i = 1
+            for s in range(0, n, step):
+                part = zip(
+                    _id_list(owner[s : s + step]),
+                    _id_list(other[s : s + step]),
+                    _id_list(kind[s : s + step]),
+                    _signed(keys[s : s + step]),
+                    _id_list(entry_pk[s : s + step]),
+                    strict=True,
+                )
+                for o, t, k, key, e in part:
+                    yield (
+                        i,
+                        user_ids[o],
+                        user_ids[t] if t >= 0 else None,
+                        k,
+                        key,
+                        key_kind,
+                        e,
+                        origin,
+                        ts,
+                        ts,
+                    )
+                    i += 1
+
+        cols = (
+            "id",
+            "owner_id",
+            "other_id",
+            "kind",
+            "key",
+            "key_kind",
+            "entry_pk",
+            "origin",
+            "created_at",
+            "updated_at",
+        )
+        out = self._bulk(
+            ["buddies"], bulk, lambda: self.insert("buddies", cols, rows()), progress, "buddies"
+        )
+        self.fix_sequences(["buddies"])
+        return out

@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from befriend.core import merge
 from befriend.v1 import common_pb2
@@ -22,11 +24,74 @@ CONTACT_FIELDS = tuple(
 )
 
 
+_SCALAR, _SCALARS, _ENUM, _ENUMS, _MESSAGE, _MESSAGES, _GENERIC = range(7)
+# Field types MessageToDict renders differently from their Python value.
+_JSON_AS_TEXT = frozenset(
+    {
+        FieldDescriptor.TYPE_BYTES,
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+        FieldDescriptor.TYPE_FLOAT,
+        FieldDescriptor.TYPE_DOUBLE,
+    }
+)
+_plans: dict[FieldDescriptor, tuple[int, dict[int, str]]] = {}
+
+
+def _plan(fd: FieldDescriptor) -> tuple[int, dict[int, str]]:
+    if fd.type == FieldDescriptor.TYPE_MESSAGE:
+        if fd.message_type.full_name.startswith("google.protobuf."):
+            return _GENERIC, {}
+        return (_MESSAGES if fd.is_repeated else _MESSAGE), {}
+    if fd.type == FieldDescriptor.TYPE_ENUM:
+        names = {v.number: v.name for v in fd.enum_type.values}
+        return (_ENUMS if fd.is_repeated else _ENUM), names
+    if fd.type in _JSON_AS_TEXT:
+        return _GENERIC, {}
+    return (_SCALARS if fd.is_repeated else _SCALAR), {}
+
+
+def _message_to_doc(message: Message) -> dict[str, Any]:
+    """``MessageToDict(message, preserving_proto_field_name=True)`` for the scalar, enum and
+    message fields a Contact has, faster (it runs for every merged contact); any other field
+    type falls back to ``MessageToDict``."""
+    out: dict[str, Any] = {}
+    for fd, value in message.ListFields():
+        plan = _plans.get(fd)
+        if plan is None:
+            plan = _plans[fd] = _plan(fd)
+        kind, names = plan
+        if kind == _SCALAR:
+            out[fd.name] = value
+        elif kind == _MESSAGES:
+            out[fd.name] = [_message_to_doc(v) for v in value]
+        elif kind == _MESSAGE:
+            out[fd.name] = _message_to_doc(value)
+        elif kind == _ENUM:
+            out[fd.name] = names.get(value, value)
+        elif kind == _SCALARS:
+            out[fd.name] = list(value)
+        elif kind == _ENUMS:
+            out[fd.name] = [names.get(v, v) for v in value]
+        else:
+            return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return out
+
+
 def to_doc(contact: common_pb2.Contact) -> dict[str, Any]:
-    return json_format.MessageToDict(contact, preserving_proto_field_name=True)
+    return _message_to_doc(contact)
 
 
 def from_doc(doc: dict[str, Any]) -> common_pb2.Contact:
+    """The inverse of :func:`to_doc` (``ParseDict``; the keyword constructor when it can)."""
+    if "update_time" not in doc:
+        try:
+            return common_pb2.Contact(**doc)
+        except (TypeError, ValueError):
+            pass  # an unknown key or an odd value: ParseDict decides
     return json_format.ParseDict(doc, common_pb2.Contact(), ignore_unknown_fields=True)
 
 

@@ -42,11 +42,11 @@ _plans: dict[FieldDescriptor, tuple[int, dict[int, str]]] = {}
 
 
 def _plan(fd: FieldDescriptor) -> tuple[int, dict[int, str]]:
-    if fd.type == FieldDescriptor.TYPE_MESSAGE:
+    if fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type is not None:
         if fd.message_type.full_name.startswith("google.protobuf."):
             return _GENERIC, {}
         return (_MESSAGES if fd.is_repeated else _MESSAGE), {}
-    if fd.type == FieldDescriptor.TYPE_ENUM:
+    if fd.type == FieldDescriptor.TYPE_ENUM and fd.enum_type is not None:
         names = {v.number: v.name for v in fd.enum_type.values}
         return (_ENUMS if fd.is_repeated else _ENUM), names
     if fd.type in _JSON_AS_TEXT:

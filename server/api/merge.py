@@ -64,7 +64,7 @@ def _addition_value(a: engine.Addition) -> common_pb2.Contact:
 def _item_pb(me: str, view: ItemView) -> sync_pb2.MergePlanItem:
     r = view.item
     out = sync_pb2.MergePlanItem(
-        item_id=str(r.item_no),
+        item_id=merge.item_id(r),
         kind=r.kind,  # type: ignore[arg-type]
         match_basis=r.basis,  # type: ignore[arg-type]
     )
@@ -165,28 +165,26 @@ class MergeApi:
         if request.page_size < 0:
             raise InvalidArgument.field("page_size", "must not be negative")
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
-        after = -1
+        position = (0, -1)
         if request.page_token:
             try:
-                token_plan, _, no = request.page_token.partition(":")
-                after = int(no)
+                token_plan, phase, after = request.page_token.split(":")
+                position = (int(phase), int(after))
             except ValueError:
                 raise InvalidArgument.field("page_token", "malformed") from None
             if token_plan != plan_id:
                 raise InvalidArgument.field("page_token", "belongs to another plan")
 
-        def work(s: Session) -> list[ItemView]:
+        def work(s: Session) -> sync_pb2.ListMergePlanItemsResponse:
             repo = MergeRepository(s)
             plan = merge.get_plan(repo, me, plan_id, utcnow())
-            return merge.list_items(repo, plan, int(request.kind), after, size + 1)
+            views, nxt = merge.list_items(repo, plan, int(request.kind), position, size)
+            return sync_pb2.ListMergePlanItemsResponse(
+                items=[_item_pb(me, v) for v in views],
+                next_page_token=f"{plan_id}:{nxt[0]}:{nxt[1]}" if nxt else "",
+            )
 
-        views = await self.backend.read(work)
-        more = len(views) > size
-        views = views[:size]
-        return sync_pb2.ListMergePlanItemsResponse(
-            items=[_item_pb(me, v) for v in views],
-            next_page_token=f"{plan_id}:{views[-1].item.item_no}" if more else "",
-        )
+        return await self.backend.read(work)
 
     async def ApplyMerge(
         self, request: sync_pb2.ApplyMergeRequest, context: Context

@@ -319,10 +319,8 @@ def preview(
                 len(items), MATCHED, dev_pk, net_pk, _BASIS[kind], kind, value, adds or None
             )
         )
-    items += [
-        PlanItemRow(len(items) + i, UNMATCHED_DEVICE, pk, None, 0, 0, "", None)
-        for i, pk in enumerate(pairing.device_unmatched)
-    ]
+    # Unmatched device contacts are not stored: they are the book's other contacts, listed
+    # from the book itself (a 100,000-contact book would otherwise write 100,000 rows).
     items += [
         PlanItemRow(len(items) + i, UNMATCHED_NETWORK, None, pk, 0, 0, "", None)
         for i, pk in enumerate(pairing.network_unmatched)
@@ -370,14 +368,49 @@ class ItemView:
     network: StoredContact | None
 
 
+def item_id(row: PlanItemRow) -> str:
+    """Stored items are numbered; an unmatched device contact is named by its contact id."""
+    return f"d{row.device_entry_pk}" if row.kind == UNMATCHED_DEVICE else str(row.item_no)
+
+
+# Listing order: matched items, then the device book's unmatched contacts, then the network
+# side's unmatched contacts. A position is (phase, last item number or contact id).
+_PHASES = (MATCHED, UNMATCHED_DEVICE, UNMATCHED_NETWORK)
+
+
 def list_items(
-    repo: MergeRepository, plan: PlanRow, kind: int, after: int, limit: int
-) -> list[ItemView]:
-    rows = repo.plan_items(plan.pk, kinds=[kind] if kind else [], after=after, limit=limit)
+    repo: MergeRepository, plan: PlanRow, kind: int, position: tuple[int, int], limit: int
+) -> tuple[list[ItemView], tuple[int, int] | None]:
+    """Up to ``limit`` items after ``position`` (of ``kind``, 0 for all), and the position
+    after the last one, or None at the end."""
+    phase, after = position
+    rows: list[PlanItemRow] = []
+    while phase < len(_PHASES) and len(rows) < limit:
+        wanted = _PHASES[phase]
+        if kind and kind != wanted:
+            phase, after = phase + 1, -1
+            continue
+        want = limit - len(rows)
+        if wanted == UNMATCHED_DEVICE:
+            got = [
+                PlanItemRow(-1, UNMATCHED_DEVICE, pk, None, 0, 0, "", None)
+                for pk in repo.unmatched_device(plan.pk, plan.device_book_pk, after, want)
+            ]
+        else:
+            got = repo.plan_items(plan.pk, kinds=[wanted], after=after, limit=want)
+        rows += got
+        if len(got) < want:
+            phase, after = phase + 1, -1
+        else:
+            last = got[-1]
+            if wanted == UNMATCHED_DEVICE:
+                after = last.device_entry_pk or 0
+            else:
+                after = last.item_no
     loaded = repo.contacts(
         [pk for r in rows for pk in (r.device_entry_pk, r.network_entry_pk) if pk is not None]
     )
-    return [
+    views = [
         ItemView(
             r,
             loaded.get(r.device_entry_pk) if r.device_entry_pk is not None else None,
@@ -385,6 +418,7 @@ def list_items(
         )
         for r in rows
     ]
+    return views, ((phase, after) if phase < len(_PHASES) else None)
 
 
 # -- apply / undo ---------------------------------------------------------------------------
@@ -421,14 +455,36 @@ def doc_keys(docs: Sequence[engine.Doc], region: str) -> list[list[EntryKeyRecor
     return out
 
 
-def _item_nos(ids: Sequence[str], field_name: str) -> list[int]:
-    try:
-        nos = [int(i) for i in ids]
-    except ValueError:
+def _items_named(
+    repo: MergeRepository, plan: PlanRow, ids: Sequence[str], kinds: set[int], field_name: str
+) -> list[PlanItemRow]:
+    """The plan's items with these item ids, which must be of ``kinds``."""
+    nos: set[int] = set()
+    device_pks: set[int] = set()
+    for i in ids:
+        digits = i[1:] if i.startswith("d") else i
+        if not digits.isdigit():
+            raise InvalidArgument.field(field_name, f"{i!r} is not an item id of the plan")
+        (device_pks if i.startswith("d") else nos).add(int(digits))
+    rows = repo.plan_items(plan.pk, item_nos=sorted(nos)) if nos else []
+    bad = {str(n) for n in nos - {r.item_no for r in rows}}
+    bad |= {item_id(r) for r in rows if r.kind not in kinds}
+    if device_pks:
+        unmatched = set(repo.unmatched_device(plan.pk, plan.device_book_pk, pks=device_pks))
+        bad |= {f"d{pk}" for pk in device_pks - unmatched}
+        if UNMATCHED_DEVICE in kinds:
+            rows += [
+                PlanItemRow(-1, UNMATCHED_DEVICE, pk, None, 0, 0, "", None)
+                for pk in sorted(unmatched)
+            ]
+        else:
+            bad |= {f"d{pk}" for pk in unmatched}
+    if bad:
+        what = "MATCHED" if MATCHED in kinds else "UNMATCHED"
         raise InvalidArgument.field(
-            field_name, "item ids are the item_id values of the plan"
-        ) from None
-    return nos
+            field_name, f"items {sorted(bad)} are not {what} items of the plan"
+        )
+    return rows
 
 
 @dataclass
@@ -463,21 +519,12 @@ def apply_plan(
             reason="ETAG_MISMATCH",
             metadata={"field": "etag"},
         )
-    excluded = set(_item_nos(excluded_ids, "excluded_item_ids"))
-    added = set(_item_nos(added_ids, "added_item_ids"))
-    for nos, kinds, name in (
-        (excluded, {MATCHED}, "excluded_item_ids"),
-        (added, {UNMATCHED_DEVICE, UNMATCHED_NETWORK}, "added_item_ids"),
-    ):
-        if not nos:
-            continue
-        rows = repo.plan_items(plan.pk, item_nos=sorted(nos))
-        bad = (nos - {r.item_no for r in rows}) | {r.item_no for r in rows if r.kind not in kinds}
-        if bad:
-            what = "MATCHED" if name == "excluded_item_ids" else "UNMATCHED"
-            raise InvalidArgument.field(
-                name, f"items {sorted(bad)} are not {what} items of the plan"
-            )
+    excluded = {
+        r.item_no for r in _items_named(repo, plan, excluded_ids, {MATCHED}, "excluded_item_ids")
+    }
+    creations = _items_named(
+        repo, plan, added_ids, {UNMATCHED_DEVICE, UNMATCHED_NETWORK}, "added_item_ids"
+    )
     merge_id = secrets.token_hex(8)
     t = micros(now)
     stamp = ChangeStamp(repo.s, user_id, ORIGIN_MERGE)
@@ -486,7 +533,6 @@ def apply_plan(
         for r in repo.plan_items(plan.pk, kinds=[MATCHED])
         if r.item_no not in excluded and r.additions
     ]
-    creations = repo.plan_items(plan.pk, item_nos=sorted(added)) if added else []
     loaded = repo.contacts(
         [
             pk
@@ -538,7 +584,7 @@ def apply_plan(
             new_contact=True,
         )
         doc, provs = engine.apply({}, None, adds, merge=merge_id, time=t)
-        entry_id = f"merge-{merge_id}-{r.item_no}"
+        entry_id = f"merge-{merge_id}-{item_id(r)}"
         book_pk = plan.device_book_pk if into_device else plan.source_book_pk
         by_book.setdefault(book_pk, []).append(
             (entry_id, codec.encode(doc), engine.provs_to_json(provs) or None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -353,6 +353,31 @@ class MergeRepository:
             )
             for r in self.s.scalars(query)
         ]
+
+    def unmatched_device(
+        self,
+        plan_pk: int,
+        book_pk: int,
+        after: int = -1,
+        limit: int | None = None,
+        *,
+        pks: Collection[int] | None = None,
+    ) -> list[int]:
+        """Ids of the device book's contacts the plan did not match, ascending."""
+        e, i = models.ContactEntry, models.MergePlanItemRow
+        matched = select(i.device_entry_pk).where(
+            i.plan_pk == plan_pk, i.kind == 1, i.device_entry_pk.is_not(None)
+        )
+        query = (
+            select(e.id)
+            .where(e.book_pk == book_pk, e.id > after, e.id.not_in(matched))
+            .order_by(e.id)
+        )
+        if pks is not None:
+            query = query.where(e.id.in_(list(pks)))
+        if limit is not None:
+            query = query.limit(limit)
+        return list(self.s.scalars(query))
 
     def purge_plans(self, before: datetime) -> None:
         self.s.execute(delete(models.MergePlanRow).where(models.MergePlanRow.expires_at < before))

@@ -311,6 +311,17 @@ async def test_unmatched_contacts_are_listed_and_can_be_added(
     ]
     names = {i.device_snapshot.display_name or i.network_snapshot.display_name for i in unmatched}
     assert names == {"Dan", "Carol"}
+    # One item a page walks every kind once, in order: matched, device, network.
+    paged = [
+        (i.kind, i.item_id)
+        async for i in a.client.sync.iter_merge_plan_items(plan.name, page_size=1)
+    ]
+    assert [k for k, _ in paged] == [
+        MATCHED,
+        sync_pb2.MERGE_PLAN_ITEM_KIND_UNMATCHED_DEVICE,
+        sync_pb2.MERGE_PLAN_ITEM_KIND_UNMATCHED_NETWORK,
+    ]
+    assert len({i for _, i in paged}) == 3
     merge = await a.client.sync.apply_merge(
         plan.name, plan.etag, added_item_ids=[i.item_id for i in unmatched]
     )

@@ -196,7 +196,7 @@ class MergeApi:
         def work(s: Session) -> tuple[sync_pb2.ApplyMergeResponse, str]:
             now = utcnow()
             repo = MergeRepository(s)
-            record, rekeyed = merge.apply_plan(
+            record, changed_keys = merge.apply_plan(
                 repo,
                 CODEC,
                 me,
@@ -207,7 +207,7 @@ class MergeApi:
                 added_ids=list(request.added_item_ids),
                 now=now,
             )
-            if rekeyed:
+            if changed_keys:
                 _rematch(s, backend, me, now)
             return sync_pb2.ApplyMergeResponse(merge=_merge_pb(me, record)), me
 
@@ -230,7 +230,7 @@ class MergeApi:
 
         def work(s: Session) -> tuple[sync_pb2.UndoMergeResponse, str]:
             now = utcnow()
-            result, rekeyed = merge.undo_merge(
+            result, changed_keys = merge.undo_merge(
                 MergeRepository(s),
                 CODEC,
                 me,
@@ -239,7 +239,7 @@ class MergeApi:
                 contact_pks=pks,
                 now=now,
             )
-            if rekeyed:
+            if changed_keys:
                 _rematch(s, backend, me, now)
             return (
                 sync_pb2.UndoMergeResponse(

@@ -403,10 +403,7 @@ def list_items(
             phase, after = phase + 1, -1
         else:
             last = got[-1]
-            if wanted == UNMATCHED_DEVICE:
-                after = last.device_entry_pk or 0
-            else:
-                after = last.item_no
+            after = (last.device_entry_pk or 0) if wanted == UNMATCHED_DEVICE else last.item_no
     loaded = repo.contacts(
         [pk for r in rows for pk in (r.device_entry_pk, r.network_entry_pk) if pk is not None]
     )
@@ -506,9 +503,9 @@ def apply_plan(
     excluded_ids: Sequence[str],
     added_ids: Sequence[str],
     now: datetime,
-) -> tuple[MergeRecord, bool]:
-    """Apply a previewed plan; returns the merge and whether device-book identities changed
-    (buddy matching then runs again)."""
+) -> tuple[MergeRecord, set[int]]:
+    """Apply a previewed plan; returns the merge and the identity keys added to or removed
+    from the user's books (buddy matching then runs for them)."""
     if etag != plan_etag(plan):
         raise Aborted(
             "etag does not match the merge plan", reason="ETAG_MISMATCH", metadata={"field": "etag"}
@@ -598,9 +595,12 @@ def apply_plan(
             doc, keyed = created_docs[entry_id]
             if keyed:
                 w.rekey.append((pk, doc))
+    changed_keys: set[int] = set()
     if w.rekey:
         keys = doc_keys([d for _, d in w.rekey], region)
-        repo.replace_keys(user_id, [(pk, k) for (pk, _), k in zip(w.rekey, keys, strict=True)])
+        changed_keys = repo.replace_keys(
+            user_id, [(pk, k) for (pk, _), k in zip(w.rekey, keys, strict=True)]
+        )
     record = repo.create_merge(
         user_id,
         merge_id=merge_id,
@@ -612,7 +612,7 @@ def apply_plan(
         undone_at=None,
     )
     repo.add_merge_contacts(record.pk, w.touched)
-    return record, bool(w.rekey)
+    return record, changed_keys
 
 
 def undo_merge(
@@ -624,7 +624,7 @@ def undo_merge(
     merge_id: str,
     contact_pks: Sequence[int],
     now: datetime,
-) -> tuple[UndoResult, bool]:
+) -> tuple[UndoResult, set[int]]:
     """Seed 000 deletion of a merge's new additions (all, or those of some contacts)."""
     record = repo.merge(user_id, merge_id)
     if record is None:
@@ -668,10 +668,13 @@ def undo_merge(
             if c.book_pk in device_books and _KEYED_FIELDS.intersection(changed):
                 rekey.append((pk, new_doc))
     repo.update_contacts(updates, stamp, now)
+    changed_keys = repo.keys_of(doomed)
     removed_contacts = repo.delete_contacts(doomed, stamp, now)
     if rekey:
         keys = doc_keys([d for _, d in rekey], region)
-        repo.replace_keys(user_id, [(pk, k) for (pk, _), k in zip(rekey, keys, strict=True)])
+        changed_keys |= repo.replace_keys(
+            user_id, [(pk, k) for (pk, _), k in zip(rekey, keys, strict=True)]
+        )
     if not contact_pks and record.undone_at is None:
         record = repo.set_undone(record.pk, now)
-    return UndoResult(record, removed, kept, removed_contacts), bool(rekey or doomed)
+    return UndoResult(record, removed, kept, removed_contacts), changed_keys

@@ -257,11 +257,28 @@ class MergeRepository:
             bump="version",
         )
 
+    def keys_of(self, pks: Sequence[int]) -> set[int]:
+        """The identity keys these contacts hold."""
+        k = models.EntryKey
+        out: set[int] = set()
+        wanted = list(pks)
+        for i in range(0, len(wanted), _BATCH):
+            out.update(
+                key_from_db(key)
+                for key in self.s.scalars(
+                    select(k.key).where(k.entry_pk.in_(wanted[i : i + _BATCH]), k.key.is_not(None))
+                )
+                if key is not None
+            )
+        return out
+
     def replace_keys(
         self, user_id: str, keyed: Sequence[tuple[int, Sequence[EntryKeyRecord]]]
-    ) -> None:
-        """Replace the normalised identities of these contacts (the buddy-matching index)."""
+    ) -> set[int]:
+        """Replace the normalised identities of these contacts (the buddy-matching index);
+        returns the keys removed or added."""
         pks = [pk for pk, _ in keyed]
+        changed = self.keys_of(pks)
         for i in range(0, len(pks), _BATCH):
             self.s.execute(
                 delete(models.EntryKey).where(models.EntryKey.entry_pk.in_(pks[i : i + _BATCH]))
@@ -280,6 +297,7 @@ class MergeRepository:
         ]
         if rows:
             bulk_insert(self.s, models.table(models.EntryKey), rows)
+        return changed | {k.key for _, keys in keyed for k in keys if k.key is not None}
 
     def delete_contacts(self, pks: Sequence[int], stamp: ChangeStamp, now: datetime) -> int:
         removed = 0

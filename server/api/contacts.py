@@ -22,7 +22,7 @@ from befriend.server.errors import InvalidArgument, NotFound
 from befriend.server.services import contacts, matching
 from befriend.server.services.contacts import Codec
 from befriend.server.services.matching import ORIGIN_ADDRESS_BOOK
-from befriend.server.storage.addressbooks import AddressBookRepository
+from befriend.server.storage.addressbooks import AddressBookRepository, KeyDelta
 from befriend.server.storage.contacts import ContactRepository, ContactRow, FeedItem, SettingsRow
 from befriend.server.storage.matching import MatchRepository
 from befriend.server.storage.repositories import AccountRepository
@@ -208,10 +208,17 @@ class ContactsApi:
         )
         return sync_pb2.GetContactResponse(contact=synced(me, row))
 
-    def _rematch(self, s: Session, user_id: str, now: datetime) -> None:
-        matching.match_user(
-            MatchRepository(s), self.backend.registry, user_id, now, ORIGIN_ADDRESS_BOOK
-        )
+    def _rematch(self, s: Session, user_id: str, now: datetime, delta: KeyDelta) -> None:
+        """Match the keys the edit added or removed (nothing when it changed none)."""
+        if delta.changed:
+            matching.match_user(
+                MatchRepository(s),
+                self.backend.registry,
+                user_id,
+                now,
+                ORIGIN_ADDRESS_BOOK,
+                keys=delta.keys,
+            )
 
     async def CreateContact(
         self, request: sync_pb2.CreateContactRequest, context: Context
@@ -222,6 +229,7 @@ class ContactsApi:
 
         def work(s: Session) -> tuple[sync_pb2.CreateContactResponse, str]:
             now = utcnow()
+            delta = KeyDelta()
             row = contacts.create_contact(
                 ContactRepository(s),
                 AddressBookRepository(s),
@@ -231,8 +239,9 @@ class ContactsApi:
                 contactdoc.to_doc(request.contact),
                 CODEC,
                 now,
+                delta,
             )
-            self._rematch(s, me, now)
+            self._rematch(s, me, now, delta)
             return sync_pb2.CreateContactResponse(contact=synced(me, row)), me
 
         return await self.backend.mutate(
@@ -253,8 +262,10 @@ class ContactsApi:
 
         def work(s: Session) -> tuple[sync_pb2.UpdateContactResponse, str]:
             now = utcnow()
+            delta = KeyDelta()
             result = contacts.update_contact(
                 ContactRepository(s),
+                AddressBookRepository(s),
                 AccountRepository(s),
                 me,
                 contact_id,
@@ -263,9 +274,9 @@ class ContactsApi:
                 paths,
                 CODEC,
                 now,
+                delta,
             )
-            if result.rekeyed:
-                self._rematch(s, me, now)
+            self._rematch(s, me, now, delta)
             return sync_pb2.UpdateContactResponse(contact=synced(me, result.row)), me
 
         return await self.backend.mutate(
@@ -280,10 +291,17 @@ class ContactsApi:
 
         def work(s: Session) -> tuple[sync_pb2.DeleteContactResponse, str]:
             now = utcnow()
+            delta = KeyDelta()
             contacts.delete_contact(
-                ContactRepository(s), AddressBookRepository(s), me, contact_id, request.etag, now
+                ContactRepository(s),
+                AddressBookRepository(s),
+                me,
+                contact_id,
+                request.etag,
+                now,
+                delta,
             )
-            self._rematch(s, me, now)
+            self._rematch(s, me, now, delta)
             return sync_pb2.DeleteContactResponse(), me
 
         return await self.backend.mutate(

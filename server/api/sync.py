@@ -199,9 +199,14 @@ class SyncServicer(ContactsApi, MergeApi):
                     now,
                     contactdoc.remerge,
                 )
-                if chunk.final and not result.replayed:
+                if result.rekeyed:  # only the keys this chunk added or removed
                     matching.match_user(
-                        MatchRepository(s), self.backend.registry, me, now, ORIGIN_ADDRESS_BOOK
+                        MatchRepository(s),
+                        self.backend.registry,
+                        me,
+                        now,
+                        ORIGIN_ADDRESS_BOOK,
+                        keys=result.keys,
                     )
                 return result
 

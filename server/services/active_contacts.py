@@ -17,7 +17,7 @@ from befriend.server.services import matching
 from befriend.server.services.accounts import get_user
 from befriend.server.services.addressbooks import entry_keys
 from befriend.server.services.registry import Registry
-from befriend.server.storage.addressbooks import AddressBookRepository
+from befriend.server.storage.addressbooks import AddressBookRepository, KeyDelta
 from befriend.server.storage.changes import ORIGIN_USER_EDIT
 from befriend.server.storage.matching import (
     ACTIVE_CONFIRMED,
@@ -136,7 +136,13 @@ def confirm(
         ]
         keys = entry_keys(entries, get_user(accounts, user_id).region_code)
         stamp = books.stamp(user_id, ORIGIN_USER_EDIT)
-        books.upsert_entries(user_id, book_pk, 0, list(zip(entries, keys, strict=True)), now, stamp)
+        delta = KeyDelta()  # the confirmed numbers' keys, where their contacts are new
+        books.upsert_entries(
+            user_id, book_pk, 0, list(zip(entries, keys, strict=True)), now, stamp, delta=delta
+        )
         books.touch_book(book_pk, "", now)
-        matching.match_user(repo, registry, user_id, now, ORIGIN_ACTIVE_CONTACT)
+        if delta.changed:
+            matching.match_user(
+                repo, registry, user_id, now, ORIGIN_ACTIVE_CONTACT, keys=delta.keys
+            )
     return chosen, repo.members_by_e164([p.e164 for p in chosen])

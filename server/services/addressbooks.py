@@ -36,7 +36,7 @@ from befriend.server.records import (
     UploadRecord,
     UploadState,
 )
-from befriend.server.storage.addressbooks import AddressBookRepository, Remerge
+from befriend.server.storage.addressbooks import AddressBookRepository, KeyDelta, Remerge
 from befriend.server.storage.changes import ORIGIN_DEVICE_UPLOAD
 from befriend.server.storage.repositories import AccountRepository, key_from_db
 
@@ -84,6 +84,10 @@ class ChunkResult:
     upload: UploadRecord  # the upload's progress after this chunk
     rejections: list[Rejection]
     replayed: bool  # the chunk had been applied before; nothing changed
+    # Exact keys of the entry_keys rows the chunk inserted or deleted (old and new keys of
+    # the contacts whose identities it changed), for matching.match_user(keys=...).
+    keys: frozenset[int] = frozenset()
+    rekeyed: bool = False  # the chunk inserted or deleted any entry_keys row (weak ones too)
 
 
 def _check_header(chunk: Chunk) -> None:
@@ -325,8 +329,9 @@ def apply_chunk(
     live = [e for e in accepted if not e.deleted]
     stamp = books.stamp(user_id, ORIGIN_DEVICE_UPLOAD, upload.device_id)
     deleted = [e.entry_id for e in accepted if e.deleted]
+    delta = KeyDelta()
     if deleted:
-        books.delete_entries(book_pk, deleted, stamp, now)
+        books.delete_entries(book_pk, deleted, stamp, now, delta)
     stream = chunk.stream if chunk.stream is not None else StreamState()
     if not stream.region:
         stream.region = accounts.region_of(user_id)
@@ -345,6 +350,7 @@ def apply_chunk(
         now,
         stamp,
         remerge,
+        delta,
     )
     state = UploadState.COMMITTED if chunk.final else UploadState.IN_PROGRESS
     books.advance_upload(
@@ -357,7 +363,7 @@ def apply_chunk(
         expires_at=now + UPLOAD_TTL,
     )
     if chunk.final and upload.mode == UploadMode.FULL_SNAPSHOT:
-        books.drop_entries_not_in_upload(book_pk, upload_pk, stamp, now)
+        books.drop_entries_not_in_upload(book_pk, upload_pk, stamp, now, delta)
     if chunk.final:  # the book's count and version move once per committed upload
         books.touch_book(book_pk, upload.device_id, now)
     progressed = replace(
@@ -369,7 +375,13 @@ def apply_chunk(
         updated_at=now,
         expires_at=now + UPLOAD_TTL,
     )
-    return ChunkResult(progressed, sorted(rejections.values(), key=lambda r: r.index), False)
+    return ChunkResult(
+        progressed,
+        sorted(rejections.values(), key=lambda r: r.index),
+        False,
+        frozenset(delta.keys),
+        delta.changed,
+    )
 
 
 def _spend_quota(

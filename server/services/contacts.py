@@ -27,7 +27,7 @@ from befriend.core import merge
 from befriend.server.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from befriend.server.records import EntryInput, EntryKeyRecord
 from befriend.server.services.addressbooks import entry_keys
-from befriend.server.storage.addressbooks import AddressBookRepository
+from befriend.server.storage.addressbooks import AddressBookRepository, KeyDelta
 from befriend.server.storage.changes import ORIGIN_USER_EDIT
 from befriend.server.storage.contacts import (
     KIND_CONTACT,
@@ -282,8 +282,10 @@ def create_contact(
     doc: Doc,
     codec: Codec,
     now: datetime,
+    delta: KeyDelta | None = None,
 ) -> ContactRow:
-    """A user-created contact: every slot USER_EDIT, its identities indexed for matching."""
+    """A user-created contact: every slot USER_EDIT, its identities indexed for matching
+    (their keys noted in ``delta``)."""
     pk, device_id = book_pk(repo, user_id, book_id, "address_book")
     for key in ("name", "etag", "update_time", "device_contact_id"):
         doc.pop(key, None)
@@ -299,7 +301,7 @@ def create_contact(
         stamp,
         now,
     )
-    repo.replace_keys(user_id, contact_id, _keys(doc, accounts.region_of(user_id)))
+    books.replace_entry_keys(user_id, contact_id, _keys(doc, accounts.region_of(user_id)), delta)
     books.touch_book(pk, device_id, now)
     return get_contact(repo, user_id, contact_id)
 
@@ -308,11 +310,12 @@ def create_contact(
 class Updated:
     row: ContactRow
     changed: list[str]  # top-level fields that changed (empty: a no-op edit)
-    rekeyed: bool  # numbers, e-mails or IM ids changed
+    rekeyed: bool  # its identities (numbers, e-mails, IM ids) and so its entry_keys changed
 
 
 def update_contact(
     repo: ContactRepository,
+    books: AddressBookRepository,
     accounts: AccountRepository,
     user_id: str,
     contact_id: int,
@@ -321,9 +324,12 @@ def update_contact(
     paths: Sequence[str],
     codec: Codec,
     now: datetime,
+    delta: KeyDelta | None = None,
 ) -> Updated:
     """Seed 000 modification: the masked fields take the new values and become owned data
-    (USER_EDIT); a no-op edit changes nothing (same etag, no change-feed entry)."""
+    (USER_EDIT); a no-op edit changes nothing (same etag, no change-feed entry). When the
+    contact's identities change, the keys of its old and new entry_keys rows go to
+    ``delta``."""
     check_mask(paths, merge.EDITABLE_FIELDS)
     if not given_etag:
         raise InvalidArgument.field("contact.etag", "required: the etag the edit is based on")
@@ -358,9 +364,9 @@ def update_contact(
             reason="ETAG_MISMATCH",
             metadata={"field": "contact.etag"},
         )
-    rekeyed = bool(KEY_FIELDS.intersection(changed))
-    if rekeyed:
-        repo.replace_keys(user_id, contact_id, _keys(new_doc, region))
+    rekeyed = bool(KEY_FIELDS.intersection(changed)) and books.replace_entry_keys(
+        user_id, contact_id, _keys(new_doc, region), delta
+    )
     return Updated(get_contact(repo, user_id, contact_id), changed, rekeyed)
 
 
@@ -371,11 +377,15 @@ def delete_contact(
     contact_id: int,
     given_etag: str,
     now: datetime,
+    delta: KeyDelta | None = None,
 ) -> None:
-    """Delete a contact, leaving a tombstone for the change feed."""
+    """Delete a contact, leaving a tombstone for the change feed (its keys noted in
+    ``delta``)."""
     row = get_contact(repo, user_id, contact_id)
     if given_etag:
         _check_etag(given_etag, row, "etag")
+    if delta is not None:
+        delta.note(books.keys_of_entries([contact_id]))
     stamp = repo.stamp(user_id, ORIGIN_USER_EDIT)
     if not repo.delete(contact_id, row.version, stamp, now):
         raise Aborted(

@@ -12,7 +12,7 @@ from the reverse index of entry keys. Only what changed is written.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -57,51 +57,68 @@ def _row(owner: str, other: str | None, kind: int, bk: BookKey | None, origin: i
     )
 
 
-def match_user(
-    repo: MatchRepository, registry: Registry, user_id: str, now: datetime, origin: int
-) -> list[tuple[str, int, str]]:
-    """Recompute every buddy row involving ``user_id``; return the events written."""
-    book = repo.book_keys(user_id)
-    keys = np.unique(np.fromiter((bk.key for bk in book), dtype=np.uint64, count=len(book)))
-    hits = registry.lookup(repo, keys)
+# -- the rules, shared by the whole-book and the restricted match ---------------------------
+
+
+def _owners(repo: MatchRepository, registry: Registry, keys: Iterable[int]) -> dict[int, str]:
+    """key -> the member owning it (the compiled registry, confirmed by the database)."""
+    arr = np.unique(np.fromiter(keys, dtype=np.uint64))
+    if not arr.size:
+        return {}
+    hits = registry.lookup(repo, arr)
     owners = repo.owners_of_identities([int(p) for p in hits[hits != EMPTY_KEY]])
-    owner_of = {
+    return {
         key: owners[pk][0]
-        for key, pk in zip(keys.tolist(), hits.tolist(), strict=True)
+        for key, pk in zip(arr.tolist(), hits.tolist(), strict=True)
         if pk in owners
     }
-    a_has: dict[str, BookKey] = {}  # member -> the first of U's entry keys naming them
-    for bk in book:
+
+
+def _first_naming(
+    rows: Iterable[BookKey], owner_of: dict[int, str], user_id: str
+) -> dict[str, BookKey]:
+    """member -> the first of ``rows`` (in entry order) holding one of their keys."""
+    first: dict[str, BookKey] = {}
+    for bk in rows:
         owner = owner_of.get(bk.key)
         if owner is not None and owner != user_id:
-            a_has.setdefault(owner, bk)
-    # One phonebook buddy per contact none of whose keys belongs to a member (its first
-    # key), and one per number when several contacts share it.
-    member_entries = {bk.entry_pk for bk in book if bk.key in owner_of}
+            first.setdefault(owner, bk)
+    return first
+
+
+def _first_holding(holders: Iterable[tuple[str, BookKey]], user_id: str) -> dict[str, BookKey]:
+    """holder -> their first entry key holding one of the user's own keys."""
+    first: dict[str, BookKey] = {}
+    for holder, bk in holders:
+        if holder != user_id:
+            first.setdefault(holder, bk)
+    return first
+
+
+def _phonebook_keys(rows: Sequence[BookKey], owner_of: dict[int, str]) -> dict[int, BookKey]:
+    """One phonebook buddy per contact none of whose keys belongs to a member (its first
+    key), and one per number when several contacts share it (the first contact holding
+    it). ``rows`` are whole entries' key rows in entry order."""
+    member_entries = {bk.entry_pk for bk in rows if bk.key in owner_of}
     unmatched: dict[int, BookKey] = {}
     first_of_entry: set[int] = set()
-    for bk in book:
+    for bk in rows:
         if bk.entry_pk in member_entries or bk.entry_pk in first_of_entry:
             continue
         first_of_entry.add(bk.entry_pk)
         unmatched.setdefault(bk.key, bk)
+    return unmatched
 
-    own = [k for _, k in repo.own_keys(user_id)]
-    b_has: dict[str, BookKey] = {}
-    for holder, bk in repo.holders(own):
-        if holder != user_id:
-            b_has.setdefault(holder, bk)
-    if registry.weak:
-        _weak_matches(repo, registry, user_id, own, a_has, b_has)
 
-    existing = repo.rows_involving(user_id) + [
-        r for r in repo.phonebook_rows_for_keys(own) if r.owner_id != user_id
-    ]
-    decisions = repo.decisions_involving(user_id)
-    others = set(a_has) | set(b_has)
-    others |= {r.other_id for r in existing if r.owner_id == user_id and r.other_id}
-    others |= {r.owner_id for r in existing if r.other_id == user_id}
-
+def _pair_rows(
+    user_id: str,
+    others: Iterable[str],
+    a_has: dict[str, BookKey],
+    b_has: dict[str, BookKey],
+    decisions: dict[tuple[str, str], int],
+    origin: int,
+) -> list[BuddyState]:
+    """The rows user -> other and other -> user each pair should have."""
     desired: list[BuddyState] = []
     for other in sorted(others):
         pair = (decisions.get((other, user_id)), decisions.get((user_id, other)))
@@ -117,8 +134,18 @@ def match_user(
             kind = FULL if (a or accepted) else ONE_WAY
             how = origin if b else ORIGIN_ACCEPTED
             desired.append(_row(other, user_id, kind, b_has.get(other), how))
-    desired += [_row(user_id, None, PHONEBOOK, bk, origin) for bk in unmatched.values()]
+    return desired
 
+
+def _write(
+    repo: MatchRepository,
+    existing: Iterable[BuddyState],
+    desired: Iterable[BuddyState],
+    now: datetime,
+) -> list[tuple[str, int, str]]:
+    """Write the differences between the stored rows of some slots and what they should be
+    (every slot of ``desired`` must be among those ``existing`` was read for); return the
+    events written: a new member row or a changed kind tells its side."""
     before = {_slot(r): r for r in existing}
     after = {_slot(r): r for r in desired}
     repo.delete_rows([r for s, r in before.items() if s not in after])
@@ -142,6 +169,122 @@ def match_user(
     repo.update_rows(changed, now)
     repo.add_events(events, now)
     return events
+
+
+# -- entry point -------------------------------------------------------------------------
+
+
+def match_user(
+    repo: MatchRepository,
+    registry: Registry,
+    user_id: str,
+    now: datetime,
+    origin: int,
+    *,
+    keys: Collection[int] | None = None,
+) -> list[tuple[str, int, str]]:
+    """Bring the buddy rows involving ``user_id`` up to date; return the events written.
+
+    ``keys=None`` recomputes every row from the user's whole books (registration, number
+    change, decisions, refresh). ``keys`` = the exact keys of the entry_keys rows this
+    transaction inserted into or deleted from the user's books (old and new keys of the
+    contacts it changed) recomputes only what those keys can affect, with the same result:
+    the rows between the user and the members owning one of them, and the user's phonebook
+    rows of those keys and of the first keys of the contacts holding them. Empty ``keys``:
+    nothing to do. With the weak-key fallback on, the whole books are matched (weak keys
+    are not tracked per change)."""
+    if keys is None or registry.weak:
+        return _match_books(repo, registry, user_id, now, origin)
+    if not keys:
+        return []
+    return _match_keys(repo, registry, user_id, {int(k) for k in keys}, now, origin)
+
+
+def _match_books(
+    repo: MatchRepository, registry: Registry, user_id: str, now: datetime, origin: int
+) -> list[tuple[str, int, str]]:
+    """Recompute every buddy row involving ``user_id`` from the user's whole books."""
+    book = repo.book_keys(user_id)
+    owner_of = _owners(repo, registry, (bk.key for bk in book))
+    a_has = _first_naming(book, owner_of, user_id)
+    unmatched = _phonebook_keys(book, owner_of)
+
+    own = [k for _, k in repo.own_keys(user_id)]
+    b_has = _first_holding(repo.holders(own), user_id)
+    if registry.weak:
+        _weak_matches(repo, registry, user_id, own, a_has, b_has)
+
+    existing = repo.rows_involving(user_id) + [
+        r for r in repo.phonebook_rows_for_keys(own) if r.owner_id != user_id
+    ]
+    others = set(a_has) | set(b_has)
+    others |= {r.other_id for r in existing if r.owner_id == user_id and r.other_id}
+    others |= {r.owner_id for r in existing if r.other_id == user_id}
+    desired = _pair_rows(user_id, others, a_has, b_has, repo.decisions_involving(user_id), origin)
+    desired += [_row(user_id, None, PHONEBOOK, bk, origin) for bk in unmatched.values()]
+    return _write(repo, existing, desired, now)
+
+
+def _match_keys(
+    repo: MatchRepository,
+    registry: Registry,
+    user_id: str,
+    keys: set[int],
+    now: datetime,
+    origin: int,
+) -> list[tuple[str, int, str]]:
+    """``match_user`` for the keys added to or removed from the user's books: only rows
+    those keys can change are read and rewritten.
+
+    A key row names a member M (or not) by its key alone, so only the members owning one
+    of ``keys`` can see their pair with the user change: for each, whether the user still
+    holds one of M's keys (the first such row), whether M holds one of the user's own
+    keys, the decisions and the stored rows of the pair. A phonebook slot (user, key)
+    depends on the contacts whose first key it is and on whether any of their keys names a
+    member: the slots that can change are ``keys`` themselves and the first keys of the
+    contacts holding one of them; every contact holding such a slot key is read whole, so
+    a slot also held by an untouched contact keeps (or moves to) the right one."""
+    member_of = _owners(repo, registry, keys)
+    members = sorted({m for m in member_of.values() if m != user_id})
+
+    # (a) pairs with the members owning a changed key
+    existing: list[BuddyState] = []
+    desired: list[BuddyState] = []
+    if members:
+        theirs = dict((k, m) for m, k in repo.identity_keys_of(members))
+        a_has = _first_naming(repo.book_rows_with_keys(user_id, list(theirs)), theirs, user_id)
+        own = [k for _, k in repo.own_keys(user_id)]
+        b_has = _first_holding(repo.holders_among(own, members), user_id)
+        existing += repo.member_rows_between(user_id, members)
+        desired += _pair_rows(
+            user_id, members, a_has, b_has, repo.decisions_involving(user_id), origin
+        )
+
+    # (b) phonebook slots
+    touched = repo.entry_rows([bk.entry_pk for bk in repo.book_rows_with_keys(user_id, keys)])
+    slots = set(keys)
+    slots.update(_first_keys(touched))
+    extra = slots - keys
+    if extra:
+        seen = {bk.entry_pk for bk in touched}
+        more = {bk.entry_pk for bk in repo.book_rows_with_keys(user_id, extra)} - seen
+        if more:
+            touched = sorted(touched + repo.entry_rows(list(more)), key=lambda bk: bk.entry_pk)
+    owner_of = _owners(repo, registry, (bk.key for bk in touched))
+    unmatched = _phonebook_keys(touched, owner_of)
+    existing += repo.phonebook_rows_of(user_id, list(slots))
+    desired += [
+        _row(user_id, None, PHONEBOOK, bk, origin) for k, bk in unmatched.items() if k in slots
+    ]
+    return _write(repo, existing, desired, now)
+
+
+def _first_keys(rows: Iterable[BookKey]) -> set[int]:
+    """The first key of each entry of ``rows`` (whole entries, in entry order)."""
+    firsts: dict[int, int] = {}
+    for bk in rows:
+        firsts.setdefault(bk.entry_pk, bk.key)
+    return set(firsts.values())
 
 
 def _weak_matches(

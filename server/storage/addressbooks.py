@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +34,30 @@ Remerge = Callable[[bytes, Any, bytes], tuple[bytes, Any, list[str]]]
 # entry_keys rows (entry_pk, user_id, kind, key as stored, weak_key, value)
 KeyRow = tuple[int, str, int, int | None, int | None, str]
 _KEY_COLUMNS = ("entry_pk", "user_id", "kind", "key", "weak_key", "value")
+
+
+@dataclass
+class KeyDelta:
+    """What a transaction did to a user's entry_keys rows, for the restricted buddy match:
+    the exact keys of the rows it inserted or deleted (both the old and the new keys of a
+    contact whose identities changed) and whether it inserted or deleted any row at all
+    (an unnormalisable number has a weak key only). A contact rewritten with the same
+    identities keeps its rows and changes nothing here."""
+
+    keys: set[int] = field(default_factory=set)
+    changed: bool = False
+
+    def note(self, stored_keys: Iterable[int | None]) -> None:
+        """Record rows by their key as stored (signed; None for a weak-only row)."""
+        for k in stored_keys:
+            self.changed = True
+            if k is not None:
+                self.keys.add(key_from_db(k))
+
+
+def _key_tuple(k: EntryKeyRecord) -> tuple[Any, ...]:
+    """An entry_keys row as stored: (kind, key as stored, weak key, value)."""
+    return (int(k.kind), key_to_db(k.key) if k.key is not None else None, k.weak_key, k.value)
 
 
 def _book(row: models.AddressBook) -> BookRecord:
@@ -185,15 +209,105 @@ class AddressBookRepository:
 
     # -- entries -----------------------------------------------------------------------
     def delete_entries(
-        self, book_pk: int, entry_ids: Sequence[str], stamp: ChangeStamp, now: datetime
+        self,
+        book_pk: int,
+        entry_ids: Sequence[str],
+        stamp: ChangeStamp,
+        now: datetime,
+        delta: KeyDelta | None = None,
     ) -> None:
-        """Delete entries by entry_id, leaving change-feed tombstones."""
+        """Delete entries by entry_id, leaving change-feed tombstones (and noting their keys
+        in ``delta``)."""
         for i in range(0, len(entry_ids), _BATCH):
+            if delta is not None:
+                delta.note(
+                    self._keys_where(
+                        (models.ContactEntry.book_pk == book_pk)
+                        & models.ContactEntry.entry_id.in_(entry_ids[i : i + _BATCH])
+                    )
+                )
             stamp.delete_entries(
                 (models.ContactEntry.book_pk == book_pk)
                 & models.ContactEntry.entry_id.in_(entry_ids[i : i + _BATCH]),
                 now,
             )
+
+    def _keys_where(self, where: Any) -> list[int | None]:
+        """Keys (as stored) of the entry_keys rows of the entries matching ``where``."""
+        return list(
+            self.s.execute(
+                select(models.EntryKey.key)
+                .join(models.ContactEntry, models.ContactEntry.id == models.EntryKey.entry_pk)
+                .where(where)
+            ).scalars()
+        )
+
+    def _key_lists(self, entry_pks: Sequence[int]) -> dict[int, list[tuple[Any, ...]]]:
+        """entry pk -> its entry_keys rows (kind, key as stored, weak key, value) in order."""
+        k = models.EntryKey
+        rows: list[tuple[int, int, int, int | None, int | None, str]] = []
+        for i in range(0, len(entry_pks), _BATCH):
+            rows.extend(
+                tuple(r)  # type: ignore[misc]
+                for r in self.s.execute(
+                    select(k.entry_pk, k.id, k.kind, k.key, k.weak_key, k.value).where(
+                        k.entry_pk.in_(entry_pks[i : i + _BATCH])
+                    )
+                )
+            )
+        rows.sort()
+        out: dict[int, list[tuple[Any, ...]]] = {pk: [] for pk in entry_pks}
+        for pk, _, kind, key, weak, value in rows:
+            out[pk].append((kind, key, weak, value))
+        return out
+
+    def keys_of_entries(self, entry_pks: Sequence[int]) -> list[int | None]:
+        """Keys (as stored; None for a weak-only row) of these entries' entry_keys rows."""
+        out: list[int | None] = []
+        for i in range(0, len(entry_pks), _BATCH):
+            out.extend(
+                self.s.execute(
+                    select(models.EntryKey.key).where(
+                        models.EntryKey.entry_pk.in_(entry_pks[i : i + _BATCH])
+                    )
+                ).scalars()
+            )
+        return out
+
+    def replace_entry_keys(
+        self,
+        user_id: str,
+        entry_pk: int,
+        keys: Sequence[EntryKeyRecord],
+        delta: KeyDelta | None = None,
+    ) -> bool:
+        """Make ``keys`` the entry's entry_keys rows; rows already equal (same identities in
+        the same order) are left alone. Returns whether anything changed; the keys of the
+        rows deleted and inserted go to ``delta``."""
+        old = self._key_lists([entry_pk])[entry_pk]
+        new = [_key_tuple(k) for k in keys]
+        if old == new:
+            return False
+        self.s.execute(delete(models.EntryKey).where(models.EntryKey.entry_pk == entry_pk))
+        if new:
+            bulk_insert(
+                self.s,
+                models.table(models.EntryKey),
+                [
+                    {
+                        "entry_pk": entry_pk,
+                        "user_id": user_id,
+                        "kind": kind,
+                        "key": key,
+                        "weak_key": weak,
+                        "value": value,
+                    }
+                    for kind, key, weak, value in new
+                ],
+            )
+        if delta is not None:
+            delta.note([row[1] for row in old] + [row[1] for row in new])
+        return True
 
     def upsert_entries(
         self,
@@ -204,11 +318,13 @@ class AddressBookRepository:
         now: datetime,
         stamp: ChangeStamp,
         remerge: Remerge | None = None,
+        delta: KeyDelta | None = None,
     ) -> int:
         """Write entries by entry_id, in bulk: new ones are inserted, changed ones updated in
         place (the contact keeps its id and provenance; ``remerge`` combines the stored
-        contact with the device's new version), unchanged ones only join this upload.
-        Returns how many entries changed."""
+        contact with the device's new version; its entry_keys rows are rewritten only when
+        its identities changed), unchanged ones only join this upload. The keys of the rows
+        inserted and deleted go to ``delta``. Returns how many entries changed."""
         if not entries:
             return 0
         e = models.ContactEntry
@@ -261,7 +377,14 @@ class AddressBookRepository:
             )
         if changed:
             bulk_update(self.s, models.table(e), changed, bump="version")
+            # A changed contact with the same identities (a rename) keeps its key rows.
+            old_keys = self._key_lists([pk for pk, _ in rekeyed])
+            rekeyed = [
+                (pk, keys) for pk, keys in rekeyed if old_keys[pk] != [_key_tuple(k) for k in keys]
+            ]
             pks = [pk for pk, _ in rekeyed]
+            if delta is not None:
+                delta.note(row[1] for pk in pks for row in old_keys[pk])
             for i in range(0, len(pks), _BATCH):
                 self.s.execute(
                     delete(models.EntryKey).where(models.EntryKey.entry_pk.in_(pks[i : i + _BATCH]))
@@ -316,6 +439,8 @@ class AddressBookRepository:
         ]
         if key_rows:
             bulk_insert(self.s, models.table(models.EntryKey), key_rows)
+            if delta is not None:
+                delta.note(r["key"] for r in key_rows)
         return len(changed) + len(fresh)
 
     def write_entries(
@@ -330,6 +455,7 @@ class AddressBookRepository:
         now: datetime,
         stamp: ChangeStamp,
         remerge: Remerge | None = None,
+        delta: KeyDelta | None = None,
     ) -> int:
         """``upsert_entries`` for an upload chunk (``hashes[i]``: the content hash of
         ``entries[i]``): the entries the book lacks are inserted by one statement that skips
@@ -368,7 +494,10 @@ class AddressBookRepository:
             stamp.give_back()  # nothing new: the number goes to the first real change
         pks = [inserted.get(x.entry_id, -1) for x in entries]
         held = [i for i, pk in enumerate(pks) if pk < 0]
-        insert_tuples(self.s, models.table(models.EntryKey), _KEY_COLUMNS, key_rows(pks))
+        new_rows = key_rows(pks)
+        insert_tuples(self.s, models.table(models.EntryKey), _KEY_COLUMNS, new_rows)
+        if delta is not None:
+            delta.note(row[3] for row in new_rows)
         if not held:
             return len(entries)
         # Entries the book held (an earlier upload, or an earlier chunk of this one): compare,
@@ -395,20 +524,26 @@ class AddressBookRepository:
             now,
             stamp,
             remerge,
+            delta,
         )
         return len(entries) - len(held) + changed
 
     def drop_entries_not_in_upload(
-        self, book_pk: int, upload_pk: int, stamp: ChangeStamp, now: datetime
+        self,
+        book_pk: int,
+        upload_pk: int,
+        stamp: ChangeStamp,
+        now: datetime,
+        delta: KeyDelta | None = None,
     ) -> int:
-        return stamp.delete_entries(
-            (models.ContactEntry.book_pk == book_pk)
-            & (
-                (models.ContactEntry.upload_pk != upload_pk)
-                | models.ContactEntry.upload_pk.is_(None)
-            ),
-            now,
+        """A full snapshot's end: delete the book's entries it did not carry (their keys
+        noted in ``delta``)."""
+        where = (models.ContactEntry.book_pk == book_pk) & (
+            (models.ContactEntry.upload_pk != upload_pk) | models.ContactEntry.upload_pk.is_(None)
         )
+        if delta is not None:
+            delta.note(self._keys_where(where))
+        return stamp.delete_entries(where, now)
 
     def entry_index(self, book_pk: int) -> list[tuple[int, str, str]]:
         """(pk, entry_id, content_hash) of every entry of the book, in upload order."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import ColumnElement, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
@@ -16,6 +17,7 @@ from befriend.server.storage.bulk import bulk_insert
 from befriend.server.storage.repositories import key_from_db, key_to_db
 
 _BATCH = 500
+_U64 = 1 << 64
 
 FULL, ONE_WAY, PHONEBOOK = 1, 2, 3
 ACCEPTED, BLOCKED = 1, 2
@@ -24,15 +26,17 @@ JOB_RUNNING, JOB_DONE = 1, 2
 WEAK_MATCH = 4  # BuddyMatchKey.WEAK_SUFFIX, beside IdentityKind 1-3 in BookKey.kind
 
 
-@dataclass(frozen=True)
-class BookKey:
+class BookKey(NamedTuple):
+    """One key row of a book (a named tuple: matching builds ~10^5 of them per book)."""
+
     entry_pk: int
     kind: int  # IdentityKind
     key: int  # unsigned
 
 
-@dataclass(frozen=True)
-class BuddyState:
+class BuddyState(NamedTuple):
+    """The matching-relevant columns of one buddy row."""
+
     owner_id: str
     other_id: str | None
     kind: int
@@ -161,7 +165,7 @@ class MatchRepository:
             .where(models.EntryKey.user_id == user_id, models.EntryKey.key.is_not(None))
             .order_by(models.EntryKey.entry_pk, models.EntryKey.id)
         )
-        return [BookKey(e, kind, key_from_db(k)) for e, kind, k in rows if k is not None]
+        return [BookKey(e, kind, k + _U64 if k < 0 else k) for e, kind, k in rows if k is not None]
 
     def book_weak_keys(self, user_id: str) -> list[BookKey]:
         """Weak keys of the phone numbers in the user's books that could not be normalised."""
@@ -236,40 +240,136 @@ class MatchRepository:
                     models.EntryKey.key,
                 )
                 .where(models.EntryKey.key.in_(part))
-                .order_by(models.EntryKey.entry_pk)
+                .order_by(models.EntryKey.entry_pk, models.EntryKey.id)
             )
             out.extend(
                 (u, BookKey(e, kind, key_from_db(k))) for u, e, kind, k in rows if k is not None
             )
         return out
 
+    # -- the restricted match (a few keys of one user's books) ----------------------------
+    def _user_holds(self, user_id: str) -> ColumnElement[bool]:
+        """``entry_keys.user_id = user_id`` written so that the key index drives the query:
+        with a plain equality SQLite walks all of the user's keys (ix_entry_keys_user_id,
+        10^5 rows for a big book) for each batch of keys instead of probing the key index."""
+        return (models.EntryKey.user_id + "") == user_id
+
+    def book_rows_with_keys(self, user_id: str, keys: Sequence[int]) -> list[BookKey]:
+        """The user's exact key rows whose key is one of ``keys``, in entry order (entry pk,
+        then row id: the order ``book_keys`` gives)."""
+        e = models.EntryKey
+        rows: list[tuple[int, int, int, int]] = []
+        for part in _chunks(sorted({key_to_db(k) for k in keys})):
+            rows.extend(
+                (entry_pk, row_id, kind, k)
+                for entry_pk, row_id, kind, k in self.s.execute(
+                    select(e.entry_pk, e.id, e.kind, e.key).where(
+                        self._user_holds(user_id), e.key.in_(part)
+                    )
+                )
+            )
+        rows.sort()
+        return [BookKey(entry_pk, kind, key_from_db(k)) for entry_pk, _, kind, k in rows]
+
+    def entry_rows(self, entry_pks: Sequence[int]) -> list[BookKey]:
+        """Every exact key row of these entries, in entry order."""
+        e = models.EntryKey
+        rows: list[tuple[int, int, int, int]] = []
+        for part in _chunks(sorted(set(entry_pks))):
+            rows.extend(
+                (entry_pk, row_id, kind, k)
+                for entry_pk, row_id, kind, k in self.s.execute(
+                    select(e.entry_pk, e.id, e.kind, e.key).where(
+                        e.entry_pk.in_(part), e.key.is_not(None)
+                    )
+                )
+                if k is not None
+            )
+        rows.sort()
+        return [BookKey(entry_pk, kind, key_from_db(k)) for entry_pk, _, kind, k in rows]
+
+    def identity_keys_of(self, user_ids: Sequence[str]) -> list[tuple[str, int]]:
+        """(member, key) of every identity of these members."""
+        out: list[tuple[str, int]] = []
+        ids = sorted(set(user_ids))
+        for i in range(0, len(ids), _BATCH):
+            out.extend(
+                (u, key_from_db(k))
+                for u, k in self.s.execute(
+                    select(models.Identity.user_id, models.Identity.key).where(
+                        models.Identity.user_id.in_(ids[i : i + _BATCH])
+                    )
+                )
+            )
+        return out
+
+    def holders_among(self, keys: Sequence[int], users: Sequence[str]) -> list[tuple[str, BookKey]]:
+        """``holders(keys)`` restricted to the books of ``users``, in the same order."""
+        wanted = set(users)
+        return [(u, bk) for u, bk in self.holders(keys) if u in wanted] if wanted else []
+
+    def member_rows_between(self, user_id: str, others: Sequence[str]) -> list[BuddyState]:
+        """The rows user -> other and other -> user for each of ``others``."""
+        b = models.BuddyRow
+        ids = sorted(set(others) - {user_id})
+        out: list[BuddyState] = []
+        cols = (b.owner_id, b.other_id, b.kind, b.key, b.key_kind, b.entry_pk, b.origin)
+        for i in range(0, len(ids), _BATCH):
+            part = ids[i : i + _BATCH]
+            for where in (
+                (b.owner_id == user_id) & b.other_id.in_(part),
+                (b.other_id == user_id) & b.owner_id.in_(part),
+            ):
+                out.extend(
+                    BuddyState(o, t, kind, key_from_db(k), kk, e, origin)
+                    for o, t, kind, k, kk, e, origin in self.s.execute(select(*cols).where(where))
+                )
+        return out
+
+    def phonebook_rows_of(self, owner_id: str, keys: Sequence[int]) -> list[BuddyState]:
+        """The owner's phonebook rows for these keys."""
+        b = models.BuddyRow
+        out: list[BuddyState] = []
+        for part in _chunks(sorted({key_to_db(k) for k in keys})):
+            out.extend(
+                BuddyState(owner_id, None, kind, key_from_db(k), kk, e, origin)
+                for kind, k, kk, e, origin in self.s.execute(
+                    select(b.kind, b.key, b.key_kind, b.entry_pk, b.origin).where(
+                        b.owner_id == owner_id,
+                        b.other_id.is_(None),
+                        b.kind == PHONEBOOK,
+                        b.key.in_(part),
+                    )
+                )
+            )
+        return out
+
     # -- buddy rows ---------------------------------------------------------------------
     def rows_involving(self, user_id: str) -> list[BuddyState]:
-        rows = self.s.scalars(
-            select(models.BuddyRow).where(
-                (models.BuddyRow.owner_id == user_id) | (models.BuddyRow.other_id == user_id)
+        """Every row the user owns or is the other of (a Core select of tuples: a big
+        book has ~10^5 phonebook rows)."""
+        b = models.BuddyRow
+        cols = (b.owner_id, b.other_id, b.kind, b.key, b.key_kind, b.entry_pk, b.origin)
+        out: list[BuddyState] = []
+        for where in (b.owner_id == user_id, (b.other_id == user_id) & (b.owner_id != user_id)):
+            out.extend(
+                BuddyState(o, t, kind, k + _U64 if k < 0 else k, kk, e, origin)
+                for o, t, kind, k, kk, e, origin in self.s.execute(select(*cols).where(where))
             )
-        )
-        return [
-            BuddyState(
-                r.owner_id, r.other_id, r.kind, key_from_db(r.key), r.key_kind, r.entry_pk, r.origin
-            )
-            for r in rows
-        ]
+        return out
 
     def phonebook_rows_for_keys(self, keys: Sequence[int]) -> list[BuddyState]:
+        """Everyone's phonebook rows for these keys."""
+        b = models.BuddyRow
         out: list[BuddyState] = []
         for part in _chunks([key_to_db(k) for k in keys]):
-            rows = self.s.scalars(
-                select(models.BuddyRow).where(
-                    models.BuddyRow.kind == PHONEBOOK, models.BuddyRow.key.in_(part)
-                )
-            )
             out.extend(
-                BuddyState(
-                    r.owner_id, None, r.kind, key_from_db(r.key), r.key_kind, r.entry_pk, r.origin
+                BuddyState(o, None, kind, key_from_db(k), kk, e, origin)
+                for o, kind, k, kk, e, origin in self.s.execute(
+                    select(b.owner_id, b.kind, b.key, b.key_kind, b.entry_pk, b.origin).where(
+                        b.kind == PHONEBOOK, b.key.in_(part)
+                    )
                 )
-                for r in rows
             )
         return out
 

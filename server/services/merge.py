@@ -48,6 +48,7 @@ BASIS_PHONE, BASIS_EMAIL = 1, 2
 SIDE_DEVICE, SIDE_NETWORK = 1, 2
 _BASIS = {int(IdentityKind.PHONE): BASIS_PHONE, int(IdentityKind.EMAIL): BASIS_EMAIL}
 _MATCH_KINDS = (int(IdentityKind.PHONE), int(IdentityKind.EMAIL))
+_SELECTIVE_KEYS = 20_000  # network keys up to which the device book is read by key
 
 
 class Codec(Protocol):
@@ -77,7 +78,6 @@ class UndoResult:
 @dataclass
 class _Pairing:
     pairs: list[tuple[int, int, int, str]] = field(default_factory=list)  # dev, net, kind, value
-    device_unmatched: list[int] = field(default_factory=list)
     network_unmatched: list[int] = field(default_factory=list)
 
 
@@ -228,9 +228,7 @@ def _pair(
                     break
             if found:
                 break
-        if found is None:
-            out.device_unmatched.append(dev)
-        else:
+        if found is not None:
             taken.add(found[0])
             out.pairs.append((dev, found[0], found[1], found[2]))
     out.network_unmatched = [pk for pk in network_pks if pk not in taken]
@@ -282,12 +280,17 @@ def preview(
     else:
         raise InvalidArgument.field("network_source", "unknown network source")
 
-    pairing = _pair(
-        repo.book_keys(device.pk, _MATCH_KINDS),
-        repo.entry_pks(device.pk),
-        network_keys,
-        network_pks,
-    )
+    # Only device contacts sharing a key with the network side can match: with a small
+    # network side, read just those through the key index instead of the whole book.
+    wanted = {key for _, _, key, _ in network_keys}
+    if len(wanted) <= _SELECTIVE_KEYS:
+        device_keys = repo.book_keys(device.pk, _MATCH_KINDS, only=wanted)
+        candidates = sorted({pk for pk, _, _, _ in device_keys})
+    else:
+        device_keys = repo.book_keys(device.pk, _MATCH_KINDS)
+        candidates = repo.entry_pks(device.pk)
+    pairing = _pair(device_keys, candidates, network_keys, network_pks)
+    unmatched_device = repo.entry_count(device.pk) - len(pairing.pairs)
     include_pictures = repo.sync_pictures(user_id)
     loaded = repo.contacts([pk for d, n, _, _ in pairing.pairs for pk in (d, n)])
     items: list[PlanItemRow] = []
@@ -337,7 +340,7 @@ def preview(
         inputs_seq=seq,
         matched_count=len(pairing.pairs),
         addition_count=additions_total,
-        unmatched_device_count=len(pairing.device_unmatched),
+        unmatched_device_count=unmatched_device,
         unmatched_network_count=len(pairing.network_unmatched),
         created_at=now,
         expires_at=now + PLAN_TTL,

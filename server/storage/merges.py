@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from befriend.server.records import EntryKeyRecord, UserRecord
@@ -134,18 +134,37 @@ class MergeRepository:
         ).scalar_one_or_none()
         return bool(value)
 
-    def book_keys(self, book_pk: int, kinds: Sequence[int]) -> list[tuple[int, int, int, str]]:
-        """(entry pk, kind, key, value) of the book's normalised identities, by entry."""
+    def book_keys(
+        self, book_pk: int, kinds: Sequence[int], only: Collection[int] | None = None
+    ) -> list[tuple[int, int, int, str]]:
+        """(entry pk, kind, key, value) of the book's normalised identities, by entry; with
+        ``only``, just those keys (looked up through the key index)."""
         k, e = models.EntryKey, models.ContactEntry
-        rows = self.s.execute(
+        query = (
             select(k.entry_pk, k.kind, k.key, k.value)
             .join(e, e.id == k.entry_pk)
             .where(e.book_pk == book_pk, k.key.is_not(None), k.kind.in_(list(kinds)))
-            .order_by(k.entry_pk, k.id)
         )
-        return [
-            (pk, kind, key_from_db(key), value) for pk, kind, key, value in rows if key is not None
+        if only is None:
+            batches = [query]
+        else:
+            wanted = [key_to_db(x) for x in sorted(only)]
+            batches = [
+                query.where(k.key.in_(wanted[i : i + _BATCH]))
+                for i in range(0, len(wanted), _BATCH)
+            ]
+        rows = [
+            (pk, kind, key_from_db(key), value)
+            for batch in batches
+            for pk, kind, key, value in self.s.execute(batch)
+            if key is not None
         ]
+        rows.sort(key=lambda r: r[0])  # by entry, each entry's keys in stored order
+        return rows
+
+    def entry_count(self, book_pk: int) -> int:
+        e = models.ContactEntry
+        return int(self.s.execute(select(func.count()).where(e.book_pk == book_pk)).scalar_one())
 
     def book_kind(self, book_pk: int) -> int:
         return int(

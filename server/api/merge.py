@@ -115,9 +115,11 @@ def _plan_pb(me: str, plan: PlanRow, device_book: str, source_book: str) -> sync
     return out
 
 
-def _rematch(s: Session, backend: Backend, me: str, now: datetime) -> None:
-    """Identities in the device book changed: buddy matching runs as after an upload."""
-    matching.match_user(MatchRepository(s), backend.registry, me, now, ORIGIN_ADDRESS_BOOK)
+def _rematch(s: Session, backend: Backend, me: str, now: datetime, keys: set[int]) -> None:
+    """Identities in the user's books changed: buddy matching runs for those keys."""
+    matching.match_user(
+        MatchRepository(s), backend.registry, me, now, ORIGIN_ADDRESS_BOOK, keys=keys
+    )
 
 
 class MergeApi:
@@ -208,7 +210,7 @@ class MergeApi:
                 now=now,
             )
             if changed_keys:
-                _rematch(s, backend, me, now)
+                _rematch(s, backend, me, now, changed_keys)
             return sync_pb2.ApplyMergeResponse(merge=_merge_pb(me, record)), me
 
         return await self.backend.mutate(
@@ -240,7 +242,7 @@ class MergeApi:
                 now=now,
             )
             if changed_keys:
-                _rematch(s, backend, me, now)
+                _rematch(s, backend, me, now, changed_keys)
             return (
                 sync_pb2.UndoMergeResponse(
                     merge=_merge_pb(me, result.merge),

@@ -160,14 +160,14 @@ class UndoCounts:
 
 def _canon(v: Any) -> Any:
     """The MessageToDict form of a value: empty strings/zeros/False/empty containers dropped."""
-    if isinstance(v, dict):
+    if type(v) is dict:
         out = {}
         for k, x in v.items():
             c = _canon(x)
             if not _empty(c):
                 out[k] = c
         return out
-    if isinstance(v, list):
+    if type(v) is list:
         return [_canon(x) for x in v]
     return v
 
@@ -178,9 +178,12 @@ def _val(v: Any) -> Any:
 
 
 def _empty(v: Any) -> bool:
-    if isinstance(v, dict):
+    t = type(v)
+    if t is str or t is list:
+        return not v
+    if t is dict:
         return all(_empty(x) for x in v.values())
-    return v is None or v == "" or v == [] or v is False or (isinstance(v, int) and v == 0)
+    return v is None or v is False or (isinstance(v, int) and v == 0)
 
 
 def _digits(s: str) -> str:
@@ -881,7 +884,11 @@ def keys(doc: Mapping[str, Any], region: str) -> list[tuple[int, int, str]]:
 
 def changed_fields(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """Top-level contact fields whose values differ (absent = empty), in proto order."""
-    return [f for f in FIELDS if _val(a.get(f)) != _val(b.get(f))]
+    return [
+        f
+        for f in FIELDS
+        if (x := a.get(f)) is not (y := b.get(f)) and x != y and _val(x) != _val(y)
+    ]
 
 
 def is_empty(doc: Mapping[str, Any]) -> bool:

@@ -180,12 +180,35 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
 def bulk_update(
     session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *, bump: str = ""
 ) -> None:
-    """Update rows by primary key ``id`` in one executemany: each row is ``{"id": pk,
-    column: value, ...}`` with the same columns; ``bump`` names an integer column to
-    increment (an etag version)."""
+    """Update rows by primary key ``id``: each row is ``{"id": pk, column: value, ...}``
+    with the same columns; ``bump`` names an integer column to increment (an etag version).
+    PostgreSQL: one UPDATE … FROM ``unnest`` of one array per column; elsewhere one
+    executemany."""
     if not rows:
         return
+    conn = session.connection()
+    dialect = conn.dialect
     columns = [c for c in rows[0] if c != "id"]
+    if dialect.name == "postgresql":
+        quote = dialect.identifier_preparer.quote
+        procs = [_processor(table, c, dialect) for c in columns]
+        types = [table.c[c].type.compile(dialect=dialect) for c in ["id", *columns]]
+        aliases = ["u_id", *(f"u{i}" for i in range(len(columns)))]
+        sets = [f"{quote(c)} = u.{a}" for c, a in zip(columns, aliases[1:], strict=True)]
+        if bump:
+            sets.append(f"{quote(bump)} = {table.name}.{quote(bump)} + 1")
+        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        sql = (
+            f"UPDATE {table.name} SET {', '.join(sets)} "
+            f"FROM unnest({arrays}) AS u({', '.join(aliases)}) WHERE {table.name}.id = u.u_id"
+        )
+        params: list[Any] = [[row["id"] for row in rows]]
+        for c, proc in zip(columns, procs, strict=True):
+            params.append(
+                [row[c] if proc is None or row[c] is None else proc(row[c]) for row in rows]
+            )
+        conn.exec_driver_sql(sql, tuple(params))
+        return
     statement = (
         update(table)
         .where(table.c.id == bindparam("_id"))
@@ -193,4 +216,4 @@ def bulk_update(
     )
     if bump:
         statement = statement.values({bump: table.c[bump] + 1})
-    session.connection().execute(statement, [{f"_{k}": v for k, v in row.items()} for row in rows])
+    conn.execute(statement, [{f"_{k}": v for k, v in row.items()} for row in rows])

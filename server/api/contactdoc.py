@@ -14,6 +14,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from befriend.core import merge
+from befriend.server.records import EntryKeyRecord
+from befriend.server.services.merge import doc_keys
 from befriend.v1 import common_pb2
 
 # Contact fields a user or a device edits (the output-only ones excluded).
@@ -112,12 +114,15 @@ class ProtoCodec:
 CODEC = ProtoCodec()
 
 
-def remerge(stored: bytes, provenance: Any, uploaded: bytes) -> tuple[bytes, Any, list[str]]:
+def remerge(
+    stored: bytes, provenance: Any, uploaded: bytes, region: str
+) -> tuple[bytes, Any, list[str], list[EntryKeyRecord] | None]:
     """A device re-uploaded an entry: its new version replaces what the device owns; what
-    merges and user edits added (recorded in ``provenance``) is kept."""
+    merges and user edits added (recorded in ``provenance``) is kept, and so are the
+    identity keys of kept numbers, e-mails and IM ids."""
     old, new = common_pb2.Contact.FromString(stored), common_pb2.Contact.FromString(uploaded)
     if not provenance:
-        return uploaded, None, changed_fields(old, new)
+        return uploaded, None, changed_fields(old, new), None
     doc, provs, changed = merge.replace_owned(
         to_doc(old),
         merge.provs_from_json(provenance),
@@ -125,5 +130,11 @@ def remerge(stored: bytes, provenance: Any, uploaded: bytes) -> tuple[bytes, Any
         source=merge.Source.DEVICE,
         default=merge.Prov(merge.Source.DEVICE),
         time=int(time.time() * 1_000_000),
+        region=region,
     )
-    return CODEC.encode(doc), merge.provs_to_json(provs) or None, changed
+    return (
+        CODEC.encode(doc),
+        merge.provs_to_json(provs) or None,
+        changed,
+        doc_keys([doc], region)[0] if provs else None,
+    )

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,10 +37,17 @@ from befriend.server.records import (
     UploadRecord,
     UploadState,
 )
-from befriend.server.storage.addressbooks import AddressBookRepository, KeyDelta, Remerge
+from befriend.server.storage.addressbooks import AddressBookRepository, KeyDelta
 from befriend.server.storage.changes import ORIGIN_DEVICE_UPLOAD
 from befriend.server.storage.repositories import AccountRepository, key_from_db
 
+# (stored contact, its provenance, the device's new contact, the uploader's region) ->
+# (contact to store, provenance, changed field names, the stored contact's identity keys
+# when merged values make them differ from the device's, else None); see
+# befriend.server.api.contactdoc.remerge.
+ContactRemerge = Callable[
+    [bytes, Any, bytes, str], tuple[bytes, Any, list[str], Sequence[EntryKeyRecord] | None]
+]
 MAX_ENTRIES_PER_CHUNK = 500
 MAX_RAW_BYTES = 64 * 1024
 MAX_ENTRY_ID = 128
@@ -266,10 +274,11 @@ def apply_chunk(
     user_id: str,
     chunk: Chunk,
     now: datetime,
-    remerge: Remerge,
+    remerge: ContactRemerge,
 ) -> ChunkResult:
     """Apply one chunk in the caller's transaction. ``remerge`` combines a re-uploaded
-    entry with what merges and user edits added to the stored copy."""
+    entry with what merges and user edits added to the stored copy (given the uploader's
+    region, to key the merged numbers)."""
     _check_header(chunk)
     found = books.upload(user_id, chunk.upload_id)
     if found is None:
@@ -349,7 +358,7 @@ def apply_chunk(
         _records,
         now,
         stamp,
-        remerge,
+        lambda old, provenance, new: remerge(old, provenance, new, stream.region),
         delta,
     )
     state = UploadState.COMMITTED if chunk.final else UploadState.IN_PROGRESS

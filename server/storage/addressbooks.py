@@ -27,9 +27,12 @@ from befriend.server.storage.repositories import key_from_db, key_to_db
 _BATCH = 500  # rows per IN (...) list
 
 # (stored contact, its provenance, the device's new contact) -> (contact to store, its
-# provenance, names of the fields that changed): how a re-uploaded entry combines with what
-# merges and user edits added to it.
-Remerge = Callable[[bytes, Any, bytes], tuple[bytes, Any, list[str]]]
+# provenance, names of the fields that changed, the stored contact's identity keys when they
+# differ from the device's — merged numbers kept — else None): how a re-uploaded entry
+# combines with what merges and user edits added to it.
+Remerge = Callable[
+    [bytes, Any, bytes], tuple[bytes, Any, list[str], Sequence[EntryKeyRecord] | None]
+]
 
 # entry_keys rows (entry_pk, user_id, kind, key as stored, weak_key, value)
 KeyRow = tuple[int, str, int, int | None, int | None, str]
@@ -352,10 +355,10 @@ class AddressBookRepository:
             if old_hash == entry.content_hash and old_contact == entry.contact:
                 unchanged.append(pk)
                 continue
-            contact, provenance, fields = (
+            contact, provenance, fields, merged_keys = (
                 remerge(old_contact, old_provenance, entry.contact)
                 if remerge is not None
-                else (entry.contact, old_provenance, [])
+                else (entry.contact, old_provenance, [], None)
             )
             changed.append(
                 {
@@ -370,7 +373,7 @@ class AddressBookRepository:
                     **stamp.values(",".join(fields)),
                 }
             )
-            rekeyed.append((pk, keys))
+            rekeyed.append((pk, keys if merged_keys is None else merged_keys))
         for i in range(0, len(unchanged), _BATCH):
             self.s.execute(
                 update(e).where(e.id.in_(unchanged[i : i + _BATCH])).values(upload_pk=upload_pk)

@@ -45,7 +45,7 @@ def _apply(db: Database, chunk: Chunk) -> None:
             USER,
             chunk,
             NOW,
-            lambda old, prov, new: (new, prov, ["display_name"]),
+            lambda old, prov, new, region: (new, prov, ["display_name"], None),
         )
 
 

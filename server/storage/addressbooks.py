@@ -443,7 +443,11 @@ class AddressBookRepository:
         if key_rows:
             bulk_insert(self.s, models.table(models.EntryKey), key_rows)
             if delta is not None:
-                delta.note(r["key"] for r in key_rows)
+                delta.note(
+                    key_to_db(k.key) if k.key is not None else None
+                    for _, keys in rekeyed
+                    for k in keys
+                )
         return len(changed) + len(fresh)
 
     def write_entries(

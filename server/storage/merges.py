@@ -8,13 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
-from befriend.server.records import EntryKeyRecord, UserRecord
+from befriend.server.records import EntryKeyRecord, IdentityKind, IdentityRecord, UserRecord
 from befriend.server.storage import models
 from befriend.server.storage.bulk import bulk_insert, bulk_update
 from befriend.server.storage.changes import ChangeStamp
-from befriend.server.storage.repositories import _user, key_from_db, key_to_db
+from befriend.server.storage.repositories import key_from_db, key_to_db
 
 _BATCH = 500
 FULL = 1  # buddy kind
@@ -112,19 +112,48 @@ class MergeRepository:
     def member_buddies(self, user_id: str) -> list[UserRecord]:
         """The user's full buddies (each holds the other's number), with their profiles: a
         one-way holder has not been accepted, so sees no profile."""
-        b = models.BuddyRow
+        b, u, i = models.BuddyRow, models.User, models.Identity
         ids = (
             select(b.other_id)
             .where(b.owner_id == user_id, b.other_id.is_not(None), b.kind == FULL)
             .distinct()
         )
-        rows = self.s.scalars(
-            select(models.User)
-            .where(models.User.id.in_(ids))
-            .options(selectinload(models.User.identities))
-            .order_by(models.User.id)
-        )
-        return [_user(r) for r in rows]
+        identities: dict[str, list[IdentityRecord]] = {}
+        for owner, kind, value, key, raw in self.s.execute(
+            select(i.user_id, i.kind, i.value, i.key, i.raw)
+            .where(i.user_id.in_(ids))
+            .order_by(i.user_id, i.id)
+        ):
+            identities.setdefault(owner, []).append(
+                IdentityRecord(IdentityKind(kind), value, key_from_db(key), raw)
+            )
+        return [
+            UserRecord(
+                id=uid,
+                display_name=name,
+                region_code=region,
+                time_zone=zone,
+                profile=dict(profile or {}),
+                version=version,
+                created_at=created,
+                updated_at=updated,
+                identities=tuple(identities.get(uid, ())),
+            )
+            for uid, name, region, zone, profile, version, created, updated in self.s.execute(
+                select(
+                    u.id,
+                    u.display_name,
+                    u.region_code,
+                    u.time_zone,
+                    u.profile,
+                    u.version,
+                    u.created_at,
+                    u.updated_at,
+                )
+                .where(u.id.in_(ids))
+                .order_by(u.id)
+            )
+        ]
 
     def sync_pictures(self, user_id: str) -> bool:
         value = self.s.execute(

@@ -61,17 +61,21 @@ def _row(owner: str, other: str | None, kind: int, bk: BookKey | None, origin: i
 
 
 def _owners(repo: MatchRepository, registry: Registry, keys: Iterable[int]) -> dict[int, str]:
-    """key -> the member owning it (the compiled registry, confirmed by the database)."""
+    """key -> the member owning it (the compiled registry, each hit confirmed by the
+    database)."""
     arr = np.unique(np.fromiter(keys, dtype=np.uint64))
     if not arr.size:
         return {}
     hits = registry.lookup(repo, arr)
-    owners = repo.owners_of_identities([int(p) for p in hits[hits != EMPTY_KEY]])
-    return {
-        key: owners[pk][0]
-        for key, pk in zip(arr.tolist(), hits.tolist(), strict=True)
-        if pk in owners
-    }
+    found = repo.identity_keys_by_pk([int(p) for p in hits[hits != EMPTY_KEY]])
+    out: dict[int, str] = {}
+    for key, pk in zip(arr.tolist(), hits.tolist(), strict=True):
+        # A hit counts only while the identity still carries that key: a cached entry can
+        # outlive its identity (SQLite reuses a deleted row's pk for the next identity).
+        owner = found.get(pk)
+        if owner is not None and owner[1] == key:
+            out[key] = owner[0]
+    return out
 
 
 def _first_naming(
@@ -203,14 +207,17 @@ def match_user(
 def _match_books(
     repo: MatchRepository, registry: Registry, user_id: str, now: datetime, origin: int
 ) -> list[tuple[str, int, str]]:
-    """Recompute every buddy row involving ``user_id`` from the user's whole books."""
+    """Recompute every buddy row involving ``user_id`` from the user's whole books, and
+    the phonebook rows of the books holding the user's own keys (a contact holding a
+    member's key is no phonebook buddy, whichever of its keys the row was for)."""
     book = repo.book_keys(user_id)
     owner_of = _owners(repo, registry, (bk.key for bk in book))
     a_has = _first_naming(book, owner_of, user_id)
     unmatched = _phonebook_keys(book, owner_of)
 
     own = [k for _, k in repo.own_keys(user_id)]
-    b_has = _first_holding(repo.holders(own), user_id)
+    holders = [(h, bk) for h, bk in repo.holders(own) if h != user_id]
+    b_has = _first_holding(holders, user_id)
     if registry.weak:
         _weak_matches(repo, registry, user_id, own, a_has, b_has)
 
@@ -222,6 +229,13 @@ def _match_books(
     others |= {r.owner_id for r in existing if r.other_id == user_id}
     desired = _pair_rows(user_id, others, a_has, b_has, repo.decisions_involving(user_id), origin)
     desired += [_row(user_id, None, PHONEBOOK, bk, origin) for bk in unmatched.values()]
+    if holders:
+        wanted: dict[str, set[int]] = {}
+        for h, bk in holders:
+            wanted.setdefault(h, set()).add(bk.key)
+        stored, should = _phonebook_slots(repo, registry, wanted, holders, origin)
+        existing += stored
+        desired += should
     return _write(repo, existing, desired, now)
 
 
@@ -239,11 +253,8 @@ def _match_keys(
     A key row names a member M (or not) by its key alone, so only the members owning one
     of ``keys`` can see their pair with the user change: for each, whether the user still
     holds one of M's keys (the first such row), whether M holds one of the user's own
-    keys, the decisions and the stored rows of the pair. A phonebook slot (user, key)
-    depends on the contacts whose first key it is and on whether any of their keys names a
-    member: the slots that can change are ``keys`` themselves and the first keys of the
-    contacts holding one of them; every contact holding such a slot key is read whole, so
-    a slot also held by an untouched contact keeps (or moves to) the right one."""
+    keys, the decisions and the stored rows of the pair. Phonebook slots: see
+    ``_phonebook_slots``."""
     member_of = _owners(repo, registry, keys)
     members = sorted({m for m in member_of.values() if m != user_id})
 
@@ -261,30 +272,71 @@ def _match_keys(
         )
 
     # (b) phonebook slots
-    touched = repo.entry_rows([bk.entry_pk for bk in repo.book_rows_with_keys(user_id, keys)])
-    slots = set(keys)
-    slots.update(_first_keys(touched))
-    extra = slots - keys
+    holding = [(user_id, bk) for bk in repo.book_rows_with_keys(user_id, keys)]
+    stored, should = _phonebook_slots(repo, registry, {user_id: keys}, holding, origin)
+    return _write(repo, existing + stored, desired + should, now)
+
+
+def _holding(repo: MatchRepository, wanted: dict[str, set[int]]) -> list[tuple[str, BookKey]]:
+    """(owner, row) of the rows of ``owner``'s books holding one of ``wanted[owner]``."""
+    if len(wanted) == 1:
+        ((owner, keys),) = wanted.items()
+        return [(owner, bk) for bk in repo.book_rows_with_keys(owner, list(keys))]
+    every = set().union(*wanted.values())
+    return [(u, bk) for u, bk in repo.holders(list(every)) if bk.key in wanted.get(u, ())]
+
+
+def _phonebook_slots(
+    repo: MatchRepository,
+    registry: Registry,
+    wanted: dict[str, set[int]],
+    holding: list[tuple[str, BookKey]],
+    origin: int,
+) -> tuple[list[BuddyState], list[BuddyState]]:
+    """(stored rows, rows there should be) of the phonebook slots (owner, key) that a change
+    of ``wanted[owner]`` can move: keys added to or removed from the owner's books, or
+    keys that just became (or stopped being) a member's. ``holding``: the rows of each
+    owner's books holding one of their wanted keys.
+
+    A slot (owner, k) depends on the contacts whose first key is k and on whether any key
+    of theirs names a member, so the slots that can change are the wanted keys and the
+    first keys of the contacts holding one; every contact holding such a slot key is read
+    whole, so a slot also held by an untouched contact keeps (or moves to) the right one."""
+    entry_owner = {bk.entry_pk: owner for owner, bk in holding}
+    touched = repo.entry_rows(list(entry_owner))
+    slots = {owner: set(keys) for owner, keys in wanted.items()}
+    for entry_pk, key in _first_keys(touched).items():
+        slots[entry_owner[entry_pk]].add(key)
+    extra = {owner: s - wanted[owner] for owner, s in slots.items() if s - wanted[owner]}
     if extra:
-        seen = {bk.entry_pk for bk in touched}
-        more = {bk.entry_pk for bk in repo.book_rows_with_keys(user_id, extra)} - seen
+        more = [(o, bk) for o, bk in _holding(repo, extra) if bk.entry_pk not in entry_owner]
         if more:
-            touched = sorted(touched + repo.entry_rows(list(more)), key=lambda bk: bk.entry_pk)
+            entry_owner.update((bk.entry_pk, o) for o, bk in more)
+            touched += repo.entry_rows(list({bk.entry_pk for _, bk in more}))
+            touched.sort(key=lambda bk: bk.entry_pk)  # stable: each entry's rows stay in order
     owner_of = _owners(repo, registry, (bk.key for bk in touched))
-    unmatched = _phonebook_keys(touched, owner_of)
-    existing += repo.phonebook_rows_of(user_id, list(slots))
-    desired += [
-        _row(user_id, None, PHONEBOOK, bk, origin) for k, bk in unmatched.items() if k in slots
+    by_owner: dict[str, list[BookKey]] = {}
+    for bk in touched:
+        by_owner.setdefault(entry_owner[bk.entry_pk], []).append(bk)
+    desired = [
+        _row(owner, None, PHONEBOOK, bk, origin)
+        for owner, rows in by_owner.items()
+        for key, bk in _phonebook_keys(rows, owner_of).items()
+        if key in slots[owner]
     ]
-    return _write(repo, existing, desired, now)
+    every = set().union(*slots.values())
+    stored = [
+        r for r in repo.phonebook_rows_of(list(slots), list(every)) if r.key in slots[r.owner_id]
+    ]
+    return stored, desired
 
 
-def _first_keys(rows: Iterable[BookKey]) -> set[int]:
-    """The first key of each entry of ``rows`` (whole entries, in entry order)."""
+def _first_keys(rows: Iterable[BookKey]) -> dict[int, int]:
+    """entry pk -> its first key, for whole entries' rows in entry order."""
     firsts: dict[int, int] = {}
     for bk in rows:
         firsts.setdefault(bk.entry_pk, bk.key)
-    return set(firsts.values())
+    return firsts
 
 
 def _weak_matches(

@@ -149,6 +149,19 @@ class MatchRepository:
             out.update({pk: (uid, kind) for pk, uid, kind in rows})
         return out
 
+    def identity_keys_by_pk(self, pks: Sequence[int]) -> dict[int, tuple[str, int]]:
+        """identity pk -> (user id, key) for identities that exist now (to confirm a
+        registry hit: the pk must still carry the key looked up)."""
+        out: dict[int, tuple[str, int]] = {}
+        for part in _chunks(list(pks)):
+            rows = self.s.execute(
+                select(models.Identity.id, models.Identity.user_id, models.Identity.key).where(
+                    models.Identity.id.in_(part)
+                )
+            )
+            out.update({pk: (uid, key_from_db(k)) for pk, uid, k in rows})
+        return out
+
     # -- books and the reverse index ------------------------------------------------------
     def own_keys(self, user_id: str) -> list[tuple[int, int]]:
         rows = self.s.execute(
@@ -326,19 +339,20 @@ class MatchRepository:
                 )
         return out
 
-    def phonebook_rows_of(self, owner_id: str, keys: Sequence[int]) -> list[BuddyState]:
-        """The owner's phonebook rows for these keys."""
+    def phonebook_rows_of(self, owners: Sequence[str], keys: Sequence[int]) -> list[BuddyState]:
+        """The phonebook rows of these owners for any of these keys."""
         b = models.BuddyRow
+        ids = sorted(set(owners))
+        if not ids:
+            return []
+        who = b.owner_id == ids[0] if len(ids) == 1 else b.owner_id.in_(ids)
         out: list[BuddyState] = []
         for part in _chunks(sorted({key_to_db(k) for k in keys})):
             out.extend(
-                BuddyState(owner_id, None, kind, key_from_db(k), kk, e, origin)
-                for kind, k, kk, e, origin in self.s.execute(
-                    select(b.kind, b.key, b.key_kind, b.entry_pk, b.origin).where(
-                        b.owner_id == owner_id,
-                        b.other_id.is_(None),
-                        b.kind == PHONEBOOK,
-                        b.key.in_(part),
+                BuddyState(o, None, kind, key_from_db(k), kk, e, origin)
+                for o, kind, k, kk, e, origin in self.s.execute(
+                    select(b.owner_id, b.kind, b.key, b.key_kind, b.entry_pk, b.origin).where(
+                        who, b.other_id.is_(None), b.kind == PHONEBOOK, b.key.in_(part)
                     )
                 )
             )

@@ -7,7 +7,7 @@ table size (an empty member table as the baseline, then ``BEFRIEND_BENCH_MEMBERS
 (the population's first CN member) registers over gRPC (the first registration also loads
 the in-memory registry of every member's key, timed separately) and uploads a
 ``BEFRIEND_BENCH_BOOK`` (default 10,000) contact book in 500-entry chunks on one
-UploadContacts stream. The final chunk also runs buddy matching for the uploader. Reported:
+UploadContacts stream. Each chunk also matches the keys it added (buddy matching). Reported:
 contacts/s for the whole upload (one server process), time per chunk (median / max of the
 non-final chunks) and of the final chunk. Baselines in the same run: normalisation alone
 (``normalize_many`` over the book's raw numbers) and the same upload against the empty
@@ -270,7 +270,7 @@ def _breakdown(
             t2 = time.perf_counter()
             with db.transaction() as s:
                 now = utcnow()
-                addressbooks.apply_chunk(
+                result = addressbooks.apply_chunk(
                     AddressBookRepository(s),
                     AccountRepository(s),
                     me.user_id,
@@ -279,8 +279,10 @@ def _breakdown(
                     contactdoc.remerge,
                 )
                 t3 = time.perf_counter()
-                if chunk.final:
-                    matching.match_user(MatchRepository(s), registry, me.user_id, now, 1)
+                if result.rekeyed:  # as the servicer: the keys this chunk added or removed
+                    matching.match_user(
+                        MatchRepository(s), registry, me.user_id, now, 1, keys=result.keys
+                    )
                 t4 = time.perf_counter()
             t5 = time.perf_counter()
             if profile:

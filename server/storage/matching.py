@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from sqlalchemy import ColumnElement, bindparam, delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from befriend.server.records import IdentityKind
 from befriend.server.storage import models
@@ -180,6 +180,16 @@ class MatchRepository:
         )
         return [BookKey(e, kind, k + _U64 if k < 0 else k) for e, kind, k in rows if k is not None]
 
+    def book_key_count(self, user_id: str) -> int:
+        """How many exact key rows the user's books hold."""
+        return int(
+            self.s.execute(
+                select(func.count())
+                .select_from(models.EntryKey)
+                .where(models.EntryKey.user_id == user_id, models.EntryKey.key.is_not(None))
+            ).scalar_one()
+        )
+
     def book_weak_keys(self, user_id: str) -> list[BookKey]:
         """Weak keys of the phone numbers in the user's books that could not be normalised."""
         rows = self.s.execute(
@@ -261,6 +271,14 @@ class MatchRepository:
         return out
 
     # -- the restricted match (a few keys of one user's books) ----------------------------
+    # Each of these costs in proportion to the keys asked, never to the size of the books,
+    # whatever the planner's statistics. On PostgreSQL the keys go as one array and each is
+    # probed through a LATERAL subquery (OFFSET 0 keeps it from being flattened): without
+    # statistics (a book uploaded since the last ANALYZE) the planner would otherwise scan
+    # all of the user's rows for each chunk of an upload.
+    def _pg(self) -> bool:
+        return self.s.get_bind().dialect.name == "postgresql"
+
     def _user_holds(self, user_id: str) -> ColumnElement[bool]:
         """``entry_keys.user_id = user_id`` written so that the key index drives the query:
         with a plain equality SQLite walks all of the user's keys (ix_entry_keys_user_id,
@@ -272,17 +290,67 @@ class MatchRepository:
         then row id: the order ``book_keys`` gives)."""
         e = models.EntryKey
         rows: list[tuple[int, int, int, int]] = []
-        for part in _chunks(sorted({key_to_db(k) for k in keys})):
-            rows.extend(
-                (entry_pk, row_id, kind, k)
-                for entry_pk, row_id, kind, k in self.s.execute(
-                    select(e.entry_pk, e.id, e.kind, e.key).where(
-                        self._user_holds(user_id), e.key.in_(part)
+        wanted = sorted({key_to_db(k) for k in keys})
+        if self._pg():
+            if wanted:
+                rows.extend(
+                    self.s.connection().exec_driver_sql(
+                        "SELECT h.entry_pk, h.id, h.kind, h.key "
+                        "FROM unnest(%s::bigint[]) AS k(key) CROSS JOIN LATERAL "
+                        "(SELECT entry_pk, id, kind, key FROM entry_keys "
+                        "WHERE key = k.key AND (user_id || '') = %s OFFSET 0) AS h",
+                        (wanted, user_id),
                     )
                 )
-            )
+        else:
+            for part in _chunks(wanted):
+                rows.extend(
+                    (entry_pk, row_id, kind, k)
+                    for entry_pk, row_id, kind, k in self.s.execute(
+                        select(e.entry_pk, e.id, e.kind, e.key).where(
+                            self._user_holds(user_id), e.key.in_(part)
+                        )
+                    )
+                )
         rows.sort()
         return [BookKey(entry_pk, kind, key_from_db(k)) for entry_pk, _, kind, k in rows]
+
+    def entries_holding(self, user_id: str, keys: Sequence[int]) -> list[BookKey]:
+        """Every exact key row of the user's entries that hold one of ``keys`` (whole
+        entries), in entry order: one self-join per batch of keys."""
+        e, h = models.EntryKey, aliased(models.EntryKey)
+        rows: dict[int, tuple[int, int, int, int]] = {}
+        wanted = sorted({key_to_db(k) for k in keys})
+        if self._pg():
+            found = (
+                self.s.connection().exec_driver_sql(
+                    "SELECT e.entry_pk, e.id, e.kind, e.key FROM unnest(%s::bigint[]) AS k(key) "
+                    "CROSS JOIN LATERAL (SELECT entry_pk FROM entry_keys "
+                    "WHERE key = k.key AND (user_id || '') = %s OFFSET 0) AS h "
+                    "CROSS JOIN LATERAL (SELECT entry_pk, id, kind, key FROM entry_keys "
+                    "WHERE entry_pk = h.entry_pk AND key IS NOT NULL OFFSET 0) AS e",
+                    (wanted, user_id),
+                )
+                if wanted
+                else []
+            )
+            for entry_pk, row_id, kind, k in found:
+                rows[row_id] = (entry_pk, row_id, kind, k)
+            return [
+                BookKey(entry_pk, kind, key_from_db(k))
+                for entry_pk, _, kind, k in sorted(rows.values())
+            ]
+        for part in _chunks(wanted):
+            for entry_pk, row_id, kind, k in self.s.execute(
+                select(e.entry_pk, e.id, e.kind, e.key)
+                .join(h, h.entry_pk == e.entry_pk)
+                .where((h.user_id + "") == user_id, h.key.in_(part), e.key.is_not(None))
+            ):
+                rows[row_id] = (entry_pk, row_id, kind, k)
+        return [
+            BookKey(entry_pk, kind, key_from_db(k))
+            for entry_pk, _, kind, k in sorted(rows.values())
+        ]
 
     def entry_rows(self, entry_pks: Sequence[int]) -> list[BookKey]:
         """Every exact key row of these entries, in entry order."""
@@ -318,8 +386,34 @@ class MatchRepository:
 
     def holders_among(self, keys: Sequence[int], users: Sequence[str]) -> list[tuple[str, BookKey]]:
         """``holders(keys)`` restricted to the books of ``users``, in the same order."""
-        wanted = set(users)
-        return [(u, bk) for u, bk in self.holders(keys) if u in wanted] if wanted else []
+        e = models.EntryKey
+        ids = sorted(set(users))
+        wanted = [key_to_db(k) for k in keys]
+        rows: list[tuple[int, int, str, int, int]] = []
+        if self._pg() and ids and wanted:
+            rows.extend(
+                (entry_pk, row_id, u, kind, k)
+                for u, entry_pk, row_id, kind, k in self.s.connection().exec_driver_sql(
+                    "SELECT h.user_id, h.entry_pk, h.id, h.kind, h.key "
+                    "FROM unnest(%s::bigint[]) AS k(key) "
+                    "CROSS JOIN LATERAL (SELECT user_id, entry_pk, id, kind, key FROM entry_keys "
+                    "WHERE key = k.key AND (user_id || '') = ANY(%s::text[]) OFFSET 0) AS h",
+                    (wanted, ids),
+                )
+            )
+            ids = []
+        for i in range(0, len(ids), _BATCH):
+            for part in _chunks(wanted):
+                rows.extend(
+                    (entry_pk, row_id, u, kind, k)
+                    for u, entry_pk, row_id, kind, k in self.s.execute(
+                        select(e.user_id, e.entry_pk, e.id, e.kind, e.key).where(
+                            e.key.in_(part), e.user_id.in_(ids[i : i + _BATCH])
+                        )
+                    )
+                )
+        rows.sort()
+        return [(u, BookKey(entry_pk, kind, key_from_db(k))) for entry_pk, _, u, kind, k in rows]
 
     def member_rows_between(self, user_id: str, others: Sequence[str]) -> list[BuddyState]:
         """The rows user -> other and other -> user for each of ``others``."""
@@ -345,6 +439,24 @@ class MatchRepository:
         ids = sorted(set(owners))
         if not ids:
             return []
+        if self._pg():
+            wanted = sorted({key_to_db(k) for k in keys})
+            found = (
+                self.s.connection().exec_driver_sql(
+                    "SELECT b.owner_id, b.kind, b.key, b.key_kind, b.entry_pk, b.origin "
+                    "FROM unnest(%s::bigint[]) AS k(key) "
+                    "CROSS JOIN LATERAL (SELECT owner_id, other_id, kind, key, key_kind, entry_pk, "
+                    "origin FROM buddies WHERE key = k.key OFFSET 0) AS b "
+                    "WHERE b.owner_id = ANY(%s::text[]) AND b.other_id IS NULL AND b.kind = %s",
+                    (wanted, ids, PHONEBOOK),
+                )
+                if wanted
+                else []
+            )
+            return [
+                BuddyState(o, None, kind, key_from_db(k), kk, e, origin)
+                for o, kind, k, kk, e, origin in found
+            ]
         who = b.owner_id == ids[0] if len(ids) == 1 else b.owner_id.in_(ids)
         out: list[BuddyState] = []
         for part in _chunks(sorted({key_to_db(k) for k in keys})):

@@ -283,7 +283,7 @@ def _match_keys(
         )
 
     # (b) phonebook slots
-    touched = [(user_id, bk) for bk in repo.entries_holding(user_id, keys)]
+    touched = [(user_id, bk) for bk in repo.entries_holding(user_id, list(keys))]
     stored, should = _phonebook_slots(repo, registry, {user_id: keys}, touched, member_of, origin)
     return _write(repo, existing + stored, desired + should, now)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, aliased
@@ -289,7 +289,7 @@ class MatchRepository:
         """The user's exact key rows whose key is one of ``keys``, in entry order (entry pk,
         then row id: the order ``book_keys`` gives)."""
         e = models.EntryKey
-        rows: list[tuple[int, int, int, int]] = []
+        rows: list[tuple[Any, ...]] = []
         wanted = sorted({key_to_db(k) for k in keys})
         if self._pg():
             if wanted:
@@ -319,10 +319,10 @@ class MatchRepository:
         """Every exact key row of the user's entries that hold one of ``keys`` (whole
         entries), in entry order: one self-join per batch of keys."""
         e, h = models.EntryKey, aliased(models.EntryKey)
-        rows: dict[int, tuple[int, int, int, int]] = {}
+        rows: dict[int, tuple[Any, ...]] = {}
         wanted = sorted({key_to_db(k) for k in keys})
         if self._pg():
-            found = (
+            found: Any = (
                 self.s.connection().exec_driver_sql(
                     "SELECT e.entry_pk, e.id, e.kind, e.key FROM unnest(%s::bigint[]) AS k(key) "
                     "CROSS JOIN LATERAL (SELECT entry_pk FROM entry_keys "
@@ -355,7 +355,7 @@ class MatchRepository:
     def entry_rows(self, entry_pks: Sequence[int]) -> list[BookKey]:
         """Every exact key row of these entries, in entry order."""
         e = models.EntryKey
-        rows: list[tuple[int, int, int, int]] = []
+        rows: list[tuple[Any, ...]] = []
         for part in _chunks(sorted(set(entry_pks))):
             rows.extend(
                 (entry_pk, row_id, kind, k)
@@ -389,7 +389,7 @@ class MatchRepository:
         e = models.EntryKey
         ids = sorted(set(users))
         wanted = [key_to_db(k) for k in keys]
-        rows: list[tuple[int, int, str, int, int]] = []
+        rows: list[tuple[Any, ...]] = []
         if self._pg() and ids and wanted:
             rows.extend(
                 (entry_pk, row_id, u, kind, k)
@@ -441,7 +441,7 @@ class MatchRepository:
             return []
         if self._pg():
             wanted = sorted({key_to_db(k) for k in keys})
-            found = (
+            found: Any = (
                 self.s.connection().exec_driver_sql(
                     "SELECT b.owner_id, b.kind, b.key, b.key_kind, b.entry_pk, b.origin "
                     "FROM unnest(%s::bigint[]) AS k(key) "

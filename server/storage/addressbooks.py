@@ -102,33 +102,31 @@ class AddressBookRepository:
         self.s.flush()
         return row.id, _book(row)
 
-    def touch_book(self, book_pk: int, device_id: str, now: datetime) -> BookRecord:
-        count = self.s.execute(
-            select(func.count()).where(models.ContactEntry.book_pk == book_pk)
-        ).scalar_one()
+    def touch_book(self, book_pk: int, device_id: str, now: datetime) -> None:
+        """A committed change to the book: new version (etag), device and time. Its entry
+        count is read when books are listed (a count over a large book costs more than the
+        write that changed it)."""
         self.s.execute(
             update(models.AddressBook)
             .where(models.AddressBook.id == book_pk)
             .values(
-                entry_count=count,
                 device_id=device_id,
                 version=models.AddressBook.version + 1,
                 updated_at=now,
             )
         )
-        row = self.s.get_one(models.AddressBook, book_pk)
-        self.s.refresh(row)
-        return _book(row)
 
     def list_books(self, user_id: str, offset: int, limit: int) -> list[BookRecord]:
-        rows = self.s.scalars(
-            select(models.AddressBook)
-            .where(models.AddressBook.user_id == user_id)
-            .order_by(models.AddressBook.updated_at.desc(), models.AddressBook.id.desc())
+        b, e = models.AddressBook, models.ContactEntry
+        count = select(func.count()).where(e.book_pk == b.id).scalar_subquery()
+        rows = self.s.execute(
+            select(b.book_id, b.kind, b.device_id, count, b.version, b.updated_at)
+            .where(b.user_id == user_id)
+            .order_by(b.updated_at.desc(), b.id.desc())
             .offset(offset)
             .limit(limit)
         )
-        return [_book(r) for r in rows]
+        return [BookRecord(*row) for row in rows]
 
     # -- uploads -----------------------------------------------------------------------
     def upload(self, user_id: str, upload_id: str) -> tuple[int, int, UploadRecord] | None:

@@ -147,7 +147,7 @@ class AddressBook(Base):
     book_id: Mapped[str] = mapped_column(String(63))
     kind: Mapped[int] = mapped_column(SmallInteger)
     device_id: Mapped[str] = mapped_column(String(128), default="")
-    entry_count: Mapped[int] = mapped_column(Integer, default=0)
+    entry_count: Mapped[int] = mapped_column(Integer, default=0)  # unused: counted on listing
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]

@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 
 from befriend.core import merge
 from befriend.server.records import EntryKeyRecord
-from befriend.server.services.merge import doc_keys
+from befriend.server.services.addressbooks import doc_keys
 from befriend.v1 import common_pb2
 
 # Contact fields a user or a device edits (the output-only ones excluded).

@@ -259,6 +259,43 @@ def entry_keys(entries: Sequence[EntryInput], region: str) -> list[list[EntryKey
     return chunk_keys(entries, region).records()
 
 
+def doc_keys(docs: Sequence[dict[str, Any]], region: str) -> list[list[EntryKeyRecord]]:
+    """The identities of contacts given as documents (befriend.core.merge's shape), keyed as
+    an upload keys them, each (kind, value) once: for contacts a merge or a user edit
+    wrote."""
+
+    def texts(items: Any, *names: str) -> tuple[str, ...]:
+        found = (next((str(i[n]) for n in names if i.get(n)), "") for i in items or [])
+        return tuple(t for t in found if t)
+
+    inputs = [
+        EntryInput(
+            entry_id="",
+            raw=b"",
+            media_type="",
+            content_hash="",
+            contact=b"",
+            phones=texts(
+                [*(doc.get("mobile_numbers") or []), *(doc.get("fixed_numbers") or [])],
+                "raw",
+                "e164",
+            ),
+            emails=texts(doc.get("email_addresses"), "raw", "normalized"),
+            ims=tuple(
+                (str(i.get("kind", "")), str(i.get("id", ""))) for i in doc.get("im_ids") or []
+            ),
+        )
+        for doc in docs
+    ]
+    out: list[list[EntryKeyRecord]] = []
+    for keys in entry_keys(inputs, region):
+        unique: dict[tuple[int, str], EntryKeyRecord] = {}
+        for k in keys:
+            unique.setdefault((k.kind, k.value), k)
+        out.append(list(unique.values()))
+    return out
+
+
 def _records(rows: Sequence[KeyRow]) -> list[EntryKeyRecord]:
     return [
         EntryKeyRecord(

@@ -25,8 +25,7 @@ from typing import Any
 
 from befriend.core import merge
 from befriend.server.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
-from befriend.server.records import EntryInput, EntryKeyRecord
-from befriend.server.services.addressbooks import entry_keys
+from befriend.server.services.addressbooks import doc_keys
 from befriend.server.storage.addressbooks import AddressBookRepository, KeyDelta
 from befriend.server.storage.changes import ORIGIN_USER_EDIT
 from befriend.server.storage.contacts import (
@@ -235,34 +234,6 @@ def _check_etag(given: str, row: ContactRow, field: str) -> None:
         )
 
 
-def _keys(doc: Doc, region: str) -> list[EntryKeyRecord]:
-    def phone(item: Any) -> str:
-        return str(item.get("raw") or item.get("e164") or "")
-
-    entry = EntryInput(
-        entry_id="",
-        raw=b"",
-        media_type="",
-        content_hash="",
-        contact=b"",
-        phones=tuple(
-            p
-            for f in ("mobile_numbers", "fixed_numbers")
-            for p in (phone(i) for i in doc.get(f) or [])
-            if p
-        ),
-        emails=tuple(str(e.get("raw", "")) for e in doc.get("email_addresses") or []),
-        ims=tuple((str(i.get("kind", "")), str(i.get("id", ""))) for i in doc.get("im_ids") or []),
-    )
-    seen: set[tuple[int, str]] = set()
-    out = []
-    for k in entry_keys([entry], region)[0]:
-        if (k.kind, k.value) not in seen:
-            seen.add((k.kind, k.value))
-            out.append(k)
-    return out
-
-
 def check_mask(paths: Sequence[str], allowed: frozenset[str], field: str = "update_mask") -> None:
     if not paths:
         raise InvalidArgument.field(field, "required: the fields to change")
@@ -301,7 +272,9 @@ def create_contact(
         stamp,
         now,
     )
-    books.replace_entry_keys(user_id, contact_id, _keys(doc, accounts.region_of(user_id)), delta)
+    books.replace_entry_keys(
+        user_id, contact_id, doc_keys([doc], accounts.region_of(user_id))[0], delta
+    )
     books.touch_book(pk, device_id, now)
     return get_contact(repo, user_id, contact_id)
 
@@ -365,7 +338,7 @@ def update_contact(
             metadata={"field": "contact.etag"},
         )
     rekeyed = bool(KEY_FIELDS.intersection(changed)) and books.replace_entry_keys(
-        user_id, contact_id, _keys(new_doc, region), delta
+        user_id, contact_id, doc_keys([new_doc], region)[0], delta
     )
     return Updated(get_contact(repo, user_id, contact_id), changed, rekeyed)
 

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 from befriend.core import merge as engine
 from befriend.server.errors import Aborted, InvalidArgument, NotFound
-from befriend.server.records import EntryInput, EntryKeyRecord, IdentityKind, UserRecord
-from befriend.server.services.addressbooks import entry_keys
+from befriend.server.records import IdentityKind, UserRecord
+from befriend.server.services.addressbooks import doc_keys
 from befriend.server.storage.addressbooks import AddressBookRepository
 from befriend.server.storage.changes import (
     ORIGIN_MERGE,
@@ -423,36 +423,6 @@ def list_items(
 
 # -- apply / undo ---------------------------------------------------------------------------
 _KEYED_FIELDS = frozenset({"mobile_numbers", "fixed_numbers", "email_addresses", "im_ids"})
-
-
-def doc_keys(docs: Sequence[engine.Doc], region: str) -> list[list[EntryKeyRecord]]:
-    """The buddy-matching identities of contacts a merge wrote (as an upload computes them)."""
-    inputs = [
-        EntryInput(
-            entry_id="",
-            raw=b"",
-            media_type="",
-            content_hash="",
-            contact=b"",
-            phones=tuple(
-                p.get("raw") or p.get("e164", "")
-                for f in ("mobile_numbers", "fixed_numbers")
-                for p in doc.get(f, [])
-            ),
-            emails=tuple(
-                e.get("raw") or e.get("normalized", "") for e in doc.get("email_addresses", [])
-            ),
-            ims=tuple((i.get("kind", ""), i.get("id", "")) for i in doc.get("im_ids", [])),
-        )
-        for doc in docs
-    ]
-    out: list[list[EntryKeyRecord]] = []
-    for keys in entry_keys(inputs, region):
-        unique: dict[tuple[int, str], EntryKeyRecord] = {}
-        for k in keys:
-            unique.setdefault((k.kind, k.value), k)
-        out.append(list(unique.values()))
-    return out
 
 
 def _items_named(

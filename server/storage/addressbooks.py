@@ -58,6 +58,24 @@ class KeyDelta:
                 self.keys.add(key_from_db(k))
 
 
+def key_row_dicts(
+    user_id: str, keyed: Sequence[tuple[int, Sequence[EntryKeyRecord]]]
+) -> list[dict[str, Any]]:
+    """entry_keys rows for bulk_insert from (entry pk, its identity records)."""
+    return [
+        {
+            "entry_pk": pk,
+            "user_id": user_id,
+            "kind": int(k.kind),
+            "key": key_to_db(k.key) if k.key is not None else None,
+            "weak_key": k.weak_key,
+            "value": k.value,
+        }
+        for pk, keys in keyed
+        for k in keys
+    ]
+
+
 def _key_tuple(k: EntryKeyRecord) -> tuple[Any, ...]:
     """An entry_keys row as stored: (kind, key as stored, weak key, value)."""
     return (int(k.kind), key_to_db(k.key) if k.key is not None else None, k.weak_key, k.value)
@@ -426,18 +444,7 @@ class AddressBookRepository:
                     )
                 )
             rekeyed.extend((pk_of[entry.entry_id], keys) for entry, keys in fresh)
-        key_rows = [
-            {
-                "entry_pk": pk,
-                "user_id": user_id,
-                "kind": int(k.kind),
-                "key": key_to_db(k.key) if k.key is not None else None,
-                "weak_key": k.weak_key,
-                "value": k.value,
-            }
-            for pk, keys in rekeyed
-            for k in keys
-        ]
+        key_rows = key_row_dicts(user_id, rekeyed)
         if key_rows:
             bulk_insert(self.s, models.table(models.EntryKey), key_rows)
             if delta is not None:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from befriend.server.records import EntryKeyRecord, IdentityKind, IdentityRecord, UserRecord
 from befriend.server.storage import models
+from befriend.server.storage.addressbooks import key_row_dicts
 from befriend.server.storage.bulk import bulk_insert, bulk_update
 from befriend.server.storage.changes import ChangeStamp
 from befriend.server.storage.repositories import key_from_db, key_to_db
@@ -331,18 +332,7 @@ class MergeRepository:
             self.s.execute(
                 delete(models.EntryKey).where(models.EntryKey.entry_pk.in_(pks[i : i + _BATCH]))
             )
-        rows = [
-            {
-                "entry_pk": pk,
-                "user_id": user_id,
-                "kind": int(k.kind),
-                "key": key_to_db(k.key) if k.key is not None else None,
-                "weak_key": k.weak_key,
-                "value": k.value,
-            }
-            for pk, keys in keyed
-            for k in keys
-        ]
+        rows = key_row_dicts(user_id, keyed)
         if rows:
             bulk_insert(self.s, models.table(models.EntryKey), rows)
         return changed | {k.key for _, keys in keyed for k in keys if k.key is not None}

@@ -26,6 +26,7 @@ from typing import Any
 from befriend.core import merge
 from befriend.server.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from befriend.server.services.addressbooks import doc_keys
+from befriend.server.services.merge import book_default, micros
 from befriend.server.storage.addressbooks import AddressBookRepository, KeyDelta
 from befriend.server.storage.changes import ORIGIN_USER_EDIT
 from befriend.server.storage.contacts import (
@@ -59,25 +60,13 @@ class Codec:
     to_bytes: Callable[[Doc], bytes]
 
 
-NETWORK_BOOK_KIND = 4  # AddressBookKind of the network book (befriend.server.services.merge)
-
-
 def etag(version: int) -> str:
     return f'W/"{version}"'
 
 
-def micros(at: datetime) -> int:
-    return int(at.timestamp() * 1_000_000)
-
-
 def default_prov(row: ContactRow) -> merge.Prov:
-    """Provenance of slots the stored map does not name: the member's own profile in the
-    network book, uploaded from the book's device elsewhere."""
-    if row.book_kind == NETWORK_BOOK_KIND:
-        return merge.Prov(merge.Source.PROFILE, time=micros(row.updated_at))
-    return merge.Prov(
-        merge.Source.DEVICE, device_id=row.book_device_id, time=micros(row.updated_at)
-    )
+    """Provenance of slots the stored map does not name (see ``book_default``)."""
+    return book_default(row.book_kind, row.book_device_id, row.updated_at)
 
 
 def provenance(row: ContactRow, doc: Doc) -> list[tuple[str, merge.Prov]]:

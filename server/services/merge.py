@@ -13,7 +13,7 @@ provenance NETWORK_MERGE under a merge id; undoing removes exactly the unmodifie
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -39,7 +39,7 @@ from befriend.server.storage.merges import (
 
 PLAN_TTL = timedelta(hours=1)
 NETWORK_BOOK_ID = "network"
-DEVICE_BOOK, NETWORK_BOOK_KIND = 1, 4  # AddressBookKind
+NETWORK_BOOK_KIND = 4  # AddressBookKind
 # NetworkSource, SyncTarget, MergePlanItemKind, MergeMatchBasis, MergeSide (sync.proto)
 SOURCE_NETWORK_BOOK, SOURCE_ADDRESS_BOOK = 1, 2
 TARGET_DEVICE, TARGET_NETWORK, TARGET_BOTH = 1, 2, 3
@@ -85,14 +85,12 @@ def micros(now: datetime) -> int:
     return int(now.timestamp() * 1_000_000)
 
 
-def default_prov(kind: int, device_id: str) -> Callable[[StoredContact], engine.Prov]:
-    """Provenance of the slots a contact row does not list: its book's owner — the member's
-    profile in the network book, the uploading device elsewhere."""
+def book_default(kind: int, device_id: str, updated_at: datetime) -> engine.Prov:
+    """Provenance of the slots a stored contact does not list: its book's owner — the
+    member's own profile in the network book, the uploading device elsewhere."""
     if kind == NETWORK_BOOK_KIND:
-        return lambda c: engine.Prov(engine.Source.PROFILE, time=micros(c.updated_at))
-    return lambda c: engine.Prov(
-        engine.Source.DEVICE, device_id=device_id, time=micros(c.updated_at)
-    )
+        return engine.Prov(engine.Source.PROFILE, time=micros(updated_at))
+    return engine.Prov(engine.Source.DEVICE, device_id=device_id, time=micros(updated_at))
 
 
 def plan_etag(plan: PlanRow) -> str:
@@ -145,9 +143,8 @@ def refresh_network_book(
     """Bring the user's network book in line with their full buddies' profiles: new
     buddies get a card, changed profiles replace the PROFILE slots (merge additions and user
     edits stay), cards of former buddies that hold no user edit are removed."""
-    book_pk, record = books.ensure_book(user_id, NETWORK_BOOK_ID, NETWORK_BOOK_KIND, "", now)
+    book_pk, _ = books.ensure_book(user_id, NETWORK_BOOK_ID, NETWORK_BOOK_KIND, "", now)
     book = Book(book_pk, NETWORK_BOOK_ID, NETWORK_BOOK_KIND, "")
-    default = default_prov(NETWORK_BOOK_KIND, "")
     stamp = ChangeStamp(repo.s, user_id, ORIGIN_MERGE)
     members = {_card_id(u.id): u for u in repo.member_buddies(user_id)}
     cards = {c.entry_id: c for c in repo.book_contacts(book_pk)}
@@ -167,7 +164,7 @@ def refresh_network_book(
             provs,
             member_card(member),
             source=engine.Source.PROFILE,
-            default=default(card),
+            default=book_default(NETWORK_BOOK_KIND, "", card.updated_at),
             time=t,
         )
         if changed:
@@ -183,7 +180,6 @@ def refresh_network_book(
     repo.insert_contacts(user_id, book_pk, fresh, stamp, now)
     if updates or fresh:
         books.touch_book(book_pk, "", now)
-    del record
     return book
 
 

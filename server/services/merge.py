@@ -341,7 +341,7 @@ def preview(
         created_at=now,
         expires_at=now + PLAN_TTL,
     )
-    repo.purge_plans(now)
+    repo.purge_plans(now, user_id)  # everyone's: the daily retention job
     plan_pk = repo.create_plan(user_id, **values)
     repo.add_plan_items(plan_pk, items)
     found = repo.plan(user_id, plan_id)

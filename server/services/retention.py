@@ -17,6 +17,7 @@ from befriend.server.errors import FailedPrecondition
 from befriend.server.services import contacts
 from befriend.server.storage.contacts import ContactRepository
 from befriend.server.storage.db import Database
+from befriend.server.storage.merges import MergeRepository
 from befriend.server.storage.retention import BUDDY_EVENTS, RetentionRepository
 
 DEFAULT_RETENTION_DAYS = 30
@@ -33,9 +34,12 @@ def prune_buddy_events(db: Database, retention_days: float, now: datetime) -> Pr
 
     Safe to run concurrently from several workers or replicas (the watermark only moves up;
     deleting an already-deleted prefix deletes nothing). ``retention_days`` <= 0 keeps
-    everything. Contact tombstones (the contact change feed) are pruned by the same job.
+    everything. Contact tombstones (the contact change feed) and expired merge plans are
+    pruned by the same job.
     """
     prune_contact_tombstones(db, retention_days, now)
+    with db.transaction() as s:
+        MergeRepository(s).purge_plans(now)
     with db.transaction() as s:
         repo = RetentionRepository(s)
         current = repo.watermark(BUDDY_EVENTS)

@@ -435,8 +435,13 @@ class MergeRepository:
             query = query.limit(limit)
         return list(self.s.scalars(query))
 
-    def purge_plans(self, before: datetime) -> None:
-        self.s.execute(delete(models.MergePlanRow).where(models.MergePlanRow.expires_at < before))
+    def purge_plans(self, before: datetime, user_id: str | None = None) -> int:
+        """Delete plans that expired before ``before`` (of one user, or everyone's)."""
+        p = models.MergePlanRow
+        query = delete(p).where(p.expires_at < before)
+        if user_id is not None:
+            query = query.where(p.user_id == user_id)
+        return int(getattr(self.s.execute(query), "rowcount", 0))
 
     # -- merges --------------------------------------------------------------------------
     def create_merge(self, user_id: str, **values: Any) -> MergeRecord:

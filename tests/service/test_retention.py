@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
-from befriend.clients import FailedPrecondition
+from befriend.clients import FailedPrecondition, errors
 from befriend.server.api.backend import utcnow
 from befriend.server.app import BefriendServer
 from befriend.server.services import retention
@@ -138,3 +138,22 @@ async def test_retention_job_is_scheduled_daily(db: Database) -> None:
         app = server.server
         assert isinstance(app, BefriendServer)
         assert all("retention" not in job.name for job in app.scheduler.get_jobs())
+
+
+async def test_daily_job_removes_expired_merge_plans(
+    running_server: RunningServer, db: Database, people: People
+) -> None:
+    a = await member(people, running_server, "Ann", "+8613900000001")
+    await a.upload(card("Bo", "+8613900000002"))
+    plan = await a.client.sync.preview_merge("phone")
+    await _prune(running_server)
+    with db.transaction(readonly=True) as s:
+        assert s.scalar(select(func.count()).select_from(models.MergePlanRow)) == 1  # live
+    with db.transaction() as s:
+        s.execute(update(models.MergePlanRow).values(expires_at=utcnow() - timedelta(minutes=1)))
+    await _prune(running_server)
+    with db.transaction(readonly=True) as s:
+        assert s.scalar(select(func.count()).select_from(models.MergePlanRow)) == 0
+        assert s.scalar(select(func.count()).select_from(models.MergePlanItemRow)) == 0
+    with pytest.raises(errors.NotFound):
+        await a.client.sync.apply_merge(plan.name, plan.etag)

@@ -32,6 +32,30 @@ PG_URL = os.environ.get(
 )
 PHONE = 1  # IdentityKind.PHONE
 BATCH = 50_000
+# Column order of the bulk-loaded address_books and contact_entries rows.
+BOOK_COLUMNS = (
+    "id",
+    "user_id",
+    "book_id",
+    "kind",
+    "device_id",
+    "entry_count",
+    "version",
+    "created_at",
+    "updated_at",
+)
+ENTRY_COLUMNS = (
+    "id",
+    "book_pk",
+    "user_id",
+    "entry_id",
+    "raw",
+    "raw_media_type",
+    "content_hash",
+    "contact",
+    "created_at",
+    "updated_at",
+)
 _I64 = 1 << 63
 
 
@@ -210,17 +234,7 @@ class Loader:
         )
         self.insert(
             "address_books",
-            (
-                "id",
-                "user_id",
-                "book_id",
-                "kind",
-                "device_id",
-                "entry_count",
-                "version",
-                "created_at",
-                "updated_at",
-            ),
+            BOOK_COLUMNS,
             books,
         )
         raw = f"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Uploader\r\nTEL:{e164}\r\nEND:VCARD\r\n"
@@ -230,18 +244,7 @@ class Loader:
         )
         self.insert(
             "contact_entries",
-            (
-                "id",
-                "book_pk",
-                "user_id",
-                "entry_id",
-                "raw",
-                "raw_media_type",
-                "content_hash",
-                "contact",
-                "created_at",
-                "updated_at",
-            ),
+            ENTRY_COLUMNS,
             entries,
         )
         weak = key % 10_000_000
@@ -429,17 +432,7 @@ class ArrayLoader(Loader):
         rows = ((o + 1, user_ids[o], "phone", 1, "bench", 300, 1, ts, ts) for o in _id_list(owners))
         return self.insert(
             "address_books",
-            (
-                "id",
-                "user_id",
-                "book_id",
-                "kind",
-                "device_id",
-                "entry_count",
-                "version",
-                "created_at",
-                "updated_at",
-            ),
+            BOOK_COLUMNS,
             rows,
         )
 

@@ -55,7 +55,13 @@ from befriend.core.normalize import email_key, normalize_many
 from befriend.server.observability import configure_logging
 from befriend.server.storage.repositories import key_to_db
 from befriend.v1 import account_pb2, account_pb2_grpc, common_pb2, sync_pb2, sync_pb2_grpc
-from benchmarks._population import Loader, pg_reachable, scratch_postgres
+from benchmarks._population import (
+    BOOK_COLUMNS,
+    ENTRY_COLUMNS,
+    Loader,
+    pg_reachable,
+    scratch_postgres,
+)
 
 T = TypeVar("T")
 
@@ -201,17 +207,7 @@ def load_buddies(loader: Loader, buddies: int) -> None:
     a_key = int(A_E164[1:])
     loader.insert(
         "address_books",
-        (
-            "id",
-            "user_id",
-            "book_id",
-            "kind",
-            "device_id",
-            "entry_count",
-            "version",
-            "created_at",
-            "updated_at",
-        ),
+        BOOK_COLUMNS,
         ((i + 1, uid[i], "phone", 1, "buddy-phone", 1, 1, ts, ts) for i in range(buddies)),
     )
     card = common_pb2.Contact(display_name="A")
@@ -220,18 +216,7 @@ def load_buddies(loader: Loader, buddies: int) -> None:
     raw = vcard("A", A_E164).encode()
     loader.insert(
         "contact_entries",
-        (
-            "id",
-            "book_pk",
-            "user_id",
-            "entry_id",
-            "raw",
-            "raw_media_type",
-            "content_hash",
-            "contact",
-            "created_at",
-            "updated_at",
-        ),
+        ENTRY_COLUMNS,
         (
             (i + 1, i + 1, uid[i], "e0", raw, "text/vcard", "0" * 64, contact, ts, ts)
             for i in range(buddies)

@@ -241,6 +241,8 @@ def _breakdown(
             matching.match_user(
                 MatchRepository(s), registry, me.user_id, now, matching.ORIGIN_REGISTRATION
             )
+        with db.transaction(readonly=True) as s:
+            registry.warm(MatchRepository(s))  # as a running server's (loaded at start-up)
         statements: dict[str, list[float]] = {}
         started: list[float] = [0.0]
 

@@ -29,6 +29,7 @@ class Registry:
         self._by_key = KeyIndex()  # identity key -> identity pk
         self._by_pk = KeyIndex()  # identity pk -> identity key (to apply removals)
         self._seq = -1
+        self._window = (-1, -1)  # (entries, last seq) of the replay window as applied
         self._lock = threading.Lock()
         self._version = 0  # bumped on every change
         self._weak = KeyIndex()  # weak suffix -> identity pk, for unambiguous suffixes only
@@ -41,11 +42,20 @@ class Registry:
         self._by_key = KeyIndex.from_arrays(keys, pks)
         self._by_pk = KeyIndex.from_arrays(pks, keys)
         self._seq = seq
+        self._window = (-1, -1)  # unknown: the first tail re-reads the window
         self._version += 1
 
+    def _low(self) -> int:
+        return max(0, self._seq - REPLAY_WINDOW)
+
     def _tail(self, repo: MatchRepository) -> None:
-        for seq, pk, op, key in repo.identity_log_since(max(0, self._seq - REPLAY_WINDOW)):
-            self._version += 1
+        # The window behind the position is re-read only when its extent (entry count,
+        # last seq) differs from what was applied: a late commit inside it, or new entries.
+        if repo.identity_log_extent(self._low()) == self._window:
+            return
+        seqs: list[int] = []
+        for seq, pk, op, key in repo.identity_log_since(self._low()):
+            seqs.append(seq)
             if op == IDENTITY_ADDED and key is not None:
                 self._by_key.insert(key, pk)
                 self._by_pk.insert(pk, key)
@@ -56,6 +66,9 @@ class Registry:
                         self._by_key.delete(old)
                     self._by_pk.delete(pk)
             self._seq = max(self._seq, seq)
+        self._version += 1
+        applied = [q for q in seqs if q > self._low()]
+        self._window = (len(applied), max(applied, default=0))
 
     def _catch_up(self, repo: MatchRepository) -> None:
         if self._seq < 0:

@@ -122,6 +122,16 @@ class MatchRepository:
         rows = self.s.execute(select(models.Identity.id, models.Identity.key))
         return int(seq), [(pk, key_from_db(k)) for pk, k in rows]
 
+    def identity_log_extent(self, seq: int) -> tuple[int, int]:
+        """(how many log entries come after ``seq``, the last one's seq or 0): one cheap
+        index range count, to tell whether a tail has anything new to read."""
+        n, top = self.s.execute(
+            select(func.count(), func.coalesce(func.max(models.IdentityLog.seq), 0)).where(
+                models.IdentityLog.seq > seq
+            )
+        ).one()
+        return int(n), int(top)
+
     def identity_log_since(self, seq: int) -> list[tuple[int, int, int, int | None]]:
         """(seq, identity pk, op, key or None) after ``seq``, oldest first."""
         rows = self.s.execute(

@@ -1,0 +1,83 @@
+"""The in-memory Registry tails the identity log: on SQLite and PostgreSQL it sees new,
+removed and late-committed identities, and a lookup with nothing new reads no log rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import event, func
+
+from befriend.core.index import EMPTY_KEY
+from befriend.server.records import IdentityKind, IdentityRecord
+from befriend.server.services.registry import Registry
+from befriend.server.storage import models
+from befriend.server.storage.db import Database
+from befriend.server.storage.matching import MatchRepository
+from befriend.server.storage.repositories import AccountRepository
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _register(db: Database, user_id: str, key: int, seq: int | None = None) -> None:
+    """A member with one phone key; ``seq``: its identity-log entry takes that number."""
+    with db.transaction() as s:
+        AccountRepository(s).add_user(
+            user_id,
+            display_name=user_id,
+            region_code="CN",
+            time_zone="UTC",
+            profile={},
+            identities=[IdentityRecord(IdentityKind.PHONE, f"+{key}", key, f"+{key}")],
+            now=T0,
+        )
+        if seq is not None:
+            pk = s.query(models.Identity.id).filter_by(user_id=user_id).scalar()
+            s.query(models.IdentityLog).filter_by(identity_pk=pk).update({"seq": seq})
+
+
+def _found(db: Database, registry: Registry, *keys: int) -> list[bool]:
+    with db.transaction(readonly=True) as s:
+        hits = registry.lookup(MatchRepository(s), np.array(keys, dtype=np.uint64))
+    return [int(h) != int(EMPTY_KEY) for h in hits]
+
+
+def test_tail_sees_new_removed_and_late_identities(db: Database) -> None:
+    registry = Registry()
+    _register(db, "a" * 32, 8613900000001)
+    assert _found(db, registry, 8613900000001, 8613900000002) == [True, False]
+
+    _register(db, "b" * 32, 8613900000002)
+    assert _found(db, registry, 8613900000002) == [True]
+
+    with db.transaction() as s:
+        AccountRepository(s).delete_user("a" * 32, T0)
+    assert _found(db, registry, 8613900000001) == [False]
+
+    # A transaction that took a lower log number commits after a higher one: its entry
+    # lands inside the replay window, behind the registry's position.
+    with db.transaction() as s:
+        top = s.query(func.max(models.IdentityLog.seq)).scalar()
+    _register(db, "c" * 32, 8613900000003, seq=top + 10)
+    assert _found(db, registry, 8613900000003) == [True]
+    _register(db, "d" * 32, 8613900000004, seq=top + 5)  # the late one
+    assert _found(db, registry, 8613900000004) == [True]
+
+
+def test_lookup_with_nothing_new_reads_no_log_rows(db: Database) -> None:
+    registry = Registry()
+    _register(db, "a" * 32, 8613900000001)
+    for _ in range(2):  # the load, then one re-read of the window behind the snapshot
+        assert _found(db, registry, 8613900000001) == [True]
+    statements: list[str] = []
+
+    @event.listens_for(db.engine, "before_cursor_execute")
+    def _seen(_c: object, _cur: object, statement: str, *_: object) -> None:
+        if statement != "BEGIN":
+            statements.append(statement)
+
+    for _ in range(3):
+        assert _found(db, registry, 8613900000001) == [True]
+    # one count of the window per lookup; the log rows themselves are not read again
+    assert len(statements) == 3
+    assert all("count(" in s.lower() for s in statements)

@@ -11,6 +11,7 @@ from types import ModuleType
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -28,6 +29,8 @@ from befriend.server.observability import log
 from befriend.server.services import refresh, retention
 from befriend.server.storage.db import Database
 from befriend.server.storage.matching import MatchRepository
+
+CHECKPOINT_SECONDS = 0.5  # SQLite: how often the write-ahead log is checkpointed
 
 
 def _proto_modules() -> list[ModuleType]:
@@ -145,6 +148,10 @@ class BefriendServer:
                 self._fire_retention,
                 CronTrigger.from_crontab(self.settings.retention_cron, timezone=UTC),
             )
+        if self.db.is_sqlite:
+            self.scheduler.add_job(
+                self._fire_checkpoint, IntervalTrigger(seconds=CHECKPOINT_SECONDS)
+            )
         if self.scheduler.get_jobs():
             self.scheduler.start()
 
@@ -154,6 +161,9 @@ class BefriendServer:
         result = retention.prune_buddy_events(self.db, self.settings.event_retention_days, utcnow())
         log.info("retention.pruned", deleted=result.deleted, pruned_through=result.pruned_through)
         return result
+
+    async def _fire_checkpoint(self) -> None:
+        self.backend.spawn(self.db.checkpoint)
 
     async def _fire_retention(self) -> None:
         self.backend.spawn(self.prune_events)

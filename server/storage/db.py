@@ -15,6 +15,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+AUTOCHECKPOINT_PAGES = 16_384  # 64 MiB of 4 KiB pages
+JOURNAL_SIZE_LIMIT = 64 << 20  # bytes the log file is truncated to after a checkpoint
 
 
 # SQLite: writers take the write lock at BEGIN (BEGIN IMMEDIATE) so two writers never
@@ -29,6 +31,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
+    # Commits checkpoint the log themselves only past this many pages (a backstop): a
+    # server runs ``Database.checkpoint`` in the background instead.
+    cur.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+    cur.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
     cur.close()
 
 
@@ -65,6 +71,18 @@ class Database:
                 yield session
         finally:
             _immediate.reset(flag)
+
+    def checkpoint(self) -> None:
+        """SQLite: copy the write-ahead log into the database file, PASSIVE (never waits on
+        readers or writers). Run in the background, so that commits on the request path do
+        not pay for it (by default every 1,000 pages, ~20-30 ms, fell on some commit)."""
+        if not self.is_sqlite:
+            return
+        raw = self.engine.raw_connection()
+        try:
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()  # type: ignore[union-attr]
+        finally:
+            raw.close()
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""

@@ -14,10 +14,21 @@ from sqlalchemy.orm import Session
 
 from befriend.server.records import IdentityKind
 from befriend.server.storage import models
-from befriend.server.storage.bulk import bulk_insert
+from befriend.server.storage.bulk import db_value, insert_tuples
 from befriend.server.storage.repositories import key_from_db, key_to_db
 
 _BATCH = 500
+_BUDDY_COLUMNS = (
+    "owner_id",
+    "other_id",
+    "kind",
+    "key",
+    "key_kind",
+    "entry_pk",
+    "origin",
+    "created_at",
+    "updated_at",
+)
 _U64 = 1 << 64
 
 FULL, ONE_WAY, PHONEBOOK = 1, 2, 3
@@ -127,10 +138,15 @@ class MatchRepository:
     def _list(self, values: Iterable[Any]) -> Any:
         return list(values) if self._pg() else json.dumps(list(values))
 
-    def _rows(self, sql: str, *params: Any) -> list[Any]:
+    def _rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         if not self._pg():
             sql = sql.replace("%s", "?")
-        return list(self.s.connection().exec_driver_sql(sql, params))
+        cur = self.s.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cur.execute(sql, params)
+            return list(cur.fetchall())
+        finally:
+            cur.close()
 
     # -- registry feed -------------------------------------------------------------------
     def identity_snapshot(self) -> tuple[int, list[tuple[int, int]]]:
@@ -523,23 +539,13 @@ class MatchRepository:
             self.s.execute(delete(models.BuddyRow).where(*self._where(r)))
 
     def insert_rows(self, rows: Sequence[BuddyState], now: datetime) -> None:
-        bulk_insert(
+        t = models.table(models.BuddyRow)
+        at = db_value(self.s, t, "created_at", now)
+        insert_tuples(
             self.s,
-            models.table(models.BuddyRow),
-            [
-                {
-                    "owner_id": r.owner_id,
-                    "other_id": r.other_id,
-                    "kind": r.kind,
-                    "key": key_to_db(r.key),
-                    "key_kind": r.key_kind,
-                    "entry_pk": r.entry_pk,
-                    "origin": r.origin,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for r in rows
-            ],
+            t,
+            _BUDDY_COLUMNS,
+            [(*r[:3], key_to_db(r.key), *r[4:], at, at) for r in rows],
         )
 
     def update_rows(self, rows: Sequence[BuddyState], now: datetime) -> None:
@@ -705,10 +711,10 @@ class MatchRepository:
         return [BlockedView(u, n, t) for u, n, t in rows], int(total)
 
     def add_events(self, events: Sequence[tuple[str, int, str]], now: datetime) -> None:
-        bulk_insert(
-            self.s,
-            models.table(models.BuddyEvent),
-            [{"user_id": u, "type": t, "other_id": o, "created_at": now} for u, t, o in events],
+        t = models.table(models.BuddyEvent)
+        at = db_value(self.s, t, "created_at", now)
+        insert_tuples(
+            self.s, t, ("user_id", "type", "other_id", "created_at"), [(*e, at) for e in events]
         )
 
     def events(

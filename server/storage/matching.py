@@ -3,12 +3,15 @@ events and presence."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import ColumnElement, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
@@ -282,16 +285,18 @@ class MatchRepository:
         return out
 
     def weak_holders(self, weak_keys: Sequence[int]) -> list[tuple[str, BookKey]]:
-        """Who holds an unnormalisable number ending in one of these weak keys."""
-        out: list[tuple[str, BookKey]] = []
-        for part in _chunks(list(weak_keys)):
-            rows = self.s.execute(
-                select(models.EntryKey.user_id, models.EntryKey.entry_pk, models.EntryKey.weak_key)
-                .where(models.EntryKey.weak_key.in_(part), models.EntryKey.key.is_(None))
-                .order_by(models.EntryKey.entry_pk)
-            )
-            out.extend((u, BookKey(e, WEAK_MATCH, w)) for u, e, w in rows if w is not None)
-        return out
+        """Who holds an unnormalisable number ending in one of these weak keys (through the
+        partial index of such rows; SQLite is told to, or it would walk every key IS NULL
+        row through the key index)."""
+        if not weak_keys:
+            return []
+        hint = "" if self._pg() else " INDEXED BY ix_entry_keys_weak_key"
+        rows = self._rows(
+            f"SELECT user_id, entry_pk, weak_key FROM entry_keys{hint} "
+            f"WHERE {self._in('weak_key')} AND key IS NULL ORDER BY entry_pk, id",
+            self._list(weak_keys),
+        )
+        return [(u, BookKey(e, WEAK_MATCH, w)) for u, e, w in rows]
 
     def holders(self, keys: Sequence[int]) -> list[tuple[str, BookKey]]:
         """Who holds any of these keys in a book: (holder, the entry key), via the key index."""
@@ -923,37 +928,140 @@ class MatchRepository:
         return int(self.s.execute(select(func.count()).select_from(models.User)).scalar_one())
 
     # -- bulk refresh inputs (whole tables, streamed) -----------------------------------
-    def all_user_ids(self) -> list[str]:
-        return list(self.s.execute(select(models.User.id).order_by(models.User.id)).scalars())
+    # The scheduled refresh reads every user, identity, exact entry key and buddy row. Rows
+    # come in any order (no ORDER BY, no index) straight into numpy arrays: PostgreSQL
+    # streams them with COPY ... TO STDOUT (FORMAT binary), fixed-width int8 rows parsed by
+    # numpy in 16 MiB slices; SQLite through fetchmany in batches of 100,000. No row carries
+    # a string: users are numbered in SQL (row_number over their ids), and number ``n`` is
+    # ``refresh_user_ids()[n]``, which holds because the transaction reads one snapshot
+    # (``refresh_snapshot``). Keys are stored signed: the arrays hold their unsigned bits.
+    _REFRESH_USERS = "(SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM users)"
 
-    def all_identity_keys(self) -> list[tuple[str, int]]:
-        rows = self.s.execute(select(models.Identity.user_id, models.Identity.key))
-        return [(u, key_from_db(k)) for u, k in rows]
+    def refresh_snapshot(self) -> None:
+        """Make the rest of this transaction read one snapshot (PostgreSQL: REPEATABLE READ;
+        a SQLite read transaction is one already). Must precede the transaction's first
+        statement."""
+        if not self._pg():
+            return
+        conn: Any = self.s.connection().connection.driver_connection
+        if conn.info.transaction_status != 0:  # psycopg.pq.TransactionStatus.IDLE
+            raise RuntimeError("refresh_snapshot must start its transaction")
+        with conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 
-    def all_book_keys(self) -> list[tuple[str, int, int]]:
-        """(owner, entry pk, key) of every exact key, by owner then entry."""
-        rows = self.s.execute(
-            select(models.EntryKey.user_id, models.EntryKey.entry_pk, models.EntryKey.key)
-            .where(models.EntryKey.key.is_not(None))
-            .order_by(models.EntryKey.user_id, models.EntryKey.entry_pk, models.EntryKey.id)
-            .execution_options(yield_per=50_000)
+    def refresh_user_ids(self) -> list[str]:
+        """Every user id; the position of each is its number in the arrays below."""
+        return [u for (u,) in self._rows("SELECT id FROM users ORDER BY id")]
+
+    def refresh_identity_keys(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]:
+        """(user number, key) of every identity."""
+        n, key = self._int8_columns(
+            f"SELECT u.n, i.key FROM identities i JOIN {self._REFRESH_USERS} u ON u.id = i.user_id",
+            2,
         )
-        return [(u, e, key_from_db(k)) for u, e, k in rows if k is not None]
+        return n, key.view(np.uint64)
 
-    def all_buddy_rows(self) -> list[tuple[str, str | None, int, int]]:
-        """(owner, other, kind, key) of every stored buddy row."""
-        rows = self.s.execute(
-            select(
-                models.BuddyRow.owner_id,
-                models.BuddyRow.other_id,
-                models.BuddyRow.kind,
-                models.BuddyRow.key,
-            ).execution_options(yield_per=50_000)
+    def refresh_book_keys(
+        self,
+    ) -> tuple[
+        npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint64]
+    ]:
+        """(owner number, entry pk, entry_keys id, key) of every exact key of every book."""
+        owner, entry, row, key = self._int8_columns(
+            f"SELECT u.n, k.entry_pk, k.id, k.key FROM entry_keys k JOIN {self._REFRESH_USERS} u "
+            "ON u.id = k.user_id WHERE k.key IS NOT NULL",
+            4,
         )
-        return [(o, t, kind, key_from_db(k)) for o, t, kind, k in rows]
+        return owner, entry, row, key.view(np.uint64)
+
+    def refresh_buddy_rows(
+        self,
+    ) -> tuple[
+        npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint64]
+    ]:
+        """(owner number, other's number or -1 for a phonebook row, kind, key) of every
+        stored buddy row."""
+        owner, other, kind, key = self._int8_columns(
+            f"WITH u AS {self._REFRESH_USERS} "
+            "SELECT o.n, COALESCE(t.n, -1), CAST(b.kind AS BIGINT), b.key FROM buddies b "
+            "JOIN u o ON o.id = b.owner_id LEFT JOIN u t ON t.id = b.other_id",
+            4,
+        )
+        return owner, other, kind, key.view(np.uint64)
 
     def decision_users(self) -> set[str]:
         rows = self.s.execute(
             select(models.BuddyDecision.decider_id, models.BuddyDecision.requester_id)
         )
         return {u for pair in rows for u in pair}
+
+    def _int8_columns(self, sql: str, ncols: int) -> list[npt.NDArray[np.int64]]:
+        """The result of ``sql`` (``ncols`` non-NULL integer columns) as one array each."""
+        parts: list[list[npt.NDArray[np.int64]]] = [[] for _ in range(ncols)]
+        conn: Any = self.s.connection().connection.driver_connection
+        if self._pg():
+            _copy_int8(conn, sql, parts)
+        else:
+            cur = conn.cursor()
+            try:
+                cur.execute(sql)
+                while rows := cur.fetchmany(100_000):
+                    flat = np.fromiter(
+                        itertools.chain.from_iterable(rows), np.int64, len(rows) * ncols
+                    ).reshape(len(rows), ncols)
+                    for col, part in zip(flat.T, parts, strict=True):
+                        part.append(np.ascontiguousarray(col))
+            finally:
+                cur.close()
+        return [np.concatenate(p) if p else np.zeros(0, np.int64) for p in parts]
+
+
+_PGCOPY = b"PGCOPY\n\xff\r\n\x00"
+_SLICE = 1 << 24
+
+
+def _copy_int8(conn: Any, sql: str, parts: list[list[npt.NDArray[np.int64]]]) -> None:
+    """Stream ``COPY (sql) TO STDOUT (FORMAT binary)`` into ``parts`` (one list of arrays per
+    column). Every row is ``int16 ncols`` then per column ``int32 8`` and a big-endian int8;
+    anything else (a NULL, another type) is an error."""
+    ncols = len(parts)
+    fields: list[tuple[str, str]] = [("ncols", ">i2")]
+    for i in range(ncols):
+        fields += [(f"len{i}", ">i4"), (f"col{i}", ">i8")]
+    row = np.dtype(fields)
+    buf = bytearray()
+    header = True
+
+    def consume() -> None:
+        nonlocal header
+        start = 0
+        if header:
+            if len(buf) < 19:
+                return
+            if bytes(buf[:11]) != _PGCOPY:
+                raise ValueError("not a binary COPY stream")
+            start = 19 + int.from_bytes(buf[15:19], "big")
+            if len(buf) < start:
+                return
+            header = False
+        n = (len(buf) - start) // row.itemsize
+        rec = np.frombuffer(buf, dtype=row, count=n, offset=start)
+        bad = rec["ncols"] != ncols
+        for i in range(ncols):
+            bad |= rec[f"len{i}"] != 8
+        if bad.any():
+            raise ValueError("a COPY row is not one non-NULL int8 per column")
+        for i, part in enumerate(parts):
+            part.append(rec[f"col{i}"].astype(np.int64))
+        del rec, bad
+        del buf[: start + n * row.itemsize]
+
+    with conn.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT binary)") as copy:
+        read = copy.read
+        while data := read():
+            buf += data
+            if len(buf) >= _SLICE:
+                consume()
+    consume()
+    if header or bytes(buf) != b"\xff\xff":
+        raise ValueError("truncated binary COPY stream")

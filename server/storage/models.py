@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -159,8 +160,7 @@ class ContactEntry(Base):
     __tablename__ = "contact_entries"
     __table_args__ = (
         UniqueConstraint("book_pk", "entry_id", name="uq_contact_entries_book_entry"),
-        Index("ix_contact_entries_user_id", "user_id"),
-        Index("ix_contact_entries_upload_pk", "book_pk", "upload_pk"),
+        # serves every "this user's entries" query too (user_id is its prefix)
         Index("ix_contact_entries_changes", "user_id", "change_seq", "id"),
     )
 
@@ -191,7 +191,13 @@ class EntryKey(Base):
     __tablename__ = "entry_keys"
     __table_args__ = (
         Index("ix_entry_keys_key", "key"),
-        Index("ix_entry_keys_weak_key", "weak_key"),
+        # the weak-key fallback looks up numbers that could not be normalised only
+        Index(
+            "ix_entry_keys_weak_key",
+            "weak_key",
+            sqlite_where=text("key IS NULL"),
+            postgresql_where=text("key IS NULL"),
+        ),
         Index("ix_entry_keys_entry_pk", "entry_pk"),
         Index("ix_entry_keys_user_id", "user_id"),
     )

@@ -75,7 +75,13 @@ from benchmarks._population import PHONE, ArrayLoader, pg_reachable, scratch_pos
 TARGET = 1_000_000  # contacts/s, the matching step on one core (issue 5)
 U64 = np.uint64
 Arr = np.ndarray[Any, Any]
-READS = ("all_user_ids", "all_identity_keys", "all_book_keys", "all_buddy_rows", "decision_users")
+READS = (
+    "refresh_user_ids",
+    "refresh_identity_keys",
+    "refresh_book_keys",
+    "refresh_buddy_rows",
+    "decision_users",
+)
 PER_USER = (
     "book_keys",
     "registry.lookup",
@@ -454,14 +460,14 @@ def report(r: Run, contacts: int, buddy_rows: int) -> dict[str, float]:
     p = r.probe
     t = p.total
     cu0, cu1 = _span(p, "changed_users")
-    _, ident_end = _span(p, "all_identity_keys")
+    _, ident_end = _span(p, "refresh_identity_keys")
     idx0, idx1 = _span(p, "from_arrays")
-    _, book_end = _span(p, "all_book_keys")
+    _, book_end = _span(p, "refresh_book_keys")
     bm0, bm1 = _span(p, "bulk_match")
-    read_keys = t["all_user_ids"] + t["all_identity_keys"] + t["all_book_keys"]
+    read_keys = t["refresh_user_ids"] + t["refresh_identity_keys"] + t["refresh_book_keys"]
     member_index = (idx0 - ident_end) + (idx1 - idx0)
     to_arrays = bm0 - book_end
-    read_buddies = t["all_buddy_rows"] + t["decision_users"]
+    read_buddies = t["refresh_buddy_rows"] + t["decision_users"]
     diff = (cu1 - bm1) - read_buddies
     scan = cu1 - cu0
     write = r.total - scan
@@ -469,13 +475,13 @@ def report(r: Run, contacts: int, buddy_rows: int) -> dict[str, float]:
     n = max(1, p.count["match_user"])
     print(f"{r.label}: {r.total:.2f} s end to end, {r.users:,} users re-matched", flush=True)
     print(
-        f"  DB read of keys {read_keys:.2f} s (user ids {t['all_user_ids']:.2f}, identities "
-        f"{t['all_identity_keys']:.2f}, entry keys {t['all_book_keys']:.2f} s for "
-        f"{contacts:,} rows: {contacts / max(t['all_book_keys'], 1e-9) / 1e6:.2f} M rows/s)"
+        f"  DB read of keys {read_keys:.2f} s (user ids {t['refresh_user_ids']:.2f}, identities "
+        f"{t['refresh_identity_keys']:.2f}, entry keys {t['refresh_book_keys']:.2f} s for "
+        f"{contacts:,} rows: {contacts / max(t['refresh_book_keys'], 1e-9) / 1e6:.2f} M rows/s)"
     )
     print(
         f"  member index {member_index:.2f} s (identity rows -> arrays {idx0 - ident_end:.2f}, "
-        f"KeyIndex build {idx1 - idx0:.3f}); book rows -> arrays {to_arrays:.2f} s"
+        f"KeyIndex build {idx1 - idx0:.3f}); book keys sorted by owner, entry {to_arrays:.2f} s"
     )
     print(
         f"  bulk match {bm1 - bm0:.2f} s: {contacts / (bm1 - bm0) / 1e6:.2f} M contacts/s = "
@@ -483,7 +489,7 @@ def report(r: Run, contacts: int, buddy_rows: int) -> dict[str, float]:
     )
     print(
         f"  DB read of buddy rows {read_buddies:.2f} s ({buddy_rows:,} rows); "
-        f"diff {diff:.2f} s (codes, phonebook pairs, set differences)"
+        f"diff {diff:.2f} s (codes, phonebook slots and key ids, set differences)"
     )
     print(
         f"  scan total (changed_users) {scan:.2f} s; DB write {write:.2f} s: match_user x "
@@ -580,32 +586,6 @@ def check_users(
     assert bad == 0 and writes == 0
 
 
-def baseline_read(db: Database) -> float:
-    """The same-run baseline of the key read: ``all_book_keys``' query through the raw DBAPI
-    cursor (fetchmany of plain tuples) into numpy arrays, no ORM rows."""
-    sql = (
-        "SELECT user_id, entry_pk, key FROM entry_keys WHERE key IS NOT NULL "
-        "ORDER BY user_id, entry_pk, id"
-    )
-    t = time.perf_counter()
-    raw = db.engine.raw_connection()
-    try:
-        cur = raw.driver_connection.cursor("baseline") if not db.is_sqlite else raw.cursor()  # type: ignore[union-attr]
-        cur.execute(sql)
-        users: list[str] = []
-        parts = []
-        while rows := cur.fetchmany(100_000):
-            u, e, k = zip(*rows, strict=True)
-            users.extend(u)
-            parts.append((np.array(e, dtype=np.int64), np.array(k, dtype=np.int64)))
-        cur.close()
-        raw.rollback()
-    finally:
-        raw.close()
-    keys = np.concatenate([k for _, k in parts]).view(U64)
-    return time.perf_counter() - t if keys.size else 0.0
-
-
 def count(db: Database, table: str) -> int:
     with db.engine.connect() as conn:
         return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
@@ -639,12 +619,6 @@ def bench(url: str, backend: str, members: int, books: int, args: argparse.Names
 
     r1 = run_job(db, registry, "bench-unchanged", "run 1, unchanged population")
     report(r1, contacts, st.owner.shape[0])
-    t_raw = baseline_read(db)
-    t_orm = r1.probe.total["all_book_keys"]
-    print(
-        f"  baseline: the entry-key query through the raw driver cursor into numpy {t_raw:.2f} s "
-        f"({contacts / t_raw / 1e6:.2f} M rows/s); all_book_keys takes {t_orm / t_raw:.1f}x that"
-    )
     if r1.users:
         print(f"  run 1 should re-match nobody; first users: {r1.probe.users[:3]}")
         check_users(db, registry, m, st, r1.probe.users, 3)

@@ -35,66 +35,109 @@ def start(db: Database, job_id: str, now: datetime) -> bool:
         return repo.create_job(job_id, repo.user_count(), now)
 
 
-def _pairs(owner: npt.NDArray[np.int64], key: npt.NDArray[np.uint64]) -> npt.NDArray[np.void]:
-    out = np.empty(len(owner), dtype=[("owner", np.int64), ("key", np.uint64)])
-    out["owner"], out["key"] = owner, key
-    return np.unique(out)
+U64 = np.uint64
+_LOW = U64(0xFFFFFFFF)
+
+
+def _sorted_unique(a: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """The distinct values of ``a``, ascending (a plain sort: numpy's own ``np.unique``
+    hashes, several times slower on tens of millions of integers)."""
+    s = np.sort(a)
+    if len(s) < 2:
+        return s
+    keep = np.empty(len(s), dtype=np.bool_)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
+
+
+def _xor(a: npt.NDArray[np.uint64], b: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Values in exactly one of the sorted, distinct ``a`` and ``b``."""
+    s = np.sort(np.concatenate([a, b]))
+    alone = np.ones(len(s), dtype=np.bool_)
+    same = s[1:] == s[:-1]
+    alone[1:] &= ~same
+    alone[:-1] &= ~same
+    return s[alone]
 
 
 def changed_users(repo: MatchRepository) -> list[str]:
-    """Users whose stored buddy rows differ from a fresh bulk match of everyone."""
-    ids = repo.all_user_ids()
-    if not ids:
+    """Users whose stored buddy rows differ from a fresh bulk match of everyone: both users
+    of a member row (full or one-way) missing, extra or of the other kind; the owner of a
+    phonebook row missing or extra (phonebook slot: the first key, in entry order, of a
+    contact none of whose exact keys is a member's; one per owner and key); and both users
+    of every answered one-way request. All in one snapshot, as arrays: user ``u`` is number
+    ``ids.index(u)``, pairs are packed into uint64 codes ``owner << 32 | other`` and
+    ``owner << 32 | dense key id``."""
+    repo.refresh_snapshot()
+    ids = repo.refresh_user_ids()
+    n = len(ids)
+    if not n:
         return []
-    index = {u: i for i, u in enumerate(ids)}
-    idents = repo.all_identity_keys()
-    members = KeyIndex.from_arrays(
-        np.fromiter((k for _, k in idents), dtype=np.uint64, count=len(idents)),
-        np.fromiter((index[u] for u, _ in idents), dtype=np.uint64, count=len(idents)),
-    )
-    book = repo.all_book_keys()
-    owner = np.fromiter((index[u] for u, _, _ in book), dtype=np.int64, count=len(book))
-    entry = np.fromiter((e for _, e, _ in book), dtype=np.int64, count=len(book))
-    keys = np.fromiter((k for _, _, k in book), dtype=np.uint64, count=len(book))
-    indptr = np.searchsorted(owner, np.arange(len(ids) + 1)).astype(np.int64)
+    if n >= 1 << 32:
+        raise ValueError("more users than 32-bit numbers")
+    id_owner, id_key = repo.refresh_identity_keys()
+    members = KeyIndex.from_arrays(id_key, id_owner.astype(U64))
+    del id_owner, id_key
+
+    # Every book key, by owner, entry, then key row (np.lexsort: stable passes, fast on the
+    # nearly sorted order a table scan gives); CSR by owner for the kernel.
+    b_owner, b_entry, b_row, b_key = repo.refresh_book_keys()
+    order = np.lexsort((b_row, b_entry, b_owner))
+    del b_row
+    owner, entry, keys = b_owner[order], b_entry[order], b_key[order]
+    del order, b_owner, b_entry, b_key
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner, minlength=n), out=indptr[1:])
     result = bulk_match(indptr, keys, members)
+    dirty = np.zeros(n, dtype=np.bool_)
 
-    # Member edges: code owner << 32 | other, with the kind (1 full, 2 one-way).
-    want = (result.owner.astype(np.uint64) << np.uint64(32)) | result.other.astype(np.uint64)
+    # Member rows: per kind, the codes in exactly one of wanted and stored.
+    s_owner, s_other, s_kind, s_key = repo.refresh_buddy_rows()
+    want = (result.owner.astype(U64) << U64(32)) | result.other.astype(U64)
     want_kind = np.where(result.mutual, FULL, ONE_WAY)
-    stored = repo.all_buddy_rows()
-    member_rows = [(o, t, kind) for o, t, kind, _ in stored if t is not None]
-    have = np.fromiter(
-        ((index[o] << 32) | index[t] for o, t, _ in member_rows if t is not None),
-        dtype=np.uint64,
-        count=len(member_rows),
-    )
-    have_kind = np.fromiter((kind for _, _, kind in member_rows), dtype=np.int64)
-    order = np.argsort(have)
-    have, have_kind = have[order], have_kind[order]
-    dirty_codes = np.setxor1d(want, have, assume_unique=True)
-    common, wi, hi = np.intersect1d(want, have, assume_unique=True, return_indices=True)
-    dirty_codes = np.concatenate([dirty_codes, common[want_kind[wi] != have_kind[hi]]])
-    dirty = set((dirty_codes >> np.uint64(32)).tolist()) | set(
-        (dirty_codes & np.uint64(0xFFFFFFFF)).tolist()
-    )
+    del result
+    is_member = s_other >= 0
+    have = (s_owner[is_member].astype(U64) << U64(32)) | s_other[is_member].astype(U64)
+    have_kind = s_kind[is_member]
+    for kind in np.union1d([FULL, ONE_WAY], have_kind).tolist():
+        codes = _xor(
+            _sorted_unique(want[want_kind == kind]), _sorted_unique(have[have_kind == kind])
+        )
+        dirty[(codes >> U64(32)).astype(np.int64)] = True
+        dirty[(codes & _LOW).astype(np.int64)] = True
+    del want, want_kind, have, have_kind, is_member
 
-    # Phonebook buddies: the first key of each contact none of whose keys is a member's.
-    hit = members.lookup(keys) != EMPTY_KEY
+    # Phonebook rows: (owner, key) pairs, keys numbered densely over the wanted ones; a
+    # stored key that no slot wants makes its owner dirty outright.
+    hit = members.lookup(keys) != U64(EMPTY_KEY)
     if len(keys):
         starts = np.flatnonzero(np.r_[True, (entry[1:] != entry[:-1]) | (owner[1:] != owner[:-1])])
-        lone = np.maximum.reduceat(hit, starts) == 0
-        want_pb = _pairs(owner[starts[lone]], keys[starts[lone]])
+        first = starts[np.maximum.reduceat(hit, starts) == 0]
     else:
-        want_pb = _pairs(owner, keys)
-    pb_rows = [(index[o], k) for o, t, _, k in stored if t is None]
-    have_pb = _pairs(
-        np.fromiter((o for o, _ in pb_rows), dtype=np.int64, count=len(pb_rows)),
-        np.fromiter((k for _, k in pb_rows), dtype=np.uint64, count=len(pb_rows)),
-    )
-    dirty.update(np.setxor1d(want_pb, have_pb)["owner"].tolist())
-    dirty.update(index[u] for u in repo.decision_users() if u in index)
-    return sorted(ids[i] for i in dirty)
+        first = np.zeros(0, dtype=np.int64)
+    pb_owner, pb_key = owner[first], keys[first]
+    del owner, entry, keys, hit, first
+    slot_keys = _sorted_unique(pb_key)
+    if len(slot_keys) >= 1 << 32:
+        raise ValueError("more distinct phonebook keys than 32-bit numbers")
+    key_id = KeyIndex.from_arrays(slot_keys, np.arange(len(slot_keys), dtype=U64))
+    del slot_keys
+    want_pb = _sorted_unique((pb_owner.astype(U64) << U64(32)) | key_id.lookup(pb_key))
+    del pb_owner, pb_key
+    is_pb = s_other < 0
+    have_owner, have_id = s_owner[is_pb], key_id.lookup(s_key[is_pb])
+    del s_owner, s_other, s_kind, s_key, is_pb
+    unknown = have_id == U64(EMPTY_KEY)
+    dirty[have_owner[unknown]] = True
+    have_pb = _sorted_unique((have_owner[~unknown].astype(U64) << U64(32)) | have_id[~unknown])
+    dirty[(_xor(want_pb, have_pb) >> U64(32)).astype(np.int64)] = True
+
+    out = {ids[i] for i in np.flatnonzero(dirty).tolist()}
+    decided = repo.decision_users()
+    if decided:
+        out |= decided & set(ids)
+    return sorted(out)
 
 
 def run(db: Database, registry: Registry, job_id: str, clock: Callable[[], datetime]) -> int:

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime
 
 import pytest
 from google.protobuf import timestamp_pb2
-from sqlalchemy import delete
+from sqlalchemy import delete, select, update
 
 from befriend.server.records import IdentityKind, IdentityRecord
 from befriend.server.services import matching, refresh
 from befriend.server.services.registry import Registry
 from befriend.server.storage import models
 from befriend.server.storage.db import Database
-from befriend.server.storage.repositories import AccountRepository
+from befriend.server.storage.matching import FULL as ROW_FULL
+from befriend.server.storage.matching import ONE_WAY as ROW_ONE_WAY
+from befriend.server.storage.matching import PHONEBOOK as ROW_PHONEBOOK
+from befriend.server.storage.matching import MatchRepository
+from befriend.server.storage.repositories import AccountRepository, key_from_db, key_to_db
 from befriend.v1 import friendship_pb2
 from tests.conftest import RunningServer
 from tests.service.conftest import FULL, ONE_WAY, PHONEBOOK, People, card, member
@@ -201,3 +206,176 @@ async def test_refresh_resumes_after_a_crash(
     # Nothing differs now: a new job re-matches nobody.
     refresh.start(db, "again", datetime.now(UTC))
     assert refresh.run(db, registry, "again", lambda: datetime.now(UTC)) == 0
+
+
+Edges = dict[tuple[str, str], int]
+
+
+def _reference(db: Database) -> tuple[list[str], Edges, set[tuple[str, int]]]:
+    """``refresh.changed_users`` the straightforward way, whole tables as Python objects and
+    each book walked in entry order (entry pk, then key row id); with the rows it wants
+    (member rows (owner, other) -> kind, phonebook rows (owner, key))."""
+    with db.transaction(readonly=True) as s:
+        users = set(s.scalars(select(models.User.id)))
+        member = {key_from_db(i.key): i.user_id for i in s.scalars(select(models.Identity))}
+        books: dict[str, dict[int, list[int]]] = {}
+        for k in s.scalars(
+            select(models.EntryKey)
+            .where(models.EntryKey.key.is_not(None))
+            .order_by(models.EntryKey.entry_pk, models.EntryKey.id)
+        ):
+            assert k.key is not None
+            books.setdefault(k.user_id, {}).setdefault(k.entry_pk, []).append(key_from_db(k.key))
+        stored = list(s.scalars(select(models.BuddyRow)))
+        decided = {
+            u
+            for d in s.scalars(select(models.BuddyDecision))
+            for u in (d.decider_id, d.requester_id)
+        }
+    edges: set[tuple[str, str]] = set()
+    want_pb: set[tuple[str, int]] = set()
+    for owner, entries in books.items():
+        for keys in entries.values():
+            edges |= {(owner, member[k]) for k in keys if k in member and member[k] != owner}
+            if not any(k in member for k in keys):
+                want_pb.add((owner, keys[0]))
+    want = {(o, t): ROW_FULL if (t, o) in edges else ROW_ONE_WAY for o, t in edges}
+    have = {(r.owner_id, r.other_id): r.kind for r in stored if r.other_id is not None}
+    have_pb = {(r.owner_id, key_from_db(r.key)) for r in stored if r.other_id is None}
+    dirty = {u for pair in set(want.items()) ^ set(have.items()) for u in pair[0]}
+    dirty |= {o for o, _ in want_pb ^ have_pb}
+    return sorted((dirty | decided) & users), want, want_pb
+
+
+def _scan(db: Database) -> list[str]:
+    with db.transaction(readonly=True) as s:
+        return refresh.changed_users(MatchRepository(s))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_refresh_scan_equals_a_python_reference(db: Database, seed: int) -> None:
+    """A random population: several keys per contact, duplicates within and across
+    contacts, e-mail keys (>= 2**63, stored signed), keys that could not be normalised
+    (NULL), members without books, books of users without identities, ids in scrambled
+    order; then stored rows right, missing, extra, of the other kind or another key."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    ids = [f"{rng.getrandbits(128):032x}" for _ in range(40)]
+    phone = {u: 8613900000000 + i for i, u in enumerate(ids)}
+    email = {u: (1 << 63) + rng.getrandbits(62) for u in ids[::3]}
+    registered = ids[:30]  # the last ten hold books but own no identity
+    pool = [phone[u] for u in registered] + [email[u] for u in registered if u in email]
+    pool += [8613800000000 + i for i in range(15)] + [(1 << 63) + i for i in range(5)]
+    ts = {"created_at": now, "updated_at": now}
+    with db.transaction() as s:
+        s.add_all(models.User(id=u, display_name=u[:6], **ts) for u in ids)
+        s.flush()
+        s.add_all(
+            models.Identity(
+                user_id=u,
+                kind=int(kind),
+                value=f"{int(kind)}:{key}",
+                key=key_to_db(key),
+                raw="",
+                created_at=now,
+            )
+            for u in registered
+            for kind, key in [(IdentityKind.PHONE, phone[u])]
+            + ([(IdentityKind.EMAIL, email[u])] if u in email else [])
+        )
+        owners = [u for u in ids if rng.random() < 0.7]
+        s.add_all(
+            models.AddressBook(id=b + 1, user_id=u, book_id="phone", kind=1, **ts)
+            for b, u in enumerate(owners)
+        )
+        s.flush()
+        entries = [(b, u) for b, u in enumerate(owners) for _ in range(rng.randint(0, 12))]
+        entry_pks = rng.sample(range(1, 10_000), len(entries))
+        s.add_all(
+            models.ContactEntry(
+                id=pk,
+                book_pk=b + 1,
+                user_id=u,
+                entry_id=f"e{pk}",
+                raw=b"",
+                content_hash="",
+                contact=b"",
+                **ts,
+            )
+            for pk, (b, u) in zip(entry_pks, entries, strict=True)
+        )
+        s.flush()
+        key_rows = [
+            (pk, u, None if rng.random() < 0.1 else rng.choice(pool))
+            for pk, (_, u) in zip(entry_pks, entries, strict=True)
+            for _ in range(rng.randint(1, 4))
+        ]
+        rng.shuffle(key_rows)  # ids and insertion order unrelated to entry order
+        s.add_all(
+            models.EntryKey(
+                id=i,
+                entry_pk=pk,
+                user_id=u,
+                kind=1,
+                key=None if k is None else key_to_db(k),
+                weak_key=1234567,
+                value=str(k),
+            )
+            for i, (pk, u, k) in zip(
+                rng.sample(range(1, 100_000), len(key_rows)), key_rows, strict=True
+            )
+        )
+    dirty, want, want_pb = _reference(db)
+    assert (
+        _scan(db)
+        == dirty
+        == sorted({o for o, _ in want} | {t for _, t in want} | {o for o, _ in want_pb})
+    )
+
+    # The rows the rules give (a phonebook row twice: the same slot), then drift.
+    def row(o: str, t: str | None, kind: int, key: int) -> models.BuddyRow:
+        return models.BuddyRow(
+            owner_id=o, other_id=t, kind=kind, key=key_to_db(key), key_kind=1, origin=1, **ts
+        )
+
+    with db.transaction() as s:
+        s.add_all(row(o, t, kind, phone[t]) for (o, t), kind in want.items())
+        s.add_all(row(o, None, ROW_PHONEBOOK, k) for o, k in want_pb)
+        o, k = min(want_pb)
+        s.add(row(o, None, ROW_PHONEBOOK, k))
+    assert _scan(db) == _reference(db)[0] == []
+    with db.transaction() as s:
+        s.add(
+            models.BuddyDecision(
+                decider_id=ids[0], requester_id=ids[35], decision=1, created_at=now
+            )
+        )
+    assert _scan(db) == _reference(db)[0] == sorted([ids[0], ids[35]])
+    member_rows = sorted(want)
+    pb_rows = sorted(want_pb)
+    with db.transaction() as s:
+        for o, t in rng.sample(member_rows, 3):  # missing
+            s.execute(
+                delete(models.BuddyRow).where(
+                    models.BuddyRow.owner_id == o, models.BuddyRow.other_id == t
+                )
+            )
+        for o, t in rng.sample(member_rows, 3):  # the other kind
+            s.execute(
+                update(models.BuddyRow)
+                .where(models.BuddyRow.owner_id == o, models.BuddyRow.other_id == t)
+                .values(kind=ROW_FULL + ROW_ONE_WAY - want[o, t])
+            )
+        extra = [(a, b) for a in ids for b in ids if a != b and (a, b) not in want]
+        s.add_all(row(a, b, ROW_ONE_WAY, phone[b]) for a, b in rng.sample(extra, 3))
+        for o, k in rng.sample(pb_rows, 3):  # missing, or for another key
+            s.execute(
+                delete(models.BuddyRow).where(
+                    models.BuddyRow.owner_id == o, models.BuddyRow.key == key_to_db(k)
+                )
+            )
+        s.add(row(ids[-1], None, ROW_PHONEBOOK, 999))  # a key in no book
+        s.add(row(ids[-2], None, ROW_PHONEBOOK, pool[-1]))  # (1 << 63) + 4: e-mail-sized
+    got = _scan(db)
+    assert got == _reference(db)[0]
+    assert 6 <= len(got) < len(ids)

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import ColumnElement, bindparam, delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from befriend.server.records import IdentityKind
@@ -219,11 +219,7 @@ class MatchRepository:
 
     # -- books and the reverse index ------------------------------------------------------
     def own_keys(self, user_id: str) -> list[tuple[int, int]]:
-        rows = self.s.execute(
-            select(models.Identity.kind, models.Identity.key).where(
-                models.Identity.user_id == user_id
-            )
-        )
+        rows = self._rows("SELECT kind, key FROM identities WHERE user_id = %s", user_id)
         return [(kind, key_from_db(k)) for kind, k in rows]
 
     def book_keys(self, user_id: str) -> list[BookKey]:
@@ -566,32 +562,20 @@ class MatchRepository:
     def update_rows(self, rows: Sequence[BuddyState], now: datetime) -> None:
         """Rewrite changed rows: member rows in one executemany, phonebook rows by key."""
         t = models.table(models.BuddyRow)
-        members = [r for r in rows if r.other_id is not None]
+        members = [
+            (r.kind, key_to_db(r.key), r.key_kind, r.entry_pk, r.origin, r.owner_id, r.other_id)
+            for r in rows
+            if r.other_id is not None
+        ]
         if members:
-            self.s.execute(
-                update(t)
-                .where(t.c.owner_id == bindparam("b_owner"), t.c.other_id == bindparam("b_other"))
-                .values(
-                    kind=bindparam("b_kind"),
-                    key=bindparam("b_key"),
-                    key_kind=bindparam("b_key_kind"),
-                    entry_pk=bindparam("b_entry"),
-                    origin=bindparam("b_origin"),
-                    updated_at=now,
-                ),
-                [
-                    {
-                        "b_owner": r.owner_id,
-                        "b_other": r.other_id,
-                        "b_kind": r.kind,
-                        "b_key": key_to_db(r.key),
-                        "b_key_kind": r.key_kind,
-                        "b_entry": r.entry_pk,
-                        "b_origin": r.origin,
-                    }
-                    for r in members
-                ],
+            sql = (
+                "UPDATE buddies SET kind = %s, key = %s, key_kind = %s, entry_pk = %s, "
+                "origin = %s, updated_at = %s WHERE owner_id = %s AND other_id = %s"
             )
+            at = db_value(self.s, t, "updated_at", now)
+            if not self._pg():
+                sql = sql.replace("%s", "?")
+            self.s.connection().exec_driver_sql(sql, [(*m[:5], at, *m[5:]) for m in members])
         for r in rows:
             if r.other_id is None:
                 self.s.execute(
@@ -660,15 +644,14 @@ class MatchRepository:
 
     # -- decisions, events, presence -----------------------------------------------------
     def decisions_involving(self, user_id: str) -> dict[tuple[str, str], int]:
-        rows = self.s.execute(
-            select(
-                models.BuddyDecision.decider_id,
-                models.BuddyDecision.requester_id,
-                models.BuddyDecision.decision,
-            ).where(
-                (models.BuddyDecision.decider_id == user_id)
-                | (models.BuddyDecision.requester_id == user_id)
-            )
+        rows = self._rows(
+            "SELECT decider_id, requester_id, decision FROM buddy_decisions "
+            "WHERE decider_id = %s UNION ALL "
+            "SELECT decider_id, requester_id, decision FROM buddy_decisions "
+            "WHERE requester_id = %s AND decider_id <> %s",
+            user_id,
+            user_id,
+            user_id,
         )
         return {(d, r): decision for d, r, decision in rows}
 

@@ -199,11 +199,17 @@ def match_user(
     the rows between the user and the members owning one of them, and the user's phonebook
     rows of those keys and of the first keys of the contacts holding them. Empty ``keys``:
     nothing to do. With the weak-key fallback on, the whole books are matched (weak keys
-    are not tracked per change)."""
+    are not tracked per change).
+
+    Matches run one at a time (``serialize_matching``, until the transaction ends): two
+    users adding each other at the same moment would otherwise each read the other's book
+    before it commits and leave the pair one-way; the later match sees the earlier's
+    commit and writes both directions."""
+    if keys is not None and not keys and not registry.weak:
+        return []
+    repo.serialize_matching()
     if keys is None or registry.weak:
         return _match_books(repo, registry, user_id, now, origin)
-    if not keys:
-        return []
     wanted = {int(k) for k in keys}
     # Per key the restricted match costs about what the whole-book one costs per book key
     # (SQLite, 10,000 new contacts: 28 ms per 500 keys vs 476 ms for the book), so when the

@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+import psycopg
+from psycopg import pq
 from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
@@ -38,6 +40,7 @@ FULL, ONE_WAY, PHONEBOOK = 1, 2, 3
 ACCEPTED, BLOCKED = 1, 2
 ACTIVE_OPEN, ACTIVE_CONFIRMED, ACTIVE_EXCLUDED = 1, 2, 3
 JOB_RUNNING, JOB_DONE = 1, 2
+MATCHING_LOCK = 0x62656672_6D617463  # "befrmatc": the PostgreSQL advisory lock of matching
 WEAK_MATCH = 4  # BuddyMatchKey.WEAK_SUFFIX, beside IdentityKind 1-3 in BookKey.kind
 
 
@@ -160,6 +163,14 @@ class MatchRepository:
             return list(cur.fetchall()) if cur.description else []
         finally:
             cur.close()
+
+    def serialize_matching(self) -> None:
+        """Hold the matching lock until the transaction ends. PostgreSQL: a transaction-level
+        advisory lock (no other match runs until this transaction commits, and statements
+        after it see every earlier match's commit). SQLite: nothing to do, a writing
+        transaction already holds the database's write lock from its BEGIN IMMEDIATE."""
+        if self._pg():
+            self._rows("SELECT pg_advisory_xact_lock(%s)", MATCHING_LOCK)
 
     # -- registry feed -------------------------------------------------------------------
     def identity_snapshot(self) -> tuple[int, list[tuple[int, int]]]:
@@ -927,7 +938,7 @@ class MatchRepository:
     # numpy in 16 MiB slices; SQLite through fetchmany in batches of 100,000. No row carries
     # a string: users are numbered in SQL (row_number over their ids), and number ``n`` is
     # ``refresh_user_ids()[n]``, which holds because the transaction reads one snapshot
-    # (``refresh_snapshot``). Keys are stored signed: the arrays hold their unsigned bits.
+    # (``begin_refresh_scan``). Keys are stored signed: the arrays hold their unsigned bits.
     _REFRESH_USERS = "(SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM users)"
 
     def _refresh_join(self) -> str:
@@ -935,17 +946,21 @@ class MatchRepository:
         # users); its planner would rather walk the users through ix_entry_keys_user_id.
         return "JOIN" if self._pg() else "CROSS JOIN"
 
-    def refresh_snapshot(self) -> None:
-        """Make the rest of this transaction read one snapshot (PostgreSQL: REPEATABLE READ;
-        a SQLite read transaction is one already). Must precede the transaction's first
-        statement."""
+    def begin_refresh_scan(self) -> None:
+        """Make the rest of this transaction read one snapshot; must precede its first
+        statement. PostgreSQL: REPEATABLE READ, and each whole-table read joined to the
+        numbered users by hash (one in-memory batch: no merge join through sorts or
+        indexes, whatever the statistics say). A SQLite read transaction is one snapshot."""
         if not self._pg():
             return
         conn: Any = self.s.connection().connection.driver_connection
         if conn.info.transaction_status != 0:  # psycopg.pq.TransactionStatus.IDLE
-            raise RuntimeError("refresh_snapshot must start its transaction")
+            raise RuntimeError("begin_refresh_scan must start its transaction")
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("SET LOCAL work_mem = '256MB'")
+            cur.execute("SET LOCAL enable_mergejoin = off")
+            cur.execute("SET LOCAL enable_nestloop = off")
 
     def refresh_user_ids(self) -> list[str]:
         """Every user id; the position of each is its number in the arrays below."""
@@ -1023,7 +1038,9 @@ _SLICE = 1 << 24
 def _copy_int8(conn: Any, sql: str, parts: list[list[npt.NDArray[np.int64]]]) -> None:
     """Stream ``COPY (sql) TO STDOUT (FORMAT binary)`` into ``parts`` (one list of arrays per
     column). Every row is ``int16 ncols`` then per column ``int32 8`` and a big-endian int8;
-    anything else (a NULL, another type) is an error."""
+    anything else (a NULL, another type) is an error. The rows are read at the libpq level
+    (one blocking ``PQgetCopyData`` per row): psycopg's ``Copy.read`` costs 2x the whole
+    read in its per-row generator."""
     ncols = len(parts)
     fields: list[tuple[str, str]] = [("ncols", ">i2")]
     for i in range(ncols):
@@ -1056,12 +1073,34 @@ def _copy_int8(conn: Any, sql: str, parts: list[list[npt.NDArray[np.int64]]]) ->
         del rec, bad
         del buf[: start + n * row.itemsize]
 
-    with conn.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT binary)") as copy:
-        read = copy.read
-        while data := read():
-            buf += data
-            if len(buf) >= _SLICE:
-                consume()
+    pg = conn.pgconn
+    nonblocking = pg.nonblocking
+    pg.nonblocking = 0
+    try:
+        pg.send_query(f"COPY ({sql}) TO STDOUT (FORMAT binary)".encode())
+        res = pg.get_result()
+        if res is None or res.status != pq.ExecStatus.COPY_OUT:
+            message = pg.error_message.decode(errors="replace")
+            while pg.get_result() is not None:
+                pass
+            raise psycopg.DatabaseError(message)
+        get = pg.get_copy_data
+        got: tuple[int, Any] = (0, b"")
+        try:
+            while (got := get(0))[0] > 0:
+                buf += got[1]
+                if len(buf) >= _SLICE:
+                    consume()
+        finally:  # the rest of the stream and the command's result, even after an error
+            while got[0] > 0:
+                got = get(0)
+            results = []
+            while (res := pg.get_result()) is not None:
+                results.append(res.status)
+        if got[0] != -1 or results != [pq.ExecStatus.COMMAND_OK]:
+            raise psycopg.DatabaseError(pg.error_message.decode(errors="replace"))
+    finally:
+        pg.nonblocking = nonblocking
     consume()
     if header or bytes(buf) != b"\xff\xff":
-        raise ValueError("truncated binary COPY stream")
+        raise ValueError("binary COPY stream not made of whole non-NULL int8 rows")

@@ -16,6 +16,8 @@ member table.
 With members loaded, the uploader's reciprocal contacts (40 % of the 35 % member contacts)
 hold the uploader's number in their own books, so registration and matching see real
 holders. ``BEFRIEND_BENCH_DB=sqlite`` (or ``postgres``) runs one database only.
+``BEFRIEND_BENCH_CONCURRENT=N`` adds N members uploading
+``BEFRIEND_BENCH_CONCURRENT_BOOK`` (2,000) contacts each at once to one server process.
 ``BEFRIEND_BENCH_BREAKDOWN=1`` adds, per database, the server-side chunk work without gRPC
 (the same calls as the servicer) timed by phase (parse, convert, apply, match, commit) and by
 SQL statement; ``BEFRIEND_BENCH_PROFILE=1`` adds a cProfile of it too. The process CPU time
@@ -175,6 +177,100 @@ def _load_others(loader: Loader, pop: Population, members: int) -> None:
     if u:
         loader.members(pop, 0, u)
     loader.members(pop, u + 1, members)
+
+
+async def _concurrent_uploads(
+    url: str, pop: Population, uploaders: list[int], size: int
+) -> tuple[float, float, int]:
+    """Each of ``uploaders`` registers, then all upload their ``size``-contact books at
+    once, each on its own channel; returns (wall seconds of the uploads, process CPU
+    seconds, contacts acknowledged)."""
+    from befriend.server import config
+    from befriend.server.app import BefriendServer
+    from befriend.server.storage.db import Database
+
+    settings = config.from_env(
+        {},
+        host="127.0.0.1",
+        port=0,
+        database_url=url,
+        metrics_port=-1,
+        service_token="bench-service-token",
+        grace_seconds=2.0,
+    )
+    server = BefriendServer(settings, Database(url))
+    port = await server.start()
+    clients = [AsyncClient(f"127.0.0.1:{port}", retries=0) for _ in uploaders]
+    try:
+        books = []
+        for client, u in zip(clients, uploaders, strict=True):
+            me = pop.member(u)
+            await client.account.register(
+                display_name=me.display_name, phone_numbers=[me.e164], region_code=me.region
+            )
+            entries = [to_entry(f"c{j:06d}", bc) for j, bc in enumerate(pop.book(u, size))]
+            books.append(requests(entries, f"bench-concurrent-{u}"))
+
+        async def one(client: AsyncClient, reqs: list[sync_pb2.UploadContactsRequest]) -> int:
+            stub = sync_pb2_grpc.SyncServiceStub(client.channel)
+            md = (("authorization", f"Bearer {client.token}"),)
+
+            async def feed() -> AsyncIterator[sync_pb2.UploadContactsRequest]:
+                for r in reqs:
+                    yield r
+
+            acked, committed = 0, False
+            async for ack in stub.UploadContacts(feed(), metadata=md):
+                acked, committed = ack.acknowledged_entry_count, ack.committed
+            if not committed:
+                raise SystemExit("a concurrent upload did not commit")
+            return acked
+
+        cpu = time.process_time()
+        t0 = time.perf_counter()
+        acked = await asyncio.gather(*(one(c, r) for c, r in zip(clients, books, strict=True)))
+        return time.perf_counter() - t0, time.process_time() - cpu, sum(acked)
+    finally:
+        for client in clients:
+            await client.close()
+        await server.stop(grace=1.0)
+
+
+def _concurrent(backend: str, members: int, pop: Population, n: int, size: int) -> None:
+    """``n`` members upload ``size``-contact books at the same time to one server process
+    (the rest of the ``members`` bulk-loaded): aggregate contacts/s."""
+    from befriend.server.storage.db import Database
+
+    uploaders = [i for i in range(members) if pop.country_of(i).region == "CN"][:n]
+
+    def go(url: str) -> None:
+        db = Database(url)
+        db.migrate()
+        loader = Loader(db)
+        start = 0
+        for u in uploaders:  # every member but the uploaders, who register over gRPC
+            if u > start:
+                loader.members(pop, start, u)
+            start = u + 1
+        if start < members:
+            loader.members(pop, start, members)
+        if not db.is_sqlite:
+            loader.analyze()
+        db.dispose()
+        wall, cpu, acked = asyncio.run(_concurrent_uploads(url, pop, uploaders, size))
+        print(
+            f"{backend}, {n} concurrent uploads of {size:,} contacts, {members - n:,} other "
+            f"members: {acked:,} contacts in {wall:.3f} s = {acked / wall:,.0f} contacts/s "
+            f"(CPU {cpu:.3f} s = {acked / cpu:,.0f}/CPU-s)",
+            flush=True,
+        )
+
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as d:
+            go(f"sqlite:///{d}/befriend.db")
+    else:
+        with scratch_postgres() as url:
+            go(url)
 
 
 def _print(run: Run) -> None:
@@ -371,6 +467,11 @@ def main() -> None:
             f"{full.rate / empty.rate:.2f}x; normalisation share "
             f"{norm / full.total_s:.1%} of the upload"
         )
+    concurrent = int(os.environ.get("BEFRIEND_BENCH_CONCURRENT", "0"))
+    if concurrent:
+        size = int(os.environ.get("BEFRIEND_BENCH_CONCURRENT_BOOK", "2000"))
+        for backend in backends:
+            _concurrent(backend, members, pop, concurrent, size)
     profile = bool(os.environ.get("BEFRIEND_BENCH_PROFILE"))
     if profile or os.environ.get("BEFRIEND_BENCH_BREAKDOWN"):
         for backend in backends:

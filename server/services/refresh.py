@@ -69,7 +69,7 @@ def changed_users(repo: MatchRepository) -> list[str]:
     of every answered one-way request. All in one snapshot, as arrays: user ``u`` is number
     ``ids.index(u)``, pairs are packed into uint64 codes ``owner << 32 | other`` and
     ``owner << 32 | dense key id``."""
-    repo.refresh_snapshot()
+    repo.begin_refresh_scan()
     ids = repo.refresh_user_ids()
     n = len(ids)
     if not n:

@@ -997,9 +997,9 @@ class MatchRepository:
         """(owner number, other's number or -1 for a phonebook row, kind, key) of every
         stored buddy row."""
         owner, other, kind, key = self._int8_columns(
-            f"WITH u AS {self._REFRESH_USERS} "
             "SELECT o.n, COALESCE(t.n, -1), CAST(b.kind AS BIGINT), b.key FROM buddies b "
-            f"{self._refresh_join()} u o ON o.id = b.owner_id LEFT JOIN u t ON t.id = b.other_id",
+            f"{self._refresh_join()} {self._REFRESH_USERS} o ON o.id = b.owner_id "
+            f"LEFT JOIN {self._REFRESH_USERS} t ON t.id = b.other_id",
             4,
         )
         return owner, other, kind, key.view(np.uint64)

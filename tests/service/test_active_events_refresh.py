@@ -379,3 +379,18 @@ async def test_refresh_scan_equals_a_python_reference(db: Database, seed: int) -
     got = _scan(db)
     assert got == _reference(db)[0]
     assert 6 <= len(got) < len(ids)
+
+
+async def test_refresh_scan_starts_its_snapshot(db: Database) -> None:
+    """The scan numbers users in every statement, so all must read one snapshot: on
+    PostgreSQL it sets REPEATABLE READ, which only a transaction's first statement may."""
+    with db.transaction(readonly=True) as s:
+        repo = MatchRepository(s)
+        repo.user_count()
+        if db.is_sqlite:
+            repo.begin_refresh_scan()  # a SQLite read transaction is one snapshot already
+        else:
+            with pytest.raises(RuntimeError):
+                repo.begin_refresh_scan()
+    with db.transaction(readonly=True) as s:
+        assert refresh.changed_users(MatchRepository(s)) == []

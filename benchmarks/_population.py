@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from befriend.clients.population import Population
 from befriend.server.storage.db import Database
+from befriend.server.storage.matching import BUDDY_COLUMNS
 from befriend.server.storage.repositories import key_to_db
 
 PG_URL = os.environ.get(
@@ -546,18 +547,7 @@ class ArrayLoader(Loader):
                     )
                     i += 1
 
-        cols = (
-            "id",
-            "owner_id",
-            "other_id",
-            "kind",
-            "key",
-            "key_kind",
-            "entry_pk",
-            "origin",
-            "created_at",
-            "updated_at",
-        )
+        cols = ("id", *BUDDY_COLUMNS)
         out = self._bulk(
             ["buddies"], bulk, lambda: self.insert("buddies", cols, rows()), progress, "buddies"
         )

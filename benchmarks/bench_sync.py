@@ -62,6 +62,7 @@ from benchmarks._population import (
     pg_reachable,
     scratch_postgres,
 )
+from benchmarks._server import served
 
 T = TypeVar("T")
 
@@ -531,27 +532,18 @@ def _full_buddies(url: str) -> int:
 
 
 async def _run(url: str, backend_name: str, book: Book, args: argparse.Namespace) -> Result:
-    from befriend.server import config
-    from befriend.server.app import BefriendServer
-    from befriend.server.storage.db import Database
+    # The anti-abuse quota (default 20,000 new phonebook keys per user per day) would refuse
+    # the 100,000-contact setup upload.
+    async with served(url, daily_key_quota=0) as (server, port):
+        return await _measure(url, server.backend, port, backend_name, book, args)
 
-    settings = config.from_env(
-        {},
-        host="127.0.0.1",
-        port=0,
-        database_url=url,
-        metrics_port=-1,
-        service_token="bench-service-token",
-        grace_seconds=2.0,
-        # The anti-abuse quota (default 20,000 new phonebook keys per user per day) would
-        # refuse the 100,000-contact setup upload.
-        daily_key_quota=0,
-    )
-    server = BefriendServer(settings, Database(url))
-    port = await server.start()
+
+async def _measure(
+    url: str, backend: Any, port: int, backend_name: str, book: Book, args: argparse.Namespace
+) -> Result:
     prof = Profiler() if args.profile else None
     if prof:
-        prof.install(server.backend)
+        prof.install(backend)
     channel = grpc.aio.insecure_channel(
         f"127.0.0.1:{port}",
         options=[("grpc.max_receive_message_length", 64 << 20)],
@@ -596,7 +588,6 @@ async def _run(url: str, backend_name: str, book: Book, args: argparse.Namespace
             prof.report("incremental sync of merged contacts (UploadContacts + ListChanges)")
     finally:
         await channel.close(None)
-        await server.stop(grace=1.0)
     return result
 
 

@@ -43,6 +43,7 @@ from befriend.clients.population import BookContact, Population, PopulationConfi
 from befriend.core.normalize import normalize_many
 from befriend.v1 import sync_pb2, sync_pb2_grpc
 from benchmarks._population import Loader, pg_reachable, scratch_postgres
+from benchmarks._server import served
 
 TARGET = 50_000  # contacts/s per server process
 QUOTA = 20_000  # the server's default daily key quota (the breakdown charges it too)
@@ -85,54 +86,39 @@ def requests(
 
 
 async def _upload(url: str, pop: Population, reqs: list[sync_pb2.UploadContactsRequest]) -> Run:
-    from befriend.server import config
-    from befriend.server.app import BefriendServer
-    from befriend.server.storage.db import Database
-
-    settings = config.from_env(
-        {},
-        host="127.0.0.1",
-        port=0,
-        database_url=url,
-        metrics_port=-1,
-        service_token="bench-service-token",
-        grace_seconds=2.0,
-    )
-    server = BefriendServer(settings, Database(url))
-    port = await server.start()
     me = pop.member(UPLOADER[0])
-    client = AsyncClient(f"127.0.0.1:{port}", retries=0)
-    try:
-        t = time.perf_counter()
-        await client.account.register(
-            display_name=me.display_name, phone_numbers=[me.e164], region_code=me.region
-        )
-        register_s = time.perf_counter() - t
-        stub = sync_pb2_grpc.SyncServiceStub(client.channel)
-        md = (("authorization", f"Bearer {client.token}"),)
+    async with served(url) as (_, port):
+        client = AsyncClient(f"127.0.0.1:{port}", retries=0)
+        try:
+            t = time.perf_counter()
+            await client.account.register(
+                display_name=me.display_name, phone_numbers=[me.e164], region_code=me.region
+            )
+            register_s = time.perf_counter() - t
+            stub = sync_pb2_grpc.SyncServiceStub(client.channel)
+            md = (("authorization", f"Bearer {client.token}"),)
 
-        async def feed() -> AsyncIterator[sync_pb2.UploadContactsRequest]:
-            for r in reqs:
-                yield r
+            async def feed() -> AsyncIterator[sync_pb2.UploadContactsRequest]:
+                for r in reqs:
+                    yield r
 
-        marks: list[float] = []
-        acked = 0
-        cpu = time.process_time()
-        t0 = time.perf_counter()
-        async for ack in stub.UploadContacts(feed(), metadata=md):
-            marks.append(time.perf_counter())
-            acked = ack.acknowledged_entry_count
-            if ack.rejections:
-                raise SystemExit(f"upload rejected entries: {list(ack.rejections)[:3]}")
-        total = time.perf_counter() - t0
-        cpu = time.process_time() - cpu
-        if not ack.committed:
-            raise SystemExit("upload did not commit")
-        chunks = [b - a for a, b in zip([t0, *marks], marks, strict=False)]
-        return Run("", 0.0, register_s, total, chunks, acked, cpu)
-    finally:
-        await client.close()
-        await server.stop(grace=1.0)
+            marks: list[float] = []
+            acked = 0
+            cpu = time.process_time()
+            t0 = time.perf_counter()
+            async for ack in stub.UploadContacts(feed(), metadata=md):
+                marks.append(time.perf_counter())
+                acked = ack.acknowledged_entry_count
+                if ack.rejections:
+                    raise SystemExit(f"upload rejected entries: {list(ack.rejections)[:3]}")
+            total = time.perf_counter() - t0
+            cpu = time.process_time() - cpu
+            if not ack.committed:
+                raise SystemExit("upload did not commit")
+            chunks = [b - a for a, b in zip([t0, *marks], marks, strict=False)]
+            return Run("", 0.0, register_s, total, chunks, acked, cpu)
+        finally:
+            await client.close()
 
 
 def _one(
@@ -185,55 +171,40 @@ async def _concurrent_uploads(
     """Each of ``uploaders`` registers, then all upload their ``size``-contact books at
     once, each on its own channel; returns (wall seconds of the uploads, process CPU
     seconds, contacts acknowledged)."""
-    from befriend.server import config
-    from befriend.server.app import BefriendServer
-    from befriend.server.storage.db import Database
+    async with served(url) as (_, port):
+        clients = [AsyncClient(f"127.0.0.1:{port}", retries=0) for _ in uploaders]
+        try:
+            books = []
+            for client, u in zip(clients, uploaders, strict=True):
+                me = pop.member(u)
+                await client.account.register(
+                    display_name=me.display_name, phone_numbers=[me.e164], region_code=me.region
+                )
+                entries = [to_entry(f"c{j:06d}", bc) for j, bc in enumerate(pop.book(u, size))]
+                books.append(requests(entries, f"bench-concurrent-{u}"))
 
-    settings = config.from_env(
-        {},
-        host="127.0.0.1",
-        port=0,
-        database_url=url,
-        metrics_port=-1,
-        service_token="bench-service-token",
-        grace_seconds=2.0,
-    )
-    server = BefriendServer(settings, Database(url))
-    port = await server.start()
-    clients = [AsyncClient(f"127.0.0.1:{port}", retries=0) for _ in uploaders]
-    try:
-        books = []
-        for client, u in zip(clients, uploaders, strict=True):
-            me = pop.member(u)
-            await client.account.register(
-                display_name=me.display_name, phone_numbers=[me.e164], region_code=me.region
-            )
-            entries = [to_entry(f"c{j:06d}", bc) for j, bc in enumerate(pop.book(u, size))]
-            books.append(requests(entries, f"bench-concurrent-{u}"))
+            async def one(c: AsyncClient, reqs: list[sync_pb2.UploadContactsRequest]) -> int:
+                stub = sync_pb2_grpc.SyncServiceStub(c.channel)
+                md = (("authorization", f"Bearer {c.token}"),)
 
-        async def one(client: AsyncClient, reqs: list[sync_pb2.UploadContactsRequest]) -> int:
-            stub = sync_pb2_grpc.SyncServiceStub(client.channel)
-            md = (("authorization", f"Bearer {client.token}"),)
+                async def feed() -> AsyncIterator[sync_pb2.UploadContactsRequest]:
+                    for r in reqs:
+                        yield r
 
-            async def feed() -> AsyncIterator[sync_pb2.UploadContactsRequest]:
-                for r in reqs:
-                    yield r
+                acked, committed = 0, False
+                async for ack in stub.UploadContacts(feed(), metadata=md):
+                    acked, committed = ack.acknowledged_entry_count, ack.committed
+                if not committed:
+                    raise SystemExit("a concurrent upload did not commit")
+                return acked
 
-            acked, committed = 0, False
-            async for ack in stub.UploadContacts(feed(), metadata=md):
-                acked, committed = ack.acknowledged_entry_count, ack.committed
-            if not committed:
-                raise SystemExit("a concurrent upload did not commit")
-            return acked
-
-        cpu = time.process_time()
-        t0 = time.perf_counter()
-        acked = await asyncio.gather(*(one(c, r) for c, r in zip(clients, books, strict=True)))
-        return time.perf_counter() - t0, time.process_time() - cpu, sum(acked)
-    finally:
-        for client in clients:
-            await client.close()
-        await server.stop(grace=1.0)
+            cpu = time.process_time()
+            t0 = time.perf_counter()
+            acked = await asyncio.gather(*(one(c, r) for c, r in zip(clients, books, strict=True)))
+            return time.perf_counter() - t0, time.process_time() - cpu, sum(acked)
+        finally:
+            for client in clients:
+                await client.close()
 
 
 def _concurrent(backend: str, members: int, pop: Population, n: int, size: int) -> None:

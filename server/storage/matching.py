@@ -23,7 +23,7 @@ from befriend.server.storage.bulk import db_value, insert_tuples
 from befriend.server.storage.repositories import key_from_db, key_to_db
 
 _BATCH = 500
-_BUDDY_COLUMNS = (
+BUDDY_COLUMNS = (
     "owner_id",
     "other_id",
     "kind",
@@ -566,7 +566,7 @@ class MatchRepository:
         insert_tuples(
             self.s,
             t,
-            _BUDDY_COLUMNS,
+            BUDDY_COLUMNS,
             [(*r[:3], key_to_db(r.key), *r[4:], at, at) for r in rows],
         )
 

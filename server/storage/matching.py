@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 from psycopg import pq
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from befriend.server.records import IdentityKind
@@ -208,15 +208,12 @@ class MatchRepository:
 
     def owners_of_identities(self, pks: Sequence[int]) -> dict[int, tuple[str, int]]:
         """identity pk -> (user id, IdentityKind) for identities that exist now."""
-        out: dict[int, tuple[str, int]] = {}
-        for part in _chunks(list(pks)):
-            rows = self.s.execute(
-                select(models.Identity.id, models.Identity.user_id, models.Identity.kind).where(
-                    models.Identity.id.in_(part)
-                )
-            )
-            out.update({pk: (uid, kind) for pk, uid, kind in rows})
-        return out
+        if not pks:
+            return {}
+        rows = self._rows(
+            f"SELECT id, user_id, kind FROM identities WHERE {self._in('id')}", self._list(pks)
+        )
+        return {pk: (uid, kind) for pk, uid, kind in rows}
 
     def identity_keys_by_pk(self, pks: Sequence[int]) -> dict[int, tuple[str, int]]:
         """identity pk -> (user id, key) for identities that exist now (to confirm a
@@ -235,12 +232,12 @@ class MatchRepository:
 
     def book_keys(self, user_id: str) -> list[BookKey]:
         """Exact keys in every book of the user, in entry order."""
-        rows = self.s.execute(
-            select(models.EntryKey.entry_pk, models.EntryKey.kind, models.EntryKey.key)
-            .where(models.EntryKey.user_id == user_id, models.EntryKey.key.is_not(None))
-            .order_by(models.EntryKey.entry_pk, models.EntryKey.id)
+        rows = self._rows(
+            "SELECT entry_pk, kind, key FROM entry_keys WHERE user_id = %s AND key IS NOT NULL "
+            "ORDER BY entry_pk, id",
+            user_id,
         )
-        return [BookKey(e, kind, k + _U64 if k < 0 else k) for e, kind, k in rows if k is not None]
+        return [BookKey(e, kind, k + _U64 if k < 0 else k) for e, kind, k in rows]
 
     def book_key_count(self, user_id: str) -> int:
         """How many exact key rows the user's books hold."""
@@ -316,23 +313,17 @@ class MatchRepository:
         return [(u, BookKey(e, WEAK_MATCH, w)) for u, e, w in rows]
 
     def holders(self, keys: Sequence[int]) -> list[tuple[str, BookKey]]:
-        """Who holds any of these keys in a book: (holder, the entry key), via the key index."""
-        out: list[tuple[str, BookKey]] = []
-        for part in _chunks([key_to_db(k) for k in keys]):
-            rows = self.s.execute(
-                select(
-                    models.EntryKey.user_id,
-                    models.EntryKey.entry_pk,
-                    models.EntryKey.kind,
-                    models.EntryKey.key,
-                )
-                .where(models.EntryKey.key.in_(part))
-                .order_by(models.EntryKey.entry_pk, models.EntryKey.id)
-            )
-            out.extend(
-                (u, BookKey(e, kind, key_from_db(k))) for u, e, kind, k in rows if k is not None
-            )
-        return out
+        """Who holds any of these keys in a book: (holder, the entry key), via the key
+        index, in entry order."""
+        if not keys:
+            return []
+        sql = (
+            "SELECT user_id, entry_pk, kind, key FROM entry_keys "
+            f"WHERE {self._in('key')} ORDER BY entry_pk, id"
+        )
+        wanted = self._list(key_to_db(k) for k in keys)
+        rows = self._probe(sql, (wanted,)) if self._pg() else self._rows(sql, wanted)
+        return [(u, BookKey(e, kind, key_from_db(k))) for u, e, kind, k in rows]
 
     # -- the restricted match (a few keys of one user's books) ----------------------------
     # Each of these costs in proportion to the keys asked, never to the size of the books,
@@ -408,20 +399,14 @@ class MatchRepository:
 
     def entry_rows(self, entry_pks: Sequence[int]) -> list[BookKey]:
         """Every exact key row of these entries, in entry order."""
-        e = models.EntryKey
-        rows: list[tuple[Any, ...]] = []
-        for part in _chunks(sorted(set(entry_pks))):
-            rows.extend(
-                (entry_pk, row_id, kind, k)
-                for entry_pk, row_id, kind, k in self.s.execute(
-                    select(e.entry_pk, e.id, e.kind, e.key).where(
-                        e.entry_pk.in_(part), e.key.is_not(None)
-                    )
-                )
-                if k is not None
-            )
-        rows.sort()
-        return [BookKey(entry_pk, kind, key_from_db(k)) for entry_pk, _, kind, k in rows]
+        if not entry_pks:
+            return []
+        rows = self._rows(
+            "SELECT entry_pk, kind, key FROM entry_keys "
+            f"WHERE {self._in('entry_pk')} AND key IS NOT NULL ORDER BY entry_pk, id",
+            self._list(sorted(set(entry_pks))),
+        )
+        return [BookKey(entry_pk, kind, key_from_db(k)) for entry_pk, kind, k in rows]
 
     def identity_keys_of(self, user_ids: Sequence[str]) -> list[tuple[str, int]]:
         """(member, key) of every identity of these members."""
@@ -518,47 +503,57 @@ class MatchRepository:
 
     # -- buddy rows ---------------------------------------------------------------------
     def rows_involving(self, user_id: str) -> list[BuddyState]:
-        """Every row the user owns or is the other of (a Core select of tuples: a big
-        book has ~10^5 phonebook rows)."""
-        b = models.BuddyRow
-        cols = (b.owner_id, b.other_id, b.kind, b.key, b.key_kind, b.entry_pk, b.origin)
-        out: list[BuddyState] = []
-        for where in (b.owner_id == user_id, (b.other_id == user_id) & (b.owner_id != user_id)):
-            out.extend(
-                BuddyState(o, t, kind, k + _U64 if k < 0 else k, kk, e, origin)
-                for o, t, kind, k, kk, e, origin in self.s.execute(select(*cols).where(where))
-            )
-        return out
+        """Every row the user owns or is the other of (a big book has ~10^5 phonebook
+        rows)."""
+        cols = "SELECT owner_id, other_id, kind, key, key_kind, entry_pk, origin FROM buddies"
+        rows = self._rows(
+            f"{cols} WHERE owner_id = %s UNION ALL {cols} WHERE other_id = %s AND owner_id <> %s",
+            user_id,
+            user_id,
+            user_id,
+        )
+        return [
+            BuddyState(o, t, kind, k + _U64 if k < 0 else k, kk, e, origin)
+            for o, t, kind, k, kk, e, origin in rows
+        ]
 
     def phonebook_rows_for_keys(self, keys: Sequence[int]) -> list[BuddyState]:
         """Everyone's phonebook rows for these keys."""
-        b = models.BuddyRow
-        out: list[BuddyState] = []
-        for part in _chunks([key_to_db(k) for k in keys]):
-            out.extend(
-                BuddyState(o, None, kind, key_from_db(k), kk, e, origin)
-                for o, kind, k, kk, e, origin in self.s.execute(
-                    select(b.owner_id, b.kind, b.key, b.key_kind, b.entry_pk, b.origin).where(
-                        b.kind == PHONEBOOK, b.key.in_(part)
-                    )
-                )
-            )
-        return out
+        if not keys:
+            return []
+        sql = (
+            "SELECT owner_id, kind, key, key_kind, entry_pk, origin FROM buddies "
+            f"WHERE kind = %s AND {self._in('key')}"
+        )
+        wanted = self._list(key_to_db(k) for k in keys)
+        rows = (
+            self._probe(sql, (PHONEBOOK, wanted))
+            if self._pg()
+            else self._rows(sql, PHONEBOOK, wanted)
+        )
+        return [
+            BuddyState(o, None, kind, key_from_db(k), kk, e, origin)
+            for o, kind, k, kk, e, origin in rows
+        ]
 
-    @staticmethod
-    def _where(r: BuddyState) -> list[ColumnElement[bool]]:
-        """The row of an owner for a member, or for a phonebook key."""
-        if r.other_id is None:
-            return [
-                models.BuddyRow.owner_id == r.owner_id,
-                models.BuddyRow.other_id.is_(None),
-                models.BuddyRow.key == key_to_db(r.key),
-            ]
-        return [models.BuddyRow.owner_id == r.owner_id, models.BuddyRow.other_id == r.other_id]
+    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement (``%s`` placeholders) executed for each of ``rows``."""
+        if rows:
+            if not self._pg():
+                sql = sql.replace("%s", "?")
+            self.s.connection().exec_driver_sql(sql, list(rows))
 
     def delete_rows(self, rows: Iterable[BuddyState]) -> None:
+        members, phonebook = [], []
         for r in rows:
-            self.s.execute(delete(models.BuddyRow).where(*self._where(r)))
+            if r.other_id is None:
+                phonebook.append((r.owner_id, key_to_db(r.key)))
+            else:
+                members.append((r.owner_id, r.other_id))
+        self._many("DELETE FROM buddies WHERE owner_id = %s AND other_id = %s", members)
+        self._many(
+            "DELETE FROM buddies WHERE owner_id = %s AND other_id IS NULL AND key = %s", phonebook
+        )
 
     def insert_rows(self, rows: Sequence[BuddyState], now: datetime) -> None:
         t = models.table(models.BuddyRow)
@@ -578,22 +573,21 @@ class MatchRepository:
             for r in rows
             if r.other_id is not None
         ]
-        if members:
-            sql = (
-                "UPDATE buddies SET kind = %s, key = %s, key_kind = %s, entry_pk = %s, "
-                "origin = %s, updated_at = %s WHERE owner_id = %s AND other_id = %s"
-            )
-            at = db_value(self.s, t, "updated_at", now)
-            if not self._pg():
-                sql = sql.replace("%s", "?")
-            self.s.connection().exec_driver_sql(sql, [(*m[:5], at, *m[5:]) for m in members])
-        for r in rows:
-            if r.other_id is None:
-                self.s.execute(
-                    update(models.BuddyRow)
-                    .where(*self._where(r))
-                    .values(entry_pk=r.entry_pk, origin=r.origin, updated_at=now)
-                )
+        at = db_value(self.s, t, "updated_at", now)
+        self._many(
+            "UPDATE buddies SET kind = %s, key = %s, key_kind = %s, entry_pk = %s, origin = %s, "
+            "updated_at = %s WHERE owner_id = %s AND other_id = %s",
+            [(*m[:5], at, *m[5:]) for m in members],
+        )
+        self._many(
+            "UPDATE buddies SET entry_pk = %s, origin = %s, updated_at = %s "
+            "WHERE owner_id = %s AND other_id IS NULL AND key = %s",
+            [
+                (r.entry_pk, r.origin, at, r.owner_id, key_to_db(r.key))
+                for r in rows
+                if r.other_id is None
+            ],
+        )
 
     def list_buddies(
         self, owner_id: str, kind: int | None, offset: int, limit: int

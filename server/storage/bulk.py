@@ -112,7 +112,12 @@ def insert_returning(
             f"{on_conflict} {back}"
         )
         pg_params = (*consts, *(list(col) for col in zip(*rows, strict=True)))
-        out.extend(tuple(r) for r in conn.exec_driver_sql(sql, pg_params))
+        # Binary parameters (%b): psycopg writes text-format arrays of strings and bytes
+        # through a regex escape per element (~10 ms per 500-row chunk of contact entries).
+        raw: Any = conn.connection.dbapi_connection
+        with raw.cursor() as cur:
+            cur.execute(sql.replace("%s", "%b"), pg_params, binary=True)
+            out.extend(tuple(r) for r in cur.fetchall())
         return out
     width = len(columns)
     batch = max(1, (30_000 - len(consts)) // width)  # SQLite's host-parameter limit is 32,766

@@ -155,11 +155,16 @@ class MatchRepository:
         return rows
 
     def _rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        if not self._pg():
-            sql = sql.replace("%s", "?")
+        pg = self._pg()
+        # PostgreSQL: binary parameters (%b; a list in the text format goes through a regex
+        # escape per element) and binary results.
+        sql = sql.replace("%s", "%b" if pg else "?")
         cur = self.s.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cur.execute(sql, params)
+            if pg:
+                cur.execute(sql, params, binary=True)
+            else:
+                cur.execute(sql, params)
             return list(cur.fetchall()) if cur.description else []
         finally:
             cur.close()

@@ -159,7 +159,8 @@ class MatchRepository:
         # PostgreSQL: binary parameters (%b; a list in the text format goes through a regex
         # escape per element) and binary results.
         sql = sql.replace("%s", "%b" if pg else "?")
-        cur = self.s.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        raw: Any = self.s.connection().connection.dbapi_connection
+        cur = raw.cursor()
         try:
             if pg:
                 cur.execute(sql, params, binary=True)

@@ -144,11 +144,13 @@ class MatchRepository:
     def _list(self, values: Iterable[Any]) -> Any:
         return list(values) if self._pg() else json.dumps(list(values))
 
-    def _probe(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """PostgreSQL: a query probing an index once per listed key, planned without
-        sequential scans. The probes stay cheap whatever the statistics say; stale ones
-        (a table analysed while small, a book uploaded since) would otherwise have the
-        planner re-scan the table for every key (seen: 200 ms per 500-key chunk)."""
+    def _probe(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """A query probing an index once per listed key. On PostgreSQL it is planned
+        without sequential scans, so the probes stay cheap whatever the statistics say;
+        stale ones (a table analysed while small, a book uploaded since) would otherwise
+        have the planner re-scan the table for every key (seen: 200 ms per 500-key chunk)."""
+        if not self._pg():
+            return self._rows(sql, *params)
         self._rows("SET LOCAL enable_seqscan = off")
         rows = self._rows(sql, *params)
         self._rows("SET LOCAL enable_seqscan = on")  # (a failure rolls back the SET too)
@@ -328,7 +330,7 @@ class MatchRepository:
             f"WHERE {self._in('key')} ORDER BY entry_pk, id"
         )
         wanted = self._list(key_to_db(k) for k in keys)
-        rows = self._probe(sql, (wanted,)) if self._pg() else self._rows(sql, wanted)
+        rows = self._probe(sql, wanted)
         return [(u, BookKey(e, kind, key_from_db(k))) for u, e, kind, k in rows]
 
     # -- the restricted match (a few keys of one user's books) ----------------------------
@@ -353,7 +355,8 @@ class MatchRepository:
                         "FROM unnest(%s::bigint[]) AS k(key) CROSS JOIN LATERAL "
                         "(SELECT entry_pk, id, kind, key FROM entry_keys "
                         "WHERE key = k.key AND (user_id || '') = %s OFFSET 0) AS h",
-                        (wanted, user_id),
+                        wanted,
+                        user_id,
                     )
                 )
         elif wanted:
@@ -379,7 +382,8 @@ class MatchRepository:
                     "WHERE key = k.key AND (user_id || '') = %s OFFSET 0) AS h "
                     "CROSS JOIN LATERAL (SELECT entry_pk, id, kind, key FROM entry_keys "
                     "WHERE entry_pk = h.entry_pk AND key IS NOT NULL OFFSET 0) AS e",
-                    (wanted, user_id),
+                    wanted,
+                    user_id,
                 )
                 if wanted
                 else []
@@ -437,7 +441,8 @@ class MatchRepository:
                     "FROM unnest(%s::bigint[]) AS k(key) "
                     "CROSS JOIN LATERAL (SELECT user_id, entry_pk, id, kind, key FROM entry_keys "
                     "WHERE key = k.key AND (user_id || '') = ANY(%s::text[]) OFFSET 0) AS h",
-                    (wanted, ids),
+                    wanted,
+                    ids,
                 )
             )
         elif ids and wanted:
@@ -485,7 +490,9 @@ class MatchRepository:
                     "CROSS JOIN LATERAL (SELECT owner_id, other_id, kind, key, key_kind, entry_pk, "
                     "origin FROM buddies WHERE key = k.key OFFSET 0) AS b "
                     "WHERE b.owner_id = ANY(%s::text[]) AND b.other_id IS NULL AND b.kind = %s",
-                    (wanted, ids, PHONEBOOK),
+                    wanted,
+                    ids,
+                    PHONEBOOK,
                 )
                 if wanted
                 else []
@@ -532,11 +539,7 @@ class MatchRepository:
             f"WHERE kind = %s AND {self._in('key')}"
         )
         wanted = self._list(key_to_db(k) for k in keys)
-        rows = (
-            self._probe(sql, (PHONEBOOK, wanted))
-            if self._pg()
-            else self._rows(sql, PHONEBOOK, wanted)
-        )
+        rows = self._probe(sql, PHONEBOOK, wanted)
         return [
             BuddyState(o, None, kind, key_from_db(k), kk, e, origin)
             for o, kind, k, kk, e, origin in rows

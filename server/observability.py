@@ -26,6 +26,9 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         numeric = logging.INFO
     logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s", force=True)
     logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
+    # APScheduler logs every run of every job at INFO, and the SQLite checkpoint runs twice a
+    # second; the jobs log their own outcomes.
+    logging.getLogger("apscheduler").setLevel(max(numeric, logging.WARNING))
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"

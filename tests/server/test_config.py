@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from befriend.server import config
+from befriend.server.observability import configure_logging
 
 
 def test_defaults() -> None:
@@ -27,3 +30,12 @@ def test_bad_env_value_is_named() -> None:
         config.from_env({"BEFRIEND_MIGRATE": "perhaps"})
     with pytest.raises(ValueError):
         config.from_env({"BEFRIEND_PORT": "fifty"})
+
+
+def test_scheduler_runs_are_not_logged_at_info() -> None:
+    """The SQLite checkpoint job runs twice a second; APScheduler would log each run."""
+    configure_logging("info")
+    assert logging.getLogger("apscheduler.executors.default").getEffectiveLevel() >= logging.WARNING
+    assert not logging.getLogger("apscheduler").isEnabledFor(logging.INFO)
+    configure_logging("debug")
+    assert logging.getLogger("apscheduler").isEnabledFor(logging.WARNING)

@@ -45,6 +45,16 @@ BOOK_COLUMNS = (
     "created_at",
     "updated_at",
 )
+USER_COLUMNS = (
+    "id",
+    "display_name",
+    "region_code",
+    "time_zone",
+    "profile",
+    "version",
+    "created_at",
+    "updated_at",
+)
 ENTRY_COLUMNS = (
     "id",
     "book_pk",
@@ -203,16 +213,7 @@ class Loader:
 
         self.insert(
             "users",
-            (
-                "id",
-                "display_name",
-                "region_code",
-                "time_zone",
-                "profile",
-                "version",
-                "created_at",
-                "updated_at",
-            ),
+            USER_COLUMNS,
             user_rows(),
         )
         n = self.insert(
@@ -471,23 +472,11 @@ class ArrayLoader(Loader):
                 ):
                     yield (j, j, user_ids[o], PHONE, key, w, f"+{key}")
 
-        entry_cols = (
-            "id",
-            "book_pk",
-            "user_id",
-            "entry_id",
-            "raw",
-            "raw_media_type",
-            "content_hash",
-            "contact",
-            "created_at",
-            "updated_at",
-        )
         key_cols = ("id", "entry_pk", "user_id", "kind", "key", "weak_key", "value")
         self._bulk(
             ["contact_entries"],
             bulk,
-            lambda: self.insert("contact_entries", entry_cols, entry_rows()),
+            lambda: self.insert("contact_entries", ENTRY_COLUMNS, entry_rows()),
             progress,
             "contact_entries",
         )
@@ -553,3 +542,21 @@ class ArrayLoader(Loader):
         )
         self.fix_sequences(["buddies"])
         return out
+
+
+def peak_rss() -> int:
+    """The process's peak resident set size in bytes (VmHWM; 0 where /proc is missing)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's VmHWM (peak RSS) to its current RSS, where Linux allows it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass

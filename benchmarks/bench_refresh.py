@@ -70,7 +70,15 @@ from befriend.server.storage.repositories import (
     key_from_db,
     key_to_db,
 )
-from benchmarks._population import PHONE, ArrayLoader, pg_reachable, scratch_postgres
+from benchmarks._population import (
+    PHONE,
+    USER_COLUMNS,
+    ArrayLoader,
+    peak_rss,
+    pg_reachable,
+    reset_peak_rss,
+    scratch_postgres,
+)
 
 TARGET = 1_000_000  # contacts/s, the matching step on one core (issue 5)
 U64 = np.uint64
@@ -96,22 +104,6 @@ PER_USER = (
     "update_rows",
     "add_events",
 )
-
-
-def _peak_rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_peak_rss() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 # -- the population as arrays ----------------------------------------------------------------
@@ -296,16 +288,7 @@ def drift(
             conn.execute(text(f"DELETE FROM identities WHERE id IN ({part})"))
     loader.insert(
         "users",
-        (
-            "id",
-            "display_name",
-            "region_code",
-            "time_zone",
-            "profile",
-            "version",
-            "created_at",
-            "updated_at",
-        ),
+        USER_COLUMNS,
         (
             (
                 pop.user_id(int(i)),
@@ -440,13 +423,13 @@ def run_job(db: Database, registry: Registry, job_id: str, label: str) -> Run:
     def clock() -> datetime:
         return datetime.now(UTC)
 
-    _reset_peak_rss()
+    reset_peak_rss()
     with probed() as p:
         t = time.perf_counter()
         refresh.start(db, job_id, clock())
         users = refresh.run(db, registry, job_id, clock)
         total = time.perf_counter() - t
-    return Run(label, total, users, p, _peak_rss())
+    return Run(label, total, users, p, peak_rss())
 
 
 def _span(p: Probe, label: str) -> tuple[float, float]:

@@ -34,7 +34,13 @@ from befriend.clients.population import Population, PopulationConfig
 from befriend.server.services.registry import Registry
 from befriend.server.storage.db import Database
 from befriend.server.storage.matching import MatchRepository
-from benchmarks._population import Loader, pg_reachable, scratch_postgres
+from benchmarks._population import (
+    Loader,
+    peak_rss,
+    pg_reachable,
+    reset_peak_rss,
+    scratch_postgres,
+)
 
 TARGET_P99_MS = 5.0
 BOOK = 30
@@ -44,14 +50,6 @@ WARMUP = 200
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _latencies(db: Database, fn: Callable[[MatchRepository], object], n: int) -> np.ndarray:
@@ -164,14 +162,6 @@ def _count(db: Database) -> int:
         return int(conn.execute(text("SELECT count(*) FROM entry_keys")).scalar_one())
 
 
-def _reset_peak_rss() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM (peak RSS) of this process
-    except OSError:
-        pass
-
-
 def _load_registry(db: Database) -> tuple[Registry, float]:
     reg = Registry()
     t = time.perf_counter()
@@ -183,9 +173,9 @@ def _load_registry(db: Database) -> tuple[Registry, float]:
 def _registry(db: Database, members: int) -> None:
     gc.collect()
     before = _rss()
-    _reset_peak_rss()
+    reset_peak_rss()
     reg, took = _load_registry(db)
-    peak = _peak_rss() - before
+    peak = peak_rss() - before
     gc.collect()
     retained = _rss() - before
     by_key, by_pk = reg._by_key.nbytes, reg._by_pk.nbytes

@@ -58,6 +58,7 @@ from befriend.v1 import account_pb2, account_pb2_grpc, common_pb2, sync_pb2, syn
 from benchmarks._population import (
     BOOK_COLUMNS,
     ENTRY_COLUMNS,
+    USER_COLUMNS,
     Loader,
     pg_reachable,
     scratch_postgres,
@@ -179,16 +180,7 @@ def load_buddies(loader: Loader, buddies: int) -> None:
     uid = [f"b{i:031d}" for i in range(buddies)]
     loader.insert(
         "users",
-        (
-            "id",
-            "display_name",
-            "region_code",
-            "time_zone",
-            "profile",
-            "version",
-            "created_at",
-            "updated_at",
-        ),
+        USER_COLUMNS,
         (
             (uid[i], f"Buddy {i}", "CN", "Asia/Shanghai", json.dumps(buddy_profile(i)), 1, ts, ts)
             for i in range(buddies)

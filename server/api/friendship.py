@@ -121,7 +121,9 @@ class FriendshipServicer:
             s: Session,
         ) -> tuple[list[BuddyView], int, dict[str, tuple[int, str, str, datetime]]]:
             repo = MatchRepository(s)
-            views, total = repo.list_buddies(me, kind, page.offset, page.size)
+            views, total = matching.buddy_list(
+                repo, self.backend.registry, me, kind, page.offset, page.size
+            )
             full = [v.other_id for v in views if v.kind == FULL and v.other_id]
             return views, total, repo.presences(full)
 
@@ -143,7 +145,7 @@ class FriendshipServicer:
             s: Session,
         ) -> tuple[BuddyView | None, tuple[int, str, str, datetime] | None]:
             repo = MatchRepository(s)
-            view = repo.get_buddy(me, other, key)
+            view = matching.get_buddy(repo, self.backend.registry, me, other, key)
             if view is None or view.kind != FULL or view.other_id is None:
                 return view, None
             return view, repo.presence_of(view.other_id)
@@ -365,7 +367,12 @@ class FriendshipServicer:
 
         def work(s: Session) -> tuple[friendship_pb2.SubmitCommunicationLogsResponse, str]:
             r = active_contacts.submit_logs(
-                AccountRepository(s), MatchRepository(s), me, records, utcnow()
+                AccountRepository(s),
+                MatchRepository(s),
+                self.backend.registry,
+                me,
+                records,
+                utcnow(),
             )
             return (
                 friendship_pb2.SubmitCommunicationLogsResponse(
@@ -428,8 +435,10 @@ class FriendshipServicer:
                 _contact_bytes,
                 utcnow(),
             )
-            views, _ = MatchRepository(s).list_buddies(me, None, 0, 10_000)
             keys = {int(p.e164[1:]) for p in chosen}
+            views, _ = matching.buddy_list(
+                MatchRepository(s), self.backend.registry, me, None, 0, 10_000
+            )
             return (
                 friendship_pb2.ConfirmActiveContactsResponse(
                     buddies=[_buddy(me, v) for v in views if v.key in keys],

@@ -29,8 +29,6 @@ from befriend.server.storage.matching import (
 from befriend.server.storage.repositories import AccountRepository
 
 MAX_LOG_ENTRIES = 5000
-ACTIVE_BOOK = "active-contacts"
-ORIGIN_ACTIVE_CONTACT = 4
 
 
 @dataclass(frozen=True)
@@ -62,6 +60,7 @@ class SubmitResult:
 def submit_logs(
     accounts: AccountRepository,
     repo: MatchRepository,
+    registry: Registry,
     user_id: str,
     records: Sequence[LogRecord],
     now: datetime,
@@ -88,7 +87,7 @@ def submit_logs(
         item.sources |= 1 << r.source
         item.last = max(item.last, r.event_time)
         item.name = item.name or r.display_name
-    excluded = repo.buddy_keys(user_id) | {i.key for i in user.identities}
+    excluded = matching.buddy_keys(repo, registry, user_id) | {i.key for i in user.identities}
     fresh = [
         (e164, v.raw, v.name, v.count, v.sources, v.last)
         for e164, v in seen.items()
@@ -122,7 +121,7 @@ def confirm(
     repo.set_active_state(user_id, [p.id for p in open_ if p.id in excluded_ids], ACTIVE_EXCLUDED)
     repo.set_active_state(user_id, [p.id for p in chosen], ACTIVE_CONFIRMED)
     if chosen:
-        book_pk, _ = books.ensure_book(user_id, ACTIVE_BOOK, 1, "", now)
+        book_pk, _ = books.ensure_book(user_id, matching.ACTIVE_BOOK, 1, "", now)
         entries = [
             EntryInput(
                 entry_id=f"ac-{p.e164}",
@@ -143,6 +142,6 @@ def confirm(
         books.touch_book(book_pk, "", now)
         if delta.changed:
             matching.match_user(
-                repo, registry, user_id, now, ORIGIN_ACTIVE_CONTACT, keys=delta.keys
+                repo, registry, user_id, now, matching.ORIGIN_ACTIVE_CONTACT, keys=delta.keys
             )
     return chosen, repo.members_by_e164([p.e164 for p in chosen])

@@ -4,10 +4,12 @@ For a user U, the pairs involving U are recomputed from both sides' books:
 - U's book holds a key of member B, and B's book holds a key of U -> full buddies both ways;
 - only U holds B -> B is on U's list as a one-way buddy (no presence) and B is told;
   B may accept (-> full both ways) or block (the pair never shows again);
-- a key of U's book that no member owns -> a phonebook buddy, turned into a member match
-  the moment someone registers with (or changes to) that key.
+- a contact of U's book none of whose keys a member owns -> a phonebook buddy, which
+  becomes a member match the moment someone registers with (or changes to) its key.
 Member keys are looked up in the compiled KeyIndex registry; "who holds U's keys" comes
-from the reverse index of entry keys. Only what changed is written.
+from the reverse index of entry keys. Member matches are stored (only what changed is
+written); phonebook buddies are derived from the books when listed (``phonebook_buddies``),
+so a registration, a number change or an edited contact can never leave a stale one.
 """
 
 from __future__ import annotations
@@ -33,22 +35,21 @@ from befriend.server.storage.matching import (
     PHONEBOOK,
     BookKey,
     BuddyState,
+    BuddyView,
     MatchRepository,
 )
 
 # BuddyOrigin / BuddyEventType values of the contract
-ORIGIN_ADDRESS_BOOK, ORIGIN_REGISTRATION, ORIGIN_REFRESH, ORIGIN_ACCEPTED = 1, 2, 3, 5
+ORIGIN_ADDRESS_BOOK, ORIGIN_REGISTRATION, ORIGIN_REFRESH = 1, 2, 3
+ORIGIN_ACTIVE_CONTACT, ORIGIN_ACCEPTED = 4, 5
+ACTIVE_BOOK = "active-contacts"  # the server-side book of confirmed active contacts
 EVENT_NEW_MATCH, EVENT_ONE_WAY_REQUEST, EVENT_ACCEPTED = 1, 2, 3
 # Above this many changed keys, match_user(keys=...) compares them with the size of the
 # user's books and matches the whole books when the keys are more than half of them.
 RESTRICTED_MIN = 1_000
 
 
-def _slot(r: BuddyState) -> tuple[str, str]:
-    return (r.owner_id, r.other_id if r.other_id is not None else f"#{r.key}")
-
-
-def _row(owner: str, other: str | None, kind: int, bk: BookKey | None, origin: int) -> BuddyState:
+def _row(owner: str, other: str, kind: int, bk: BookKey | None, origin: int) -> BuddyState:
     return BuddyState(
         owner,
         other,
@@ -150,11 +151,11 @@ def _write(
     desired: Iterable[BuddyState],
     now: datetime,
 ) -> list[tuple[str, int, str]]:
-    """Write the differences between the stored rows of some slots and what they should be
-    (every slot of ``desired`` must be among those ``existing`` was read for); return the
-    events written: a new member row or a changed kind tells its side."""
-    before = {_slot(r): r for r in existing}
-    after = {_slot(r): r for r in desired}
+    """Write the differences between the stored rows of some pairs and what they should be
+    (every (owner, other) of ``desired`` must be among those ``existing`` was read for);
+    return the events written: a new row or a changed kind tells its side."""
+    before = {(r.owner_id, r.other_id): r for r in existing}
+    after = {(r.owner_id, r.other_id): r for r in desired}
     repo.delete_rows([r for s, r in before.items() if s not in after])
     repo.insert_rows([r for s, r in after.items() if s not in before], now)
     events: list[tuple[str, int, str]] = []
@@ -167,7 +168,7 @@ def _write(
             row.entry_pk,
         ):
             changed.append(row)
-        if row.other_id is None or (old is not None and old.kind == row.kind):
+        if old is not None and old.kind == row.kind:
             continue
         if row.kind == FULL:
             events.append((row.owner_id, EVENT_NEW_MATCH, row.other_id))
@@ -196,9 +197,8 @@ def match_user(
     change, decisions, refresh). ``keys`` = the exact keys of the entry_keys rows this
     transaction inserted into or deleted from the user's books (old and new keys of the
     contacts it changed) recomputes only what those keys can affect, with the same result:
-    the rows between the user and the members owning one of them, and the user's phonebook
-    rows of those keys and of the first keys of the contacts holding them. Empty ``keys``:
-    nothing to do. With the weak-key fallback on, the whole books are matched (weak keys
+    the rows between the user and the members owning one of them. Empty ``keys``: nothing
+    to do. With the weak-key fallback on, the whole books are matched (weak keys
     are not tracked per change).
 
     Matches run one at a time (``serialize_matching``, until the transaction ends): two
@@ -222,37 +222,20 @@ def match_user(
 def _match_books(
     repo: MatchRepository, registry: Registry, user_id: str, now: datetime, origin: int
 ) -> list[tuple[str, int, str]]:
-    """Recompute every buddy row involving ``user_id`` from the user's whole books, and
-    the phonebook rows of the books holding the user's own keys (a contact holding a
-    member's key is no phonebook buddy, whichever of its keys the row was for)."""
+    """Recompute every buddy row involving ``user_id`` from the user's whole books and the
+    books holding the user's own keys."""
     book = repo.book_keys(user_id)
     owner_of = _owners(repo, registry, (bk.key for bk in book))
     a_has = _first_naming(book, owner_of, user_id)
-    unmatched = _phonebook_keys(book, owner_of)
-
     own = [k for _, k in repo.own_keys(user_id)]
-    holders = [(h, bk) for h, bk in repo.holders(own) if h != user_id]
-    b_has = _first_holding(holders, user_id)
+    b_has = _first_holding(repo.holders(own), user_id)
     if registry.weak:
         _weak_matches(repo, registry, user_id, own, a_has, b_has)
-
-    existing = repo.rows_involving(user_id) + [
-        r for r in repo.phonebook_rows_for_keys(own) if r.owner_id != user_id
-    ]
+    existing = repo.rows_involving(user_id)
     others = set(a_has) | set(b_has)
-    others |= {r.other_id for r in existing if r.owner_id == user_id and r.other_id}
+    others |= {r.other_id for r in existing if r.owner_id == user_id}
     others |= {r.owner_id for r in existing if r.other_id == user_id}
     desired = _pair_rows(user_id, others, a_has, b_has, repo.decisions_involving(user_id), origin)
-    desired += [_row(user_id, None, PHONEBOOK, bk, origin) for bk in unmatched.values()]
-    if holders:
-        wanted: dict[str, set[int]] = {}
-        for h, bk in holders:
-            wanted.setdefault(h, set()).add(bk.key)
-        touched = _whole_entries(repo, wanted, set())
-        known = {k: user_id for k in own}
-        stored, should = _phonebook_slots(repo, registry, wanted, touched, known, origin)
-        existing += stored
-        desired += should
     return _write(repo, existing, desired, now)
 
 
@@ -270,100 +253,18 @@ def _match_keys(
     A key row names a member M (or not) by its key alone, so only the members owning one
     of ``keys`` can see their pair with the user change: for each, whether the user still
     holds one of M's keys (the first such row), whether M holds one of the user's own
-    keys, the decisions and the stored rows of the pair. Phonebook slots: see
-    ``_phonebook_slots``."""
+    keys, the decisions and the stored rows of the pair."""
     member_of = _owners(repo, registry, keys)
     members = sorted({m for m in member_of.values() if m != user_id})
-
-    # (a) pairs with the members owning a changed key
-    existing: list[BuddyState] = []
-    desired: list[BuddyState] = []
-    if members:
-        theirs = dict((k, m) for m, k in repo.identity_keys_of(members))
-        a_has = _first_naming(repo.book_rows_with_keys(user_id, list(theirs)), theirs, user_id)
-        own = [k for _, k in repo.own_keys(user_id)]
-        b_has = _first_holding(repo.holders_among(own, members), user_id)
-        existing += repo.member_rows_between(user_id, members)
-        desired += _pair_rows(
-            user_id, members, a_has, b_has, repo.decisions_involving(user_id), origin
-        )
-
-    # (b) phonebook slots
-    touched = [(user_id, bk) for bk in repo.entries_holding(user_id, list(keys))]
-    stored, should = _phonebook_slots(repo, registry, {user_id: keys}, touched, member_of, origin)
-    return _write(repo, existing + stored, desired + should, now)
-
-
-def _whole_entries(
-    repo: MatchRepository, wanted: dict[str, set[int]], skip: set[int]
-) -> list[tuple[str, BookKey]]:
-    """(owner, row) of every row of the entries of ``owner``'s books holding one of
-    ``wanted[owner]``, but the entries in ``skip``; in entry order."""
-    if len(wanted) == 1:
-        ((owner, keys),) = wanted.items()
-        rows = repo.entries_holding(owner, list(keys))
-        return [(owner, bk) for bk in rows if bk.entry_pk not in skip]
-    every = set().union(*wanted.values())
-    entry_owner = {
-        bk.entry_pk: u
-        for u, bk in repo.holders(list(every))
-        if bk.key in wanted.get(u, ()) and bk.entry_pk not in skip
-    }
-    return [(entry_owner[bk.entry_pk], bk) for bk in repo.entry_rows(list(entry_owner))]
-
-
-def _phonebook_slots(
-    repo: MatchRepository,
-    registry: Registry,
-    wanted: dict[str, set[int]],
-    touched: list[tuple[str, BookKey]],
-    known: dict[int, str],
-    origin: int,
-) -> tuple[list[BuddyState], list[BuddyState]]:
-    """(stored rows, rows there should be) of the phonebook slots (owner, key) that a change
-    of ``wanted[owner]`` can move: keys added to or removed from the owner's books, or
-    keys that just became (or stopped being) a member's. ``touched``: (owner, row) of every
-    row of the entries holding one of their owner's wanted keys (``_whole_entries``), in
-    entry order; ``known``: the members owning wanted keys, already looked up.
-
-    A slot (owner, k) depends on the contacts whose first key is k and on whether any key
-    of theirs names a member, so the slots that can change are the wanted keys and the
-    first keys of the contacts holding one; every contact holding such a slot key is read
-    whole, so a slot also held by an untouched contact keeps (or moves to) the right one."""
-    entry_owner = {bk.entry_pk: owner for owner, bk in touched}
-    slots = {owner: set(keys) for owner, keys in wanted.items()}
-    for entry_pk, key in _first_keys(bk for _, bk in touched).items():
-        slots[entry_owner[entry_pk]].add(key)
-    extra = {owner: s - wanted[owner] for owner, s in slots.items() if s - wanted[owner]}
-    if extra:
-        more = _whole_entries(repo, extra, set(entry_owner))
-        if more:
-            touched = sorted(touched + more, key=lambda r: r[1].entry_pk)  # stable
-    looked = set().union(*wanted.values())
-    owner_of = dict(known)
-    owner_of.update(_owners(repo, registry, {bk.key for _, bk in touched} - looked))
-    by_owner: dict[str, list[BookKey]] = {}
-    for owner, bk in touched:
-        by_owner.setdefault(owner, []).append(bk)
-    desired = [
-        _row(owner, None, PHONEBOOK, bk, origin)
-        for owner, rows in by_owner.items()
-        for key, bk in _phonebook_keys(rows, owner_of).items()
-        if key in slots[owner]
-    ]
-    every = set().union(*slots.values())
-    stored = [
-        r for r in repo.phonebook_rows_of(list(slots), list(every)) if r.key in slots[r.owner_id]
-    ]
-    return stored, desired
-
-
-def _first_keys(rows: Iterable[BookKey]) -> dict[int, int]:
-    """entry pk -> its first key, for whole entries' rows in entry order."""
-    firsts: dict[int, int] = {}
-    for bk in rows:
-        firsts.setdefault(bk.entry_pk, bk.key)
-    return firsts
+    if not members:
+        return []
+    theirs = dict((k, m) for m, k in repo.identity_keys_of(members))
+    a_has = _first_naming(repo.book_rows_with_keys(user_id, list(theirs)), theirs, user_id)
+    own = [k for _, k in repo.own_keys(user_id)]
+    b_has = _first_holding(repo.holders_among(own, members), user_id)
+    existing = repo.member_rows_between(user_id, members)
+    desired = _pair_rows(user_id, members, a_has, b_has, repo.decisions_involving(user_id), origin)
+    return _write(repo, existing, desired, now)
 
 
 def _weak_matches(
@@ -394,6 +295,76 @@ def _weak_matches(
     for holder, bk in repo.weak_holders(suffixes):
         if holder != user_id:
             b_has.setdefault(holder, bk)
+
+
+# -- the buddy list ----------------------------------------------------------------------
+
+
+def phonebook_buddies(repo: MatchRepository, registry: Registry, user_id: str) -> list[BookKey]:
+    """The user's phonebook buddies, in entry order: one per contact none of whose exact
+    keys belongs to a member (its first key), and one per key when several contacts share
+    it (the first contact holding it). Derived from the books and the registry each time,
+    never stored: always current with registrations and number changes."""
+    book = repo.book_keys(user_id)
+    owner_of = _owners(repo, registry, (bk.key for bk in book))
+    return list(_phonebook_keys(book, owner_of).values())
+
+
+def _phonebook_views(repo: MatchRepository, rows: Sequence[BookKey]) -> list[BuddyView]:
+    cards = repo.entry_cards([bk.entry_pk for bk in rows])
+    return [
+        BuddyView(
+            None,
+            "",
+            PHONEBOOK,
+            bk.key,
+            bk.kind,
+            card.contact,
+            ORIGIN_ACTIVE_CONTACT if card.book_id == ACTIVE_BOOK else ORIGIN_ADDRESS_BOOK,
+            card.created_at,
+            card.updated_at,
+        )
+        for bk in rows
+        if (card := cards.get(bk.entry_pk)) is not None
+    ]
+
+
+def buddy_list(
+    repo: MatchRepository,
+    registry: Registry,
+    user_id: str,
+    kind: int | None,
+    offset: int,
+    limit: int,
+) -> tuple[list[BuddyView], int]:
+    """A page of the user's buddy list (full, one-way, then phonebook buddies; or one kind)
+    and its length."""
+    views, total = ([], 0) if kind == PHONEBOOK else repo.list_buddies(user_id, kind, offset, limit)
+    if kind in (None, PHONEBOOK):
+        phonebook = phonebook_buddies(repo, registry, user_id)
+        start = max(0, offset - total)
+        views += _phonebook_views(repo, phonebook[start : start + limit - len(views)])
+        total += len(phonebook)
+    return views, total
+
+
+def get_buddy(
+    repo: MatchRepository, registry: Registry, user_id: str, other_id: str | None, key: int
+) -> BuddyView | None:
+    """One entry of the user's list: the member ``other_id``, or (``other_id`` None) the
+    phonebook buddy of ``key``."""
+    if other_id is not None:
+        return repo.get_buddy(user_id, other_id)
+    found = [bk for bk in phonebook_buddies(repo, registry, user_id) if bk.key == key]
+    return next(iter(_phonebook_views(repo, found)), None)
+
+
+def buddy_keys(repo: MatchRepository, registry: Registry, user_id: str) -> set[int]:
+    """Keys of everyone on the user's list: every identity key of its members and the key
+    of each phonebook buddy."""
+    keys = repo.member_buddy_keys(user_id)
+    keys.update(bk.key for bk in phonebook_buddies(repo, registry, user_id))
+    return keys
 
 
 def rematch_holders(

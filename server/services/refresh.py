@@ -19,7 +19,7 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from befriend.core.index import EMPTY_KEY, KeyIndex
+from befriend.core.index import KeyIndex
 from befriend.core.match import bulk_match
 from befriend.server.services import matching
 from befriend.server.services.registry import Registry
@@ -65,12 +65,10 @@ def _xor(a: npt.NDArray[np.uint64], b: npt.NDArray[np.uint64]) -> npt.NDArray[np
 
 def changed_users(repo: MatchRepository) -> list[str]:
     """Users whose stored buddy rows differ from a fresh bulk match of everyone: both users
-    of a member row (full or one-way) missing, extra or of the other kind; the owner of a
-    phonebook row missing or extra (phonebook slot: the first key, in entry order, of a
-    contact none of whose exact keys is a member's; one per owner and key); and both users
-    of every answered one-way request. All in one snapshot, as arrays: user ``u`` is number
-    ``ids.index(u)``, pairs are packed into uint64 codes ``owner << 32 | other`` and
-    ``owner << 32 | dense key id``."""
+    of a member row (full or one-way) missing, extra or of the other kind, and both users
+    of every answered one-way request (phonebook buddies are derived, never stored: they
+    cannot drift). All in one snapshot, as arrays: user ``u`` is number ``ids.index(u)``,
+    pairs are packed into uint64 codes ``owner << 32 | other``."""
     repo.begin_refresh_scan()
     ids = repo.refresh_user_ids()
     n = len(ids)
@@ -82,58 +80,31 @@ def changed_users(repo: MatchRepository) -> list[str]:
     members = KeyIndex.from_arrays(id_key, id_owner.astype(U64))
     del id_owner, id_key
 
-    # Every book key, by owner, entry, then key row (np.lexsort: stable passes, fast on the
-    # nearly sorted order a table scan gives); CSR by owner for the kernel.
-    b_owner, b_entry, b_row, b_key = repo.refresh_book_keys()
-    order = np.lexsort((b_row, b_entry, b_owner))
-    del b_row
-    owner, entry, keys = b_owner[order], b_entry[order], b_key[order]
-    del order, b_owner, b_entry, b_key
+    # Every book key, by owner (CSR for the kernel; which of a member's keys names them
+    # does not matter here, so the order within a book does not either).
+    b_owner, b_key = repo.refresh_book_keys()
+    order = np.argsort(b_owner, kind="stable")
+    owner, keys = b_owner[order], b_key[order]
+    del order, b_owner, b_key
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(owner, minlength=n), out=indptr[1:])
+    del owner
     result = bulk_match(indptr, keys, members)
+    del keys, indptr, members
     dirty = np.zeros(n, dtype=np.bool_)
 
-    # Member rows: per kind, the codes in exactly one of wanted and stored.
-    s_owner, s_other, s_kind, s_key = repo.refresh_buddy_rows()
+    # Per kind, the codes in exactly one of wanted and stored.
+    s_owner, s_other, s_kind = repo.refresh_buddy_rows()
     want = (result.owner.astype(U64) << U64(32)) | result.other.astype(U64)
     want_kind = np.where(result.mutual, FULL, ONE_WAY)
     del result
-    is_member = s_other >= 0
-    have = (s_owner[is_member].astype(U64) << U64(32)) | s_other[is_member].astype(U64)
-    have_kind = s_kind[is_member]
-    for kind in np.union1d([FULL, ONE_WAY], have_kind).tolist():
-        codes = _xor(
-            _sorted_unique(want[want_kind == kind]), _sorted_unique(have[have_kind == kind])
-        )
+    have = (s_owner.astype(U64) << U64(32)) | s_other.astype(U64)
+    del s_owner, s_other
+    for kind in np.union1d([FULL, ONE_WAY], s_kind).tolist():
+        codes = _xor(_sorted_unique(want[want_kind == kind]), _sorted_unique(have[s_kind == kind]))
         dirty[(codes >> U64(32)).astype(np.int64)] = True
         dirty[(codes & _LOW).astype(np.int64)] = True
-    del want, want_kind, have, have_kind, is_member
-
-    # Phonebook rows: (owner, key) pairs, keys numbered densely over the wanted ones; a
-    # stored key that no slot wants makes its owner dirty outright.
-    hit = members.lookup(keys) != U64(EMPTY_KEY)
-    if len(keys):
-        starts = np.flatnonzero(np.r_[True, (entry[1:] != entry[:-1]) | (owner[1:] != owner[:-1])])
-        first = starts[np.maximum.reduceat(hit, starts) == 0]
-    else:
-        first = np.zeros(0, dtype=np.int64)
-    pb_owner, pb_key = owner[first], keys[first]
-    del owner, entry, keys, hit, first
-    slot_keys = _sorted_unique(pb_key)
-    if len(slot_keys) >= 1 << 32:
-        raise ValueError("more distinct phonebook keys than 32-bit numbers")
-    key_id = KeyIndex.from_arrays(slot_keys, np.arange(len(slot_keys), dtype=U64))
-    del slot_keys
-    want_pb = _sorted_unique((pb_owner.astype(U64) << U64(32)) | key_id.lookup(pb_key))
-    del pb_owner, pb_key
-    is_pb = s_other < 0
-    have_owner, have_id = s_owner[is_pb], key_id.lookup(s_key[is_pb])
-    del s_owner, s_other, s_kind, s_key, is_pb
-    unknown = have_id == U64(EMPTY_KEY)
-    dirty[have_owner[unknown]] = True
-    have_pb = _sorted_unique((have_owner[~unknown].astype(U64) << U64(32)) | have_id[~unknown])
-    dirty[(_xor(want_pb, have_pb) >> U64(32)).astype(np.int64)] = True
+    del want, want_kind, have, s_kind
 
     out = {ids[i] for i in np.flatnonzero(dirty).tolist()}
     decided = repo.decision_users()

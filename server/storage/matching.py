@@ -53,10 +53,11 @@ class BookKey(NamedTuple):
 
 
 class BuddyState(NamedTuple):
-    """The matching-relevant columns of one buddy row."""
+    """The matching-relevant columns of one buddy row (a member match: phonebook buddies
+    are not stored, see ``befriend.server.services.matching.phonebook_buddies``)."""
 
     owner_id: str
-    other_id: str | None
+    other_id: str
     kind: int
     key: int  # unsigned
     key_kind: int
@@ -89,6 +90,16 @@ class BuddyView:
     origin: int
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class EntryCard:
+    """The contact behind a phonebook buddy."""
+
+    contact: bytes
+    created_at: datetime
+    updated_at: datetime
+    book_id: str
 
 
 @dataclass(frozen=True)
@@ -369,55 +380,6 @@ class MatchRepository:
         rows.sort()
         return [BookKey(entry_pk, kind, key_from_db(k)) for entry_pk, _, kind, k in rows]
 
-    def entries_holding(self, user_id: str, keys: Sequence[int]) -> list[BookKey]:
-        """Every exact key row of the user's entries that hold one of ``keys`` (whole
-        entries), in entry order: one self-join."""
-        rows: dict[int, tuple[Any, ...]] = {}
-        wanted = sorted({key_to_db(k) for k in keys})
-        if self._pg():
-            found: Any = (
-                self._probe(
-                    "SELECT e.entry_pk, e.id, e.kind, e.key FROM unnest(%s::bigint[]) AS k(key) "
-                    "CROSS JOIN LATERAL (SELECT entry_pk FROM entry_keys "
-                    "WHERE key = k.key AND (user_id || '') = %s OFFSET 0) AS h "
-                    "CROSS JOIN LATERAL (SELECT entry_pk, id, kind, key FROM entry_keys "
-                    "WHERE entry_pk = h.entry_pk AND key IS NOT NULL OFFSET 0) AS e",
-                    wanted,
-                    user_id,
-                )
-                if wanted
-                else []
-            )
-            for entry_pk, row_id, kind, k in found:
-                rows[row_id] = (entry_pk, row_id, kind, k)
-            return [
-                BookKey(entry_pk, kind, key_from_db(k))
-                for entry_pk, _, kind, k in sorted(rows.values())
-            ]
-        for entry_pk, row_id, kind, k in self._rows(
-            "SELECT e.entry_pk, e.id, e.kind, e.key FROM entry_keys h "
-            "JOIN entry_keys e ON e.entry_pk = h.entry_pk "
-            f"WHERE (h.user_id || '') = %s AND {self._in('h.key')} AND e.key IS NOT NULL",
-            user_id,
-            self._list(wanted),
-        ):
-            rows[row_id] = (entry_pk, row_id, kind, k)
-        return [
-            BookKey(entry_pk, kind, key_from_db(k))
-            for entry_pk, _, kind, k in sorted(rows.values())
-        ]
-
-    def entry_rows(self, entry_pks: Sequence[int]) -> list[BookKey]:
-        """Every exact key row of these entries, in entry order."""
-        if not entry_pks:
-            return []
-        rows = self._rows(
-            "SELECT entry_pk, kind, key FROM entry_keys "
-            f"WHERE {self._in('entry_pk')} AND key IS NOT NULL ORDER BY entry_pk, id",
-            self._list(sorted(set(entry_pks))),
-        )
-        return [BookKey(entry_pk, kind, key_from_db(k)) for entry_pk, kind, k in rows]
-
     def identity_keys_of(self, user_ids: Sequence[str]) -> list[tuple[str, int]]:
         """(member, key) of every identity of these members."""
         if not user_ids:
@@ -476,48 +438,9 @@ class MatchRepository:
             for o, t, kind, k, kk, e, origin in rows
         ]
 
-    def phonebook_rows_of(self, owners: Sequence[str], keys: Sequence[int]) -> list[BuddyState]:
-        """The phonebook rows of these owners for any of these keys."""
-        ids = sorted(set(owners))
-        if not ids:
-            return []
-        if self._pg():
-            wanted = sorted({key_to_db(k) for k in keys})
-            found: Any = (
-                self._probe(
-                    "SELECT b.owner_id, b.kind, b.key, b.key_kind, b.entry_pk, b.origin "
-                    "FROM unnest(%s::bigint[]) AS k(key) "
-                    "CROSS JOIN LATERAL (SELECT owner_id, other_id, kind, key, key_kind, entry_pk, "
-                    "origin FROM buddies WHERE key = k.key OFFSET 0) AS b "
-                    "WHERE b.owner_id = ANY(%s::text[]) AND b.other_id IS NULL AND b.kind = %s",
-                    wanted,
-                    ids,
-                    PHONEBOOK,
-                )
-                if wanted
-                else []
-            )
-            return [
-                BuddyState(o, None, kind, key_from_db(k), kk, e, origin)
-                for o, kind, k, kk, e, origin in found
-            ]
-        rows = self._rows(
-            "SELECT owner_id, kind, key, key_kind, entry_pk, origin FROM buddies "
-            f"WHERE {self._in('owner_id', 'text')} AND other_id IS NULL AND kind = %s "
-            f"AND {self._in('key')}",
-            self._list(ids),
-            PHONEBOOK,
-            self._list(sorted({key_to_db(k) for k in keys})),
-        )
-        return [
-            BuddyState(o, None, kind, key_from_db(k), kk, e, origin)
-            for o, kind, k, kk, e, origin in rows
-        ]
-
     # -- buddy rows ---------------------------------------------------------------------
     def rows_involving(self, user_id: str) -> list[BuddyState]:
-        """Every row the user owns or is the other of (a big book has ~10^5 phonebook
-        rows)."""
+        """Every row the user owns or is the other of."""
         cols = "SELECT owner_id, other_id, kind, key, key_kind, entry_pk, origin FROM buddies"
         rows = self._rows(
             f"{cols} WHERE owner_id = %s UNION ALL {cols} WHERE other_id = %s AND owner_id <> %s",
@@ -530,21 +453,6 @@ class MatchRepository:
             for o, t, kind, k, kk, e, origin in rows
         ]
 
-    def phonebook_rows_for_keys(self, keys: Sequence[int]) -> list[BuddyState]:
-        """Everyone's phonebook rows for these keys."""
-        if not keys:
-            return []
-        sql = (
-            "SELECT owner_id, kind, key, key_kind, entry_pk, origin FROM buddies "
-            f"WHERE kind = %s AND {self._in('key')}"
-        )
-        wanted = self._list(key_to_db(k) for k in keys)
-        rows = self._probe(sql, PHONEBOOK, wanted)
-        return [
-            BuddyState(o, None, kind, key_from_db(k), kk, e, origin)
-            for o, kind, k, kk, e, origin in rows
-        ]
-
     def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """One statement (``%s`` placeholders) executed for each of ``rows``."""
         if rows:
@@ -553,15 +461,9 @@ class MatchRepository:
             self.s.connection().exec_driver_sql(sql, list(rows))
 
     def delete_rows(self, rows: Iterable[BuddyState]) -> None:
-        members, phonebook = [], []
-        for r in rows:
-            if r.other_id is None:
-                phonebook.append((r.owner_id, key_to_db(r.key)))
-            else:
-                members.append((r.owner_id, r.other_id))
-        self._many("DELETE FROM buddies WHERE owner_id = %s AND other_id = %s", members)
         self._many(
-            "DELETE FROM buddies WHERE owner_id = %s AND other_id IS NULL AND key = %s", phonebook
+            "DELETE FROM buddies WHERE owner_id = %s AND other_id = %s",
+            [(r.owner_id, r.other_id) for r in rows],
         )
 
     def insert_rows(self, rows: Sequence[BuddyState], now: datetime) -> None:
@@ -575,38 +477,39 @@ class MatchRepository:
         )
 
     def update_rows(self, rows: Sequence[BuddyState], now: datetime) -> None:
-        """Rewrite changed rows: member rows in one executemany, phonebook rows by key."""
-        t = models.table(models.BuddyRow)
-        members = [
-            (r.kind, key_to_db(r.key), r.key_kind, r.entry_pk, r.origin, r.owner_id, r.other_id)
-            for r in rows
-            if r.other_id is not None
-        ]
-        at = db_value(self.s, t, "updated_at", now)
+        """Rewrite changed rows (one executemany)."""
+        at = db_value(self.s, models.table(models.BuddyRow), "updated_at", now)
         self._many(
             "UPDATE buddies SET kind = %s, key = %s, key_kind = %s, entry_pk = %s, origin = %s, "
             "updated_at = %s WHERE owner_id = %s AND other_id = %s",
-            [(*m[:5], at, *m[5:]) for m in members],
-        )
-        self._many(
-            "UPDATE buddies SET entry_pk = %s, origin = %s, updated_at = %s "
-            "WHERE owner_id = %s AND other_id IS NULL AND key = %s",
             [
-                (r.entry_pk, r.origin, at, r.owner_id, key_to_db(r.key))
+                (
+                    r.kind,
+                    key_to_db(r.key),
+                    r.key_kind,
+                    r.entry_pk,
+                    r.origin,
+                    at,
+                    r.owner_id,
+                    r.other_id,
+                )
                 for r in rows
-                if r.other_id is None
             ],
         )
 
     def list_buddies(
         self, owner_id: str, kind: int | None, offset: int, limit: int
     ) -> tuple[list[BuddyView], int]:
+        """A page of the owner's member buddies (full, then one-way; of one kind if given)
+        and how many there are."""
         where = [models.BuddyRow.owner_id == owner_id]
         if kind is not None:
             where.append(models.BuddyRow.kind == kind)
         total = self.s.execute(
             select(func.count()).select_from(models.BuddyRow).where(*where)
         ).scalar_one()
+        if offset >= total:
+            return [], int(total)
         rows = self.s.execute(
             select(models.BuddyRow, models.User.display_name, models.ContactEntry.contact)
             .outerjoin(models.User, models.User.id == models.BuddyRow.other_id)
@@ -618,27 +521,36 @@ class MatchRepository:
         )
         return [_view(r, name, contact) for r, name, contact in rows], int(total)
 
-    def get_buddy(self, owner_id: str, other_id: str | None, key: int = 0) -> BuddyView | None:
-        """One entry of the owner's list: the member ``other_id``, or (``other_id`` None)
-        the phonebook buddy of ``key``."""
-        where = [models.BuddyRow.owner_id == owner_id]
-        if other_id is not None:
-            where.append(models.BuddyRow.other_id == other_id)
-        else:
-            where += [
-                models.BuddyRow.other_id.is_(None),
-                models.BuddyRow.kind == PHONEBOOK,
-                models.BuddyRow.key == key_to_db(key),
-            ]
+    def get_buddy(self, owner_id: str, other_id: str) -> BuddyView | None:
+        """The member ``other_id`` on the owner's list, if there."""
         row = self.s.execute(
             select(models.BuddyRow, models.User.display_name, models.ContactEntry.contact)
             .outerjoin(models.User, models.User.id == models.BuddyRow.other_id)
             .outerjoin(models.ContactEntry, models.ContactEntry.id == models.BuddyRow.entry_pk)
-            .where(*where)
-            .order_by(models.BuddyRow.id)
+            .where(models.BuddyRow.owner_id == owner_id, models.BuddyRow.other_id == other_id)
             .limit(1)
         ).first()
         return None if row is None else _view(row[0], row[1], row[2])
+
+    def entry_cards(self, entry_pks: Sequence[int]) -> dict[int, EntryCard]:
+        """entry pk -> what a phonebook buddy shows of its contact."""
+        out: dict[int, EntryCard] = {}
+        for part in _chunks(sorted(set(entry_pks))):
+            rows = self.s.execute(
+                select(
+                    models.ContactEntry.id,
+                    models.ContactEntry.contact,
+                    models.ContactEntry.created_at,
+                    models.ContactEntry.updated_at,
+                    models.AddressBook.book_id,
+                )
+                .join(models.AddressBook, models.AddressBook.id == models.ContactEntry.book_pk)
+                .where(models.ContactEntry.id.in_(part))
+            )
+            out.update(
+                (pk, EntryCard(c, created, updated, book)) for pk, c, created, updated, book in rows
+            )
+        return out
 
     def presences(self, user_ids: Sequence[str]) -> dict[str, tuple[int, str, str, datetime]]:
         """user id -> (state, status message, picture, set at) of those who set one."""
@@ -807,27 +719,19 @@ class MatchRepository:
         return [(o, n, t) for o, n, t in rows]
 
     # -- active contacts ----------------------------------------------------------------
-    def buddy_keys(self, owner_id: str) -> set[int]:
-        """Keys of everyone already on the owner's list: the matched keys and every
-        identity key of member buddies."""
-        keys = {
-            key_from_db(k)
-            for k in self.s.execute(
-                select(models.BuddyRow.key).where(models.BuddyRow.owner_id == owner_id)
-            ).scalars()
-        }
+    def member_buddy_keys(self, owner_id: str) -> set[int]:
+        """Keys of the members on the owner's list: every identity key of each."""
         members = (
             select(models.BuddyRow.other_id)
-            .where(models.BuddyRow.owner_id == owner_id, models.BuddyRow.other_id.is_not(None))
+            .where(models.BuddyRow.owner_id == owner_id)
             .scalar_subquery()
         )
-        keys.update(
+        return {
             key_from_db(k)
             for k in self.s.execute(
                 select(models.Identity.key).where(models.Identity.user_id.in_(members))
             ).scalars()
-        )
-        return keys
+        }
 
     def upsert_active(
         self, user_id: str, seen: Sequence[tuple[str, str, str, int, int, datetime]]
@@ -978,34 +882,27 @@ class MatchRepository:
         )
         return n, key.view(np.uint64)
 
-    def refresh_book_keys(
-        self,
-    ) -> tuple[
-        npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint64]
-    ]:
-        """(owner number, entry pk, entry_keys id, key) of every exact key of every book."""
-        owner, entry, row, key = self._int8_columns(
-            "SELECT u.n, k.entry_pk, k.id, k.key FROM entry_keys k "
+    def refresh_book_keys(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]:
+        """(owner number, key) of every exact key of every book."""
+        owner, key = self._int8_columns(
+            "SELECT u.n, k.key FROM entry_keys k "
             f"{self._refresh_join()} {self._REFRESH_USERS} u "
             "ON u.id = k.user_id WHERE k.key IS NOT NULL",
-            4,
+            2,
         )
-        return owner, entry, row, key.view(np.uint64)
+        return owner, key.view(np.uint64)
 
     def refresh_buddy_rows(
         self,
-    ) -> tuple[
-        npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint64]
-    ]:
-        """(owner number, other's number or -1 for a phonebook row, kind, key) of every
-        stored buddy row."""
-        owner, other, kind, key = self._int8_columns(
-            "SELECT o.n, COALESCE(t.n, -1), CAST(b.kind AS BIGINT), b.key FROM buddies b "
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """(owner number, other's number, kind) of every stored buddy row."""
+        owner, other, kind = self._int8_columns(
+            "SELECT o.n, t.n, CAST(b.kind AS BIGINT) FROM buddies b "
             f"{self._refresh_join()} {self._REFRESH_USERS} o ON o.id = b.owner_id "
-            f"LEFT JOIN {self._REFRESH_USERS} t ON t.id = b.other_id",
-            4,
+            f"{self._refresh_join()} {self._REFRESH_USERS} t ON t.id = b.other_id",
+            3,
         )
-        return owner, other, kind, key.view(np.uint64)
+        return owner, other, kind
 
     def decision_users(self) -> set[str]:
         rows = self.s.execute(

@@ -245,20 +245,19 @@ class IdentityLog(Base):
 
 
 class BuddyRow(Base):
-    """One entry of ``owner_id``'s buddy list: a member (full or one-way) or a phonebook
-    buddy (no member holds the key yet)."""
+    """One member on ``owner_id``'s buddy list (full or one-way). Phonebook buddies are
+    not stored: they are derived from the books when listed (migration 0007)."""
 
     __tablename__ = "buddies"
     __table_args__ = (
         UniqueConstraint("owner_id", "other_id", "key", name="uq_buddies_owner_other_key"),
         Index("ix_buddies_other_id", "other_id"),
-        Index("ix_buddies_key", "key"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     other_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    kind: Mapped[int] = mapped_column(SmallInteger)  # 1 full, 2 one-way, 3 phonebook
+    kind: Mapped[int] = mapped_column(SmallInteger)  # 1 full, 2 one-way
     key: Mapped[int] = mapped_column(BigInteger)  # the key that made the match
     key_kind: Mapped[int] = mapped_column(SmallInteger)  # BuddyMatchKey
     entry_pk: Mapped[int | None] = mapped_column(

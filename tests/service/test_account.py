@@ -260,7 +260,7 @@ async def test_delete_account_removes_every_row(
         entries=book,
     )
     assert uploaded.committed
-    assert rows(db, models.BuddyRow, owner_id=me.user_id) == 2  # one-way + phonebook
+    assert rows(db, models.BuddyRow, owner_id=me.user_id) == 1  # one-way (phonebook: derived)
     assert rows(db, models.BuddyEvent, other_id=me.user_id) == 1  # keep was told
     await client.account.delete_account()
     with pytest.raises(Unauthenticated):

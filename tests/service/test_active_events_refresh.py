@@ -17,7 +17,6 @@ from befriend.server.storage import models
 from befriend.server.storage.db import Database
 from befriend.server.storage.matching import FULL as ROW_FULL
 from befriend.server.storage.matching import ONE_WAY as ROW_ONE_WAY
-from befriend.server.storage.matching import PHONEBOOK as ROW_PHONEBOOK
 from befriend.server.storage.matching import MatchRepository
 from befriend.server.storage.repositories import AccountRepository, key_from_db, key_to_db
 from befriend.v1 import friendship_pb2
@@ -83,6 +82,7 @@ async def test_active_contacts_flow(people: People, running_server: RunningServe
     assert kinds[f"users/{c.id}"] == ONE_WAY
     phonebook = await a.buddies(PHONEBOOK)
     assert [bd.phonebook_entry.display_name for bd in phonebook.values()] == ["Dan"]
+    assert [bd.origin for bd in phonebook.values()] == [friendship_pb2.BUDDY_ORIGIN_ACTIVE_CONTACT]
     # Nothing is proposed twice.
     again = await a.friends.SubmitCommunicationLogs(
         friendship_pb2.SubmitCommunicationLogsRequest(entries=logs), metadata=a.md
@@ -142,8 +142,10 @@ async def test_refresh_finds_what_changed(
             identities=[IdentityRecord(IdentityKind.PHONE, "+8613900000026", 8613900000026, "")],
             now=now,
         )
-    (zed,) = (await a.buddies(PHONEBOOK)).values()
-    assert zed.phonebook_entry.display_name == "Zed"
+    # Zed's contact is no phonebook buddy any more (derived from the registry), but no
+    # match was made for him either until the refresh.
+    assert await a.buddies(PHONEBOOK) == {}
+    assert "users/zed0000000000000000000000000000z" not in await a.kinds()
     stub = a.friends
     answer = await stub.RefreshMatches(
         friendship_pb2.RefreshMatchesRequest(request_id="refresh-test"),
@@ -211,10 +213,9 @@ async def test_refresh_resumes_after_a_crash(
 Edges = dict[tuple[str, str], int]
 
 
-def _reference(db: Database) -> tuple[list[str], Edges, set[tuple[str, int]]]:
-    """``refresh.changed_users`` the straightforward way, whole tables as Python objects and
-    each book walked in entry order (entry pk, then key row id); with the rows it wants
-    (member rows (owner, other) -> kind, phonebook rows (owner, key))."""
+def _reference(db: Database) -> tuple[list[str], Edges]:
+    """``refresh.changed_users`` the straightforward way, whole tables as Python objects;
+    with the rows it wants ((owner, other) -> kind)."""
     with db.transaction(readonly=True) as s:
         users = set(s.scalars(select(models.User.id)))
         member = {key_from_db(i.key): i.user_id for i in s.scalars(select(models.Identity))}
@@ -233,18 +234,13 @@ def _reference(db: Database) -> tuple[list[str], Edges, set[tuple[str, int]]]:
             for u in (d.decider_id, d.requester_id)
         }
     edges: set[tuple[str, str]] = set()
-    want_pb: set[tuple[str, int]] = set()
     for owner, entries in books.items():
         for keys in entries.values():
             edges |= {(owner, member[k]) for k in keys if k in member and member[k] != owner}
-            if not any(k in member for k in keys):
-                want_pb.add((owner, keys[0]))
     want = {(o, t): ROW_FULL if (t, o) in edges else ROW_ONE_WAY for o, t in edges}
-    have = {(r.owner_id, r.other_id): r.kind for r in stored if r.other_id is not None}
-    have_pb = {(r.owner_id, key_from_db(r.key)) for r in stored if r.other_id is None}
+    have = {(r.owner_id, r.other_id): r.kind for r in stored}
     dirty = {u for pair in set(want.items()) ^ set(have.items()) for u in pair[0]}
-    dirty |= {o for o, _ in want_pb ^ have_pb}
-    return sorted((dirty | decided) & users), want, want_pb
+    return sorted((dirty | decided) & users), want
 
 
 def _scan(db: Database) -> list[str]:
@@ -325,24 +321,17 @@ async def test_refresh_scan_equals_a_python_reference(db: Database, seed: int) -
                 rng.sample(range(1, 100_000), len(key_rows)), key_rows, strict=True
             )
         )
-    dirty, want, want_pb = _reference(db)
-    assert (
-        _scan(db)
-        == dirty
-        == sorted({o for o, _ in want} | {t for _, t in want} | {o for o, _ in want_pb})
-    )
+    dirty, want = _reference(db)
+    assert _scan(db) == dirty == sorted({o for o, _ in want} | {t for _, t in want})
 
-    # The rows the rules give (a phonebook row twice: the same slot), then drift.
-    def row(o: str, t: str | None, kind: int, key: int) -> models.BuddyRow:
+    # The rows the rules give, then drift.
+    def row(o: str, t: str, kind: int, key: int) -> models.BuddyRow:
         return models.BuddyRow(
             owner_id=o, other_id=t, kind=kind, key=key_to_db(key), key_kind=1, origin=1, **ts
         )
 
     with db.transaction() as s:
         s.add_all(row(o, t, kind, phone[t]) for (o, t), kind in want.items())
-        s.add_all(row(o, None, ROW_PHONEBOOK, k) for o, k in want_pb)
-        o, k = min(want_pb)
-        s.add(row(o, None, ROW_PHONEBOOK, k))
     assert _scan(db) == _reference(db)[0] == []
     with db.transaction() as s:
         s.add(
@@ -352,7 +341,6 @@ async def test_refresh_scan_equals_a_python_reference(db: Database, seed: int) -
         )
     assert _scan(db) == _reference(db)[0] == sorted([ids[0], ids[35]])
     member_rows = sorted(want)
-    pb_rows = sorted(want_pb)
     with db.transaction() as s:
         for o, t in rng.sample(member_rows, 3):  # missing
             s.execute(
@@ -368,14 +356,6 @@ async def test_refresh_scan_equals_a_python_reference(db: Database, seed: int) -
             )
         extra = [(a, b) for a in ids for b in ids if a != b and (a, b) not in want]
         s.add_all(row(a, b, ROW_ONE_WAY, phone[b]) for a, b in rng.sample(extra, 3))
-        for o, k in rng.sample(pb_rows, 3):  # missing, or for another key
-            s.execute(
-                delete(models.BuddyRow).where(
-                    models.BuddyRow.owner_id == o, models.BuddyRow.key == key_to_db(k)
-                )
-            )
-        s.add(row(ids[-1], None, ROW_PHONEBOOK, 999))  # a key in no book
-        s.add(row(ids[-2], None, ROW_PHONEBOOK, pool[-1]))  # (1 << 63) + 4: e-mail-sized
     got = _scan(db)
     assert got == _reference(db)[0]
     assert 6 <= len(got) < len(ids)

@@ -187,3 +187,45 @@ async def test_weak_suffix_key_is_an_opt_in_fallback(db: Database) -> None:
             for m in list(people.values()):
                 await m.close()
             people.clear()
+
+
+async def test_phonebook_buddies_are_derived_from_the_books(
+    people: People, running_server: RunningServer
+) -> None:
+    """One phonebook buddy per contact none of whose keys is a member's (its first key),
+    one per number when contacts share it; paged after the member matches, by name too."""
+    a = await member(people, running_server, "alice", "13900000001")
+    b = await member(people, running_server, "bob", "13900000002")
+    await a.upload(
+        card("Dan", "13900000004", "13900000005"),  # first key ...04
+        card("Bob at home", "13900000006", "13900000002"),  # holds a member's key: no
+        card("Dan again", "13900000004"),  # the same number: the first contact keeps it
+        card("Eve", "13900000007"),
+        card("Fay", "13900000005"),  # Dan's second number, but Fay's first
+    )
+    listed = [x async for x in a.client.friendship.iter_buddies(page_size=2)]
+    assert [x.kind for x in listed] == [ONE_WAY, PHONEBOOK, PHONEBOOK, PHONEBOOK]
+    assert listed[0].user == f"users/{b.id}"
+    assert [x.phonebook_entry.display_name for x in listed[1:]] == ["Dan", "Eve", "Fay"]
+    assert [x.name.rsplit("/", 1)[1] for x in listed[1:]] == [
+        "k8613900000004",
+        "k8613900000007",
+        "k8613900000005",
+    ]
+    assert all(
+        x.origin == friendship_pb2.BUDDY_ORIGIN_ADDRESS_BOOK and x.create_time.seconds > 0
+        for x in listed
+    )
+    page = await a.client.friendship.list_buddies(kind=PHONEBOOK, page_size=2)
+    assert page.total_size == 3 and len(page.buddies) == 2 and page.next_page_token
+    assert (await a.client.friendship.list_buddies(page_size=1)).total_size == 4
+    again = await a.client.friendship.get_buddy(listed[3].name)
+    assert again == listed[3]
+    # Eve joins: her contact leaves the phonebook part at once and she is matched.
+    eve = await member(people, running_server, "eve", "13900000007")
+    kinds = await a.kinds()
+    assert kinds[f"users/{eve.id}"] == ONE_WAY
+    assert [k for k, v in kinds.items() if v == PHONEBOOK] == [
+        f"users/{a.id}/buddies/k8613900000004",
+        f"users/{a.id}/buddies/k8613900000005",
+    ]

@@ -238,7 +238,7 @@ def _reference(db: Database) -> tuple[list[str], Edges]:
         for keys in entries.values():
             edges |= {(owner, member[k]) for k in keys if k in member and member[k] != owner}
     want = {(o, t): ROW_FULL if (t, o) in edges else ROW_ONE_WAY for o, t in edges}
-    have = {(r.owner_id, r.other_id): r.kind for r in stored}
+    have = {(r.owner_id, r.other_id or ""): r.kind for r in stored}  # member rows only
     dirty = {u for pair in set(want.items()) ^ set(have.items()) for u in pair[0]}
     return sorted((dirty | decided) & users), want
 

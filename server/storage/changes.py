@@ -129,5 +129,13 @@ class ChangeStamp:
                 chosen,
             )
         )
+        # No foreign keys cascade (migration 0008): the entries' key rows go with them, and
+        # member rows naming one of them forget it (the match that follows re-points them).
+        gone = select(e.id).where(e.user_id == self.user_id, where)
+        k, b = models.EntryKey, models.BuddyRow
+        self.s.execute(delete(k).where(k.user_id == self.user_id, k.entry_pk.in_(gone)))
+        self.s.execute(
+            update(b).where(b.owner_id == self.user_id, b.entry_pk.in_(gone)).values(entry_pk=None)
+        )
         result = self.s.execute(delete(e).where(e.user_id == self.user_id, where))
         return int(getattr(result, "rowcount", 0))

@@ -355,25 +355,24 @@ class MatchRepository:
 
     def book_rows_with_keys(self, user_id: str, keys: Sequence[int]) -> list[BookKey]:
         """The user's exact key rows whose key is one of ``keys``, in entry order (entry pk,
-        then row id: the order ``book_keys`` gives)."""
-        rows: list[tuple[Any, ...]] = []
+        then row id: the order ``book_keys`` gives); one probe of the (user, key) index per
+        key."""
         wanted = sorted({key_to_db(k) for k in keys})
+        if not wanted:
+            return []
         if self._pg():
-            if wanted:
-                rows.extend(
-                    self._probe(
-                        "SELECT h.entry_pk, h.id, h.kind, h.key "
-                        "FROM unnest(%s::bigint[]) AS k(key) CROSS JOIN LATERAL "
-                        "(SELECT entry_pk, id, kind, key FROM entry_keys "
-                        "WHERE key = k.key AND (user_id || '') = %s OFFSET 0) AS h",
-                        wanted,
-                        user_id,
-                    )
-                )
-        elif wanted:
+            rows = self._probe(
+                "SELECT h.entry_pk, h.id, h.kind, h.key "
+                "FROM unnest(%s::bigint[]) AS k(key) CROSS JOIN LATERAL "
+                "(SELECT entry_pk, id, kind, key FROM entry_keys "
+                "WHERE user_id = %s AND key = k.key OFFSET 0) AS h",
+                wanted,
+                user_id,
+            )
+        else:
             rows = self._rows(
-                "SELECT entry_pk, id, kind, key FROM entry_keys "
-                f"WHERE (user_id || '') = %s AND {self._in('key')}",
+                "SELECT entry_pk, id, kind, key FROM entry_keys INDEXED BY ix_entry_keys_user_key "
+                f"WHERE user_id = %s AND {self._in('key')}",
                 user_id,
                 self._list(wanted),
             )
@@ -391,32 +390,30 @@ class MatchRepository:
         return [(u, key_from_db(k)) for u, k in rows]
 
     def holders_among(self, keys: Sequence[int], users: Sequence[str]) -> list[tuple[str, BookKey]]:
-        """``holders(keys)`` restricted to the books of ``users``, in the same order."""
+        """``holders(keys)`` restricted to the books of ``users``, in the same order: one
+        probe of the (user, key) index per pair, whoever else holds the keys."""
         ids = sorted(set(users))
-        wanted = [key_to_db(k) for k in keys]
-        rows: list[tuple[Any, ...]] = []
-        if self._pg() and ids and wanted:
-            rows.extend(
-                (entry_pk, row_id, u, kind, k)
-                for u, entry_pk, row_id, kind, k in self._probe(
-                    "SELECT h.user_id, h.entry_pk, h.id, h.kind, h.key "
-                    "FROM unnest(%s::bigint[]) AS k(key) "
-                    "CROSS JOIN LATERAL (SELECT user_id, entry_pk, id, kind, key FROM entry_keys "
-                    "WHERE key = k.key AND (user_id || '') = ANY(%s::text[]) OFFSET 0) AS h",
-                    wanted,
-                    ids,
-                )
+        wanted = sorted({key_to_db(k) for k in keys})
+        if not (ids and wanted):
+            return []
+        if self._pg():
+            found = self._probe(
+                "SELECT h.user_id, h.entry_pk, h.id, h.kind, h.key "
+                "FROM unnest(%s::text[]) AS u(id) CROSS JOIN unnest(%s::bigint[]) AS k(key) "
+                "CROSS JOIN LATERAL (SELECT user_id, entry_pk, id, kind, key FROM entry_keys "
+                "WHERE user_id = u.id AND key = k.key OFFSET 0) AS h",
+                ids,
+                wanted,
             )
-        elif ids and wanted:
-            holder = self._in("(user_id || '')", "text")
+        else:
             found = self._rows(
                 "SELECT user_id, entry_pk, id, kind, key FROM entry_keys "
-                f"WHERE {self._in('key')} AND {holder}",
-                self._list(wanted),
+                "INDEXED BY ix_entry_keys_user_key "
+                f"WHERE {self._in('user_id', 'text')} AND {self._in('key')}",
                 self._list(ids),
+                self._list(wanted),
             )
-            rows.extend((entry_pk, row_id, u, kind, k) for u, entry_pk, row_id, kind, k in found)
-        rows.sort()
+        rows = sorted((entry_pk, row_id, u, kind, k) for u, entry_pk, row_id, kind, k in found)
         return [(u, BookKey(entry_pk, kind, key_from_db(k))) for entry_pk, _, u, kind, k in rows]
 
     def member_rows_between(self, user_id: str, others: Sequence[str]) -> list[BuddyState]:
@@ -850,7 +847,7 @@ class MatchRepository:
 
     def _refresh_join(self) -> str:
         # SQLite: the table scanned, users probed (an automatic index on the numbered
-        # users); its planner would rather walk the users through ix_entry_keys_user_id.
+        # users); its planner would rather walk the users through ix_entry_keys_user_key.
         return "JOIN" if self._pg() else "CROSS JOIN"
 
     def begin_refresh_scan(self) -> None:

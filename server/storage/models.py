@@ -165,8 +165,10 @@ class ContactEntry(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    book_pk: Mapped[int] = mapped_column(ForeignKey("address_books.id", ondelete="CASCADE"))
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # No foreign keys on the bulk tables (migration 0008): deleted with their user
+    # (AccountRepository.delete_user) and entry (ChangeStamp.delete_entries).
+    book_pk: Mapped[int] = mapped_column(BigId)
+    user_id: Mapped[str] = mapped_column(String(32))
     entry_id: Mapped[str] = mapped_column(String(128))
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     raw_media_type: Mapped[str] = mapped_column(String(100), default="")
@@ -199,12 +201,12 @@ class EntryKey(Base):
             postgresql_where=text("key IS NULL"),
         ),
         Index("ix_entry_keys_entry_pk", "entry_pk"),
-        Index("ix_entry_keys_user_id", "user_id"),
+        Index("ix_entry_keys_user_key", "user_id", "key"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    entry_pk: Mapped[int] = mapped_column(ForeignKey("contact_entries.id", ondelete="CASCADE"))
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    entry_pk: Mapped[int] = mapped_column(BigId)  # contact_entries.id (no foreign key)
+    user_id: Mapped[str] = mapped_column(String(32))
     kind: Mapped[int] = mapped_column(SmallInteger)  # IdentityKind
     key: Mapped[int | None] = mapped_column(BigInteger)  # None: could not be normalised
     weak_key: Mapped[int | None] = mapped_column(BigInteger)  # rightmost digits of a phone
@@ -255,14 +257,12 @@ class BuddyRow(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    other_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    owner_id: Mapped[str] = mapped_column(String(32))  # (no foreign keys: migration 0008)
+    other_id: Mapped[str | None] = mapped_column(String(32))
     kind: Mapped[int] = mapped_column(SmallInteger)  # 1 full, 2 one-way
     key: Mapped[int] = mapped_column(BigInteger)  # the key that made the match
     key_kind: Mapped[int] = mapped_column(SmallInteger)  # BuddyMatchKey
-    entry_pk: Mapped[int | None] = mapped_column(
-        ForeignKey("contact_entries.id", ondelete="SET NULL")
-    )
+    entry_pk: Mapped[int | None] = mapped_column(BigId)  # the contact naming the member
     origin: Mapped[int] = mapped_column(SmallInteger)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]

@@ -219,6 +219,8 @@ class AccountRepository:
                 | (models.IdempotencyRecord.scope == user_id)
             )
         )
+        b = models.BuddyRow  # (the bulk tables have no foreign keys to cascade from)
+        self.s.execute(delete(b).where((b.owner_id == user_id) | (b.other_id == user_id)))
         for table in (
             models.Token,
             models.Device,

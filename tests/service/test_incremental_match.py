@@ -195,3 +195,48 @@ async def test_changing_a_number_moves_the_match(
     assert calls == [{_key(BOB)}, {_key("13800000009")}]
     assert set(await alice.kinds()) == {other}
     assert await bob.requests() == []
+
+
+def _entry_pks(db: Database, user_id: str) -> tuple[set[int], set[int], dict[str, int | None]]:
+    """(the user's entry pks, entry pks their key rows name, other -> entry pk of their
+    buddy rows): the bulk tables have no foreign keys, so the code keeps them consistent."""
+    e, k, b = models.ContactEntry, models.EntryKey, models.BuddyRow
+    with db.transaction(readonly=True) as s:
+        entries = set(s.scalars(select(e.id).where(e.user_id == user_id)))
+        keyed = set(s.scalars(select(k.entry_pk).where(k.user_id == user_id)))
+        rows = {
+            o: pk
+            for o, pk in s.execute(select(b.other_id, b.entry_pk).where(b.owner_id == user_id))
+            if o
+        }
+    return entries, keyed, rows
+
+
+async def test_deleting_contacts_removes_their_keys_and_repoints_matches(
+    people: People, running_server: RunningServer, db: Database
+) -> None:
+    alice = await member(people, running_server, "alice", ALICE)
+    bob = await member(people, running_server, "bob", BOB)
+    await _upload(
+        alice,
+        [
+            _entry(0, card("Bob", BOB)),
+            _entry(1, card("Bob again", BOB)),
+            _entry(2, card("X", "13800000001")),
+        ],
+        sync_pb2.UPLOAD_MODE_FULL_SNAPSHOT,
+    )
+    entries, keyed, rows = _entry_pks(db, alice.id)
+    assert keyed == entries and len(entries) == 3
+    first = rows[bob.id]
+    assert first in entries
+    # The contact the match names goes: its key rows with it; the row names the other one.
+    named = await _contact_named(alice, "Bob")
+    await alice.client.sync.delete_contact(named.contact.name, named.contact.etag)
+    entries, keyed, rows = _entry_pks(db, alice.id)
+    assert keyed == entries and len(entries) == 2 and first not in entries
+    assert rows[bob.id] in entries
+    # A full snapshot without bob's contacts drops them, their keys and the match.
+    await _upload(alice, [_entry(2, card("X", "13800000001"))], sync_pb2.UPLOAD_MODE_FULL_SNAPSHOT)
+    entries, keyed, rows = _entry_pks(db, alice.id)
+    assert keyed == entries and len(entries) == 1 and rows == {}

@@ -591,30 +591,6 @@ class AddressBookRepository:
         ).scalars()
         return {key_from_db(k) for k in rows if k is not None}
 
-    def known_keys(self, user_id: str, keys: Sequence[int]) -> set[int]:
-        """Which of these keys the user's books already hold."""
-        found: set[int] = set()
-        wanted = [key_to_db(k) for k in keys]
-        conn = self.s.connection()
-        sqlite = conn.dialect.name == "sqlite"
-        for i in range(0, len(wanted), _BATCH):
-            part = wanted[i : i + _BATCH]
-            if sqlite:
-                # The planner would walk all of the user's keys (ix_entry_keys_user_id) for
-                # each batch; probing the key index costs in proportion to the batch.
-                rows: Any = conn.exec_driver_sql(
-                    "SELECT key FROM entry_keys INDEXED BY ix_entry_keys_key "
-                    f"WHERE user_id = ? AND key IN ({', '.join('?' * len(part))})",
-                    (user_id, *part),
-                ).scalars()
-            else:  # one array parameter: no 500-parameter statement to plan each time
-                rows = conn.exec_driver_sql(
-                    "SELECT key FROM entry_keys WHERE user_id = %s AND key = ANY(%s::bigint[])",
-                    (user_id, part),
-                ).scalars()
-            found.update(key_from_db(k) for k in rows if k is not None)
-        return found
-
     def quota_used(self, user_id: str, day: str) -> int:
         used = self.s.execute(
             select(models.KeyQuota.used).where(

@@ -155,18 +155,6 @@ class MatchRepository:
     def _list(self, values: Iterable[Any]) -> Any:
         return list(values) if self._pg() else json.dumps(list(values))
 
-    def _probe(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        """A query probing an index once per listed key. On PostgreSQL it is planned
-        without sequential scans, so the probes stay cheap whatever the statistics say;
-        stale ones (a table analysed while small, a book uploaded since) would otherwise
-        have the planner re-scan the table for every key (seen: 200 ms per 500-key chunk)."""
-        if not self._pg():
-            return self._rows(sql, *params)
-        self._rows("SET LOCAL enable_seqscan = off")
-        rows = self._rows(sql, *params)
-        self._rows("SET LOCAL enable_seqscan = on")  # (a failure rolls back the SET too)
-        return rows
-
     def _rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         pg = self._pg()
         # PostgreSQL: binary parameters (%b; a list in the text format goes through a regex
@@ -187,9 +175,17 @@ class MatchRepository:
         """Hold the matching lock until the transaction ends. PostgreSQL: a transaction-level
         advisory lock (no other match runs until this transaction commits, and statements
         after it see every earlier match's commit). SQLite: nothing to do, a writing
-        transaction already holds the database's write lock from its BEGIN IMMEDIATE."""
+        transaction already holds the database's write lock from its BEGIN IMMEDIATE.
+
+        PostgreSQL also plans the rest of the transaction without sequential scans: the
+        match's queries probe indexes once per key or read one user's rows, and with stale
+        statistics (a table analysed while small, a book uploaded since) the planner would
+        otherwise re-scan a table for every key (seen: 200 ms per 500-key chunk)."""
         if self._pg():
-            self._rows("SELECT pg_advisory_xact_lock(%s)", MATCHING_LOCK)
+            self._rows(
+                "SELECT pg_advisory_xact_lock(%s), set_config('enable_seqscan', 'off', true)",
+                MATCHING_LOCK,
+            )
 
     # -- registry feed -------------------------------------------------------------------
     def identity_snapshot(self) -> tuple[int, list[tuple[int, int]]]:
@@ -341,7 +337,7 @@ class MatchRepository:
             f"WHERE {self._in('key')} ORDER BY entry_pk, id"
         )
         wanted = self._list(key_to_db(k) for k in keys)
-        rows = self._probe(sql, wanted)
+        rows = self._rows(sql, wanted)
         return [(u, BookKey(e, kind, key_from_db(k))) for u, e, kind, k in rows]
 
     # -- the restricted match (a few keys of one user's books) ----------------------------
@@ -361,7 +357,7 @@ class MatchRepository:
         if not wanted:
             return []
         if self._pg():
-            rows = self._probe(
+            rows = self._rows(
                 "SELECT h.entry_pk, h.id, h.kind, h.key "
                 "FROM unnest(%s::bigint[]) AS k(key) CROSS JOIN LATERAL "
                 "(SELECT entry_pk, id, kind, key FROM entry_keys "
@@ -397,7 +393,7 @@ class MatchRepository:
         if not (ids and wanted):
             return []
         if self._pg():
-            found = self._probe(
+            found = self._rows(
                 "SELECT h.user_id, h.entry_pk, h.id, h.kind, h.key "
                 "FROM unnest(%s::text[]) AS u(id) CROSS JOIN unnest(%s::bigint[]) AS k(key) "
                 "CROSS JOIN LATERAL (SELECT user_id, entry_pk, id, kind, key FROM entry_keys "

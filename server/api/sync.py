@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeAlias
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -18,7 +21,13 @@ from befriend.server.api.validate import MAX_REPEATED, date_problem, oversized
 from befriend.server.errors import InvalidArgument
 from befriend.server.records import EntryInput, Rejection, StoredEntry, UploadMode, UploadState
 from befriend.server.services import addressbooks, matching, pagination
-from befriend.server.services.addressbooks import Chunk, ChunkResult, StreamState
+from befriend.server.services.addressbooks import (
+    MAX_BATCH_CHUNKS,
+    MAX_BATCH_ENTRIES,
+    Chunk,
+    ChunkResult,
+    StreamState,
+)
 from befriend.server.services.matching import ORIGIN_ADDRESS_BOOK
 from befriend.server.storage.addressbooks import AddressBookRepository
 from befriend.server.storage.matching import MatchRepository
@@ -171,6 +180,62 @@ def _ack(user_id: str, result: ChunkResult, chunk: Chunk) -> sync_pb2.UploadCont
     )
 
 
+@dataclass(frozen=True)
+class _End:
+    """The request stream ended: by the client (``error`` None) or with ``error``."""
+
+    error: Exception | None = None
+
+
+_Item: TypeAlias = "Chunk | _End"
+
+
+async def _read_chunks(
+    requests: AsyncIterator[sync_pb2.UploadContactsRequest],
+    queue: asyncio.Queue[_Item],
+    convert: Callable[[sync_pb2.UploadContactsRequest], Chunk],
+) -> None:
+    """The reader task of an upload stream: each request as a chunk, in arrival order, then
+    an ``_End`` (a read that fails ends the stream with its error, raised by the writer
+    after the chunks before it). The queue is bounded, so a reader ahead of the writer
+    stops reading and gRPC flow control holds the client back."""
+    try:
+        async for request in requests:
+            await queue.put(convert(request))
+    except Exception as exc:
+        await queue.put(_End(exc))
+    else:
+        await queue.put(_End())
+
+
+class _Batches:
+    """Takes from an upload stream's queue the chunks to apply in one transaction."""
+
+    def __init__(self, queue: asyncio.Queue[_Item]) -> None:
+        self.queue = queue
+        self.carry: _Item | None = None  # taken from the queue, left for the next batch
+
+    async def next(self) -> tuple[list[Chunk], _End | None]:
+        """Waits for one item, then takes every chunk already queued, at most
+        MAX_BATCH_CHUNKS chunks and (unless the first alone is more) MAX_BATCH_ENTRIES
+        entries; returns them and the stream's end when it follows them."""
+        item = self.carry if self.carry is not None else await self.queue.get()
+        self.carry = None
+        chunks: list[Chunk] = []
+        entries = 0
+        while True:
+            if isinstance(item, _End):
+                return chunks, item
+            chunks.append(item)
+            entries += len(item.entries)
+            if len(chunks) >= MAX_BATCH_CHUNKS or self.queue.empty():
+                return chunks, None
+            item = self.queue.get_nowait()
+            if isinstance(item, Chunk) and entries + len(item.entries) > MAX_BATCH_ENTRIES:
+                self.carry = item
+                return chunks, None
+
+
 class SyncServicer(ContactsApi, MergeApi):
     """SyncService: uploads, books and restore here; contacts and the change feed in
     befriend.server.api.contacts; merges in befriend.server.api.merge."""
@@ -184,34 +249,71 @@ class SyncServicer(ContactsApi, MergeApi):
         request_iterator: AsyncIterator[sync_pb2.UploadContactsRequest],
         context: Context,
     ) -> AsyncIterator[sync_pb2.UploadContactsResponse]:
+        """Chunks are read by a task of their own as they arrive; each time the writer is
+        free, every chunk already received (up to the caps of ``_Batches``) is applied in
+        one transaction, and their acks follow its commit. A batch that fails is rolled back
+        and re-applied one chunk per transaction, so the chunks before a bad one are stored
+        and acknowledged and the bad one fails with its own error."""
         me = auth.require_user()
         stream = StreamState()  # what the chunks of this stream share (region, held keys)
-        async for request in request_iterator:
-            chunk = chunk_from(request, self.daily_key_quota, stream)
+        queue: asyncio.Queue[_Item] = asyncio.Queue(MAX_BATCH_CHUNKS)
+        reader = asyncio.create_task(
+            _read_chunks(
+                request_iterator,
+                queue,
+                lambda request: chunk_from(request, self.daily_key_quota, stream),
+            )
+        )
+        batches = _Batches(queue)
+        try:
+            while True:
+                chunks, end = await batches.next()
+                results: list[ChunkResult] | None = None
+                if len(chunks) > 1:
+                    try:
+                        results = await self._apply(me, chunks)
+                    except Exception:  # rolled back: redone one chunk per transaction below
+                        stream.rolled_back()
+                if results is not None:
+                    for chunk, result in zip(chunks, results, strict=True):
+                        yield _ack(me, result, chunk)
+                else:
+                    for chunk in chunks:
+                        (result,) = await self._apply(me, [chunk])
+                        yield _ack(me, result, chunk)
+                if end is not None:
+                    if end.error is not None:
+                        raise end.error
+                    return
+        finally:
+            reader.cancel()
+            await asyncio.wait([reader])
 
-            def work(s: Session, chunk: Chunk = chunk) -> ChunkResult:
-                now = utcnow()
-                result = addressbooks.apply_chunk(
-                    AddressBookRepository(s),
-                    AccountRepository(s),
+    async def _apply(self, me: str, chunks: Sequence[Chunk]) -> list[ChunkResult]:
+        """Apply ``chunks`` in one transaction and match the keys they added or removed."""
+
+        def work(s: Session) -> list[ChunkResult]:
+            now = utcnow()
+            batch = addressbooks.apply_chunks(
+                AddressBookRepository(s),
+                AccountRepository(s),
+                me,
+                chunks,
+                now,
+                contactdoc.remerge,
+            )
+            if batch.rekeyed:  # only the keys these chunks added or removed
+                matching.match_user(
+                    MatchRepository(s),
+                    self.backend.registry,
                     me,
-                    chunk,
                     now,
-                    contactdoc.remerge,
+                    ORIGIN_ADDRESS_BOOK,
+                    keys=batch.keys,
                 )
-                if result.rekeyed:  # only the keys this chunk added or removed
-                    matching.match_user(
-                        MatchRepository(s),
-                        self.backend.registry,
-                        me,
-                        now,
-                        ORIGIN_ADDRESS_BOOK,
-                        keys=result.keys,
-                    )
-                return result
+            return batch.results
 
-            result = await self.backend.write(work)
-            yield _ack(me, result, chunk)
+        return await self.backend.write(work)
 
     async def GetUploadStatus(
         self, request: sync_pb2.GetUploadStatusRequest, context: Context

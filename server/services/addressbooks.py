@@ -2,7 +2,9 @@
 
 A chunk is applied in one transaction together with the upload's progress, so an
 acknowledged chunk is durable and a chunk applied twice is impossible: a resent chunk at or
-below the acknowledged sequence number is only acknowledged again.
+below the acknowledged sequence number is only acknowledged again. Chunks of one stream that
+have already arrived may share a transaction (``apply_chunks``); they are acknowledged after
+it commits.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ MAX_UPLOAD_ID = 64
 UPLOAD_TTL = timedelta(hours=24)
 BOOK_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 UPLOADABLE_KINDS = frozenset({1, 2, 3})  # device phone book, e-mail book, IM book
+# At most this many already-received chunks of one stream, with at most this many entries
+# in all, are applied in one transaction (``apply_chunks``).
+MAX_BATCH_CHUNKS = 8
+MAX_BATCH_ENTRIES = 4_000
 
 
 @dataclass
@@ -67,6 +73,11 @@ class StreamState:
 
     region: str = ""
     held_keys: set[int] | None = None
+
+    def rolled_back(self) -> None:
+        """A transaction that applied chunks of this stream rolled back: the held keys it
+        added may not be held after all, so they are read again at the next quota check."""
+        self.held_keys = None
 
 
 @dataclass(frozen=True)
@@ -428,6 +439,32 @@ def apply_chunk(
         frozenset(delta.keys),
         delta.changed,
     )
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    results: list[ChunkResult]  # one per chunk, in order
+    # The union of the keys of the chunks that rekeyed, for matching.match_user(keys=...).
+    keys: frozenset[int]
+    rekeyed: bool  # some chunk inserted or deleted an entry_keys row
+
+
+def apply_chunks(
+    books: AddressBookRepository,
+    accounts: AccountRepository,
+    user_id: str,
+    chunks: Sequence[Chunk],
+    now: datetime,
+    remerge: ContactRemerge,
+) -> BatchResult:
+    """Apply chunks of one stream in order in the caller's transaction (``apply_chunk``
+    each). A domain error of any chunk propagates and the caller's transaction must roll
+    back whole (then ``StreamState.rolled_back``); the caller may re-apply the chunks one per
+    transaction to commit those before the bad one."""
+    results = [apply_chunk(books, accounts, user_id, c, now, remerge) for c in chunks]
+    rekeyed = [r for r in results if r.rekeyed]
+    keys = frozenset(k for r in rekeyed for k in r.keys)
+    return BatchResult(results, keys, bool(rekeyed))
 
 
 def _spend_quota(

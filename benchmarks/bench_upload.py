@@ -418,7 +418,7 @@ def _breakdown(
             out = io.StringIO()
             st = pstats.Stats(prof, stream=out)
             st.sort_stats("tottime").print_stats(15)
-            st.sort_stats("cumulative").print_stats(r"/(server|core)/", 25)
+            st.sort_stats("cumulative").print_stats(r"/(server|core)/", int(os.environ.get("BEFRIEND_BENCH_PROFILE_LINES", "25")))
             print(out.getvalue())
         db.dispose()
 

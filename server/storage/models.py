@@ -288,12 +288,15 @@ class BuddyEvent(Base):
     """Something a user is told about: a new match, a one-way request, an acceptance."""
 
     __tablename__ = "buddy_events"
-    __table_args__ = (Index("ix_buddy_events_user_seq", "user_id", "seq"),)
+    __table_args__ = (
+        Index("ix_buddy_events_user_seq", "user_id", "seq"),
+        Index("ix_buddy_events_other_id", "other_id"),
+    )
 
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(32))  # (no foreign keys: migration 0008)
     type: Mapped[int] = mapped_column(SmallInteger)  # BuddyEventType
-    other_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    other_id: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime]
 
 

@@ -219,8 +219,9 @@ class AccountRepository:
                 | (models.IdempotencyRecord.scope == user_id)
             )
         )
-        b = models.BuddyRow  # (the bulk tables have no foreign keys to cascade from)
+        b, ev = models.BuddyRow, models.BuddyEvent  # (no foreign keys to cascade from)
         self.s.execute(delete(b).where((b.owner_id == user_id) | (b.other_id == user_id)))
+        self.s.execute(delete(ev).where((ev.user_id == user_id) | (ev.other_id == user_id)))
         for table in (
             models.Token,
             models.Device,

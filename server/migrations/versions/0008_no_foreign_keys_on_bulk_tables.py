@@ -1,19 +1,20 @@
-"""no foreign keys on the three bulk tables an upload writes; entry keys indexed by (user, key)
+"""no foreign keys on the four bulk tables an upload writes; entry keys indexed by (user, key)
 
 Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-01 21:00:00
 
 Every uploaded contact writes a contact_entries row, ~1.3 entry_keys rows and, for member
-matches, a buddies row. On PostgreSQL each foreign key is a trigger per row
+matches, a buddies row and an event. On PostgreSQL each foreign key is a trigger per row
 (a lookup and a FOR KEY SHARE lock of the referenced row): measured here 13 µs of a 17 µs
-row insert with two keys, about five checks per contact. None of them is needed for
+row insert with two keys, about six checks per contact. None of them is needed for
 integrity the code does not already keep: a user's rows are deleted explicitly with the
 user (``AccountRepository.delete_user``), an entry's key rows with the entry and its
 buddy rows' reference cleared (``ChangeStamp.delete_entries``), and no table refers to these
-rows by key. ``ix_entry_keys_user_id`` becomes ``(user_id, key)``: the same one index per
-key row, and "which of this user's rows hold these keys" (the upload's match) reads one row
-per key instead of every holder of the key.
+rows by key; events about a deleted user are found through a new ``other_id`` index (an
+index entry costs a fraction of a foreign-key check). ``ix_entry_keys_user_id`` becomes
+``(user_id, key)``: the same one index per key row, and "which of this user's rows hold
+these keys" (the upload's match) reads one row per key instead of every holder of the key.
 """
 
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ FOREIGN_KEYS = [
     ("buddies", "owner_id", "users", "CASCADE"),
     ("buddies", "other_id", "users", "CASCADE"),
     ("buddies", "entry_pk", "contact_entries", "SET NULL"),
+    ("buddy_events", "user_id", "users", "CASCADE"),
+    ("buddy_events", "other_id", "users", "CASCADE"),
 ]
 # SQLite's foreign keys are unnamed: a batch (table copy) names them by this convention.
 NAMING = {"fk": "fk_%(table_name)s_%(column_0_name)s"}
@@ -58,10 +61,12 @@ def upgrade() -> None:
                 op.drop_constraint(f"{table}_{column}_fkey", table, type_="foreignkey")
     op.drop_index("ix_entry_keys_user_id", table_name="entry_keys")
     op.create_index("ix_entry_keys_user_key", "entry_keys", ["user_id", "key"])
+    op.create_index("ix_buddy_events_other_id", "buddy_events", ["other_id"])
 
 
 def downgrade() -> None:
     """Downgrade schema."""
+    op.drop_index("ix_buddy_events_other_id", table_name="buddy_events")
     op.drop_index("ix_entry_keys_user_key", table_name="entry_keys")
     op.create_index("ix_entry_keys_user_id", "entry_keys", ["user_id"])
     sqlite = op.get_bind().dialect.name == "sqlite"

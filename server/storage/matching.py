@@ -457,17 +457,10 @@ class MatchRepository:
             self.s.connection().exec_driver_sql(sql, list(rows))
 
     def delete_rows(self, rows: Iterable[BuddyState]) -> None:
-        pairs = [(r.owner_id, r.other_id) for r in rows]
-        if pairs and self._pg():  # one statement over arrays, not a round trip per row
-            owners, others = zip(*pairs, strict=True)
-            self._rows(
-                "DELETE FROM buddies b USING unnest(%s::text[], %s::text[]) AS d(o, t) "
-                "WHERE b.owner_id = d.o AND b.other_id = d.t",
-                list(owners),
-                list(others),
-            )
-            return
-        self._many("DELETE FROM buddies WHERE owner_id = %s AND other_id = %s", pairs)
+        self._many(
+            "DELETE FROM buddies WHERE owner_id = %s AND other_id = %s",
+            [(r.owner_id, r.other_id) for r in rows],
+        )
 
     def insert_rows(self, rows: Sequence[BuddyState], now: datetime) -> None:
         t = models.table(models.BuddyRow)
@@ -480,28 +473,12 @@ class MatchRepository:
         )
 
     def update_rows(self, rows: Sequence[BuddyState], now: datetime) -> None:
-        """Rewrite changed rows: one statement over arrays on PostgreSQL (an executemany
-        there is a round trip per row), one executemany on SQLite."""
+        """Rewrite changed rows (one executemany). Not one UPDATE ... FROM unnest(arrays) on
+        PostgreSQL: its planner joins through ix_buddies_other_id, which for a user many
+        hold (every row to them shares the other_id) reads all their rows per row."""
         if not rows:
             return
         at = db_value(self.s, models.table(models.BuddyRow), "updated_at", now)
-        if self._pg():
-            self._rows(
-                "UPDATE buddies b SET kind = u.kind, key = u.key, key_kind = u.key_kind, "
-                "entry_pk = u.entry_pk, origin = u.origin, updated_at = %s FROM unnest("
-                "%s::smallint[], %s::bigint[], %s::smallint[], %s::bigint[], %s::smallint[], "
-                "%s::text[], %s::text[]) AS u(kind, key, key_kind, entry_pk, origin, o, t) "
-                "WHERE b.owner_id = u.o AND b.other_id = u.t",
-                at,
-                [r.kind for r in rows],
-                [key_to_db(r.key) for r in rows],
-                [r.key_kind for r in rows],
-                [r.entry_pk for r in rows],
-                [r.origin for r in rows],
-                [r.owner_id for r in rows],
-                [r.other_id for r in rows],
-            )
-            return
         self._many(
             "UPDATE buddies SET kind = %s, key = %s, key_kind = %s, entry_pk = %s, origin = %s, "
             "updated_at = %s WHERE owner_id = %s AND other_id = %s",

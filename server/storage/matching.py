@@ -258,16 +258,6 @@ class MatchRepository:
         rows.sort()
         return [BookKey(e, kind, k + _U64 if k < 0 else k) for e, _, kind, k in rows]
 
-    def book_key_count(self, user_id: str) -> int:
-        """How many exact key rows the user's books hold."""
-        return int(
-            self.s.execute(
-                select(func.count())
-                .select_from(models.EntryKey)
-                .where(models.EntryKey.user_id == user_id, models.EntryKey.key.is_not(None))
-            ).scalar_one()
-        )
-
     def book_weak_keys(self, user_id: str) -> list[BookKey]:
         """Weak keys of the phone numbers in the user's books that could not be normalised,
         in entry order (sorted here, as in ``book_keys``)."""

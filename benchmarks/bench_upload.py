@@ -20,8 +20,9 @@ holders. ``BEFRIEND_BENCH_DB=sqlite`` (or ``postgres``) runs one database only.
 ``BEFRIEND_BENCH_CONCURRENT_BOOK`` (2,000) contacts each at once to one server process.
 ``BEFRIEND_BENCH_BREAKDOWN=1`` adds, per database, the server-side chunk work without gRPC
 (the same calls as the servicer) timed by phase (parse, convert, apply, match, commit) and by
-SQL statement; ``BEFRIEND_BENCH_PROFILE=1`` adds a cProfile of it too. The server process's
-CPU time during the upload is printed beside the wall time: on a shared machine contacts per
+SQL statement; ``BEFRIEND_BENCH_PROFILE=1`` adds a cProfile of it too (listing
+``BEFRIEND_BENCH_PROFILE_LINES`` server functions, default 25). The server process's CPU
+time during the upload is printed beside the wall time: on a shared machine contacts per
 CPU-second vary less than contacts/s. (The concurrent run keeps its clients in the server's
 process, so its CPU figure counts both.)
 """
@@ -418,7 +419,9 @@ def _breakdown(
             out = io.StringIO()
             st = pstats.Stats(prof, stream=out)
             st.sort_stats("tottime").print_stats(15)
-            st.sort_stats("cumulative").print_stats(r"/(server|core)/", int(os.environ.get("BEFRIEND_BENCH_PROFILE_LINES", "25")))
+            st.sort_stats("cumulative").print_stats(
+                r"/(server|core)/", int(os.environ.get("BEFRIEND_BENCH_PROFILE_LINES", "25"))
+            )
             print(out.getvalue())
         db.dispose()
 

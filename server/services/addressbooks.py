@@ -40,7 +40,7 @@ from befriend.server.records import (
     UploadState,
 )
 from befriend.server.storage.addressbooks import AddressBookRepository, KeyDelta
-from befriend.server.storage.changes import ORIGIN_DEVICE_UPLOAD
+from befriend.server.storage.changes import ORIGIN_DEVICE_UPLOAD, ChangeStamp
 from befriend.server.storage.repositories import AccountRepository, key_from_db
 
 # (stored contact, its provenance, the device's new contact, the uploader's region) ->
@@ -78,6 +78,42 @@ class StreamState:
         """A transaction that applied chunks of this stream rolled back: the held keys it
         added may not be held after all, so they are read again at the next quota check."""
         self.held_keys = None
+
+
+@dataclass
+class BatchState:
+    """What the chunks applied in one transaction share (``apply_chunks``), so that each
+    chunk after the first skips five statements: the upload row, read and locked once and
+    then kept here as the chunks advance it (written once, by ``flush``), one change stamp
+    for all of them, and the user's key quota of the day (read once, the chunks' charges
+    summed and added by ``flush``)."""
+
+    upload_id: str = ""
+    upload: tuple[int, int, UploadRecord] | None = None  # (upload pk, book pk, record)
+    added: int = 0  # entries the chunks added since the upload row was written
+    last_entry_id: str = ""
+    stamp: ChangeStamp | None = None
+    quota_day: str = ""
+    quota_used: int | None = None
+    quota_added: int = 0
+
+    def flush(self, books: AddressBookRepository, user_id: str) -> None:
+        """Write what the chunks changed in the upload row and the quota."""
+        if self.upload is not None and (self.added or self.last_entry_id):
+            upload_pk, _, up = self.upload
+            books.advance_upload(
+                upload_pk,
+                sequence=up.last_sequence,
+                added=self.added,
+                last_entry_id=self.last_entry_id,
+                state=up.state,
+                now=up.updated_at,
+                expires_at=up.expires_at,
+            )
+        self.added, self.last_entry_id = 0, ""
+        if self.quota_added:
+            books.add_quota(user_id, self.quota_day, self.quota_added)
+        self.quota_added = 0
 
 
 @dataclass(frozen=True)
@@ -323,12 +359,20 @@ def apply_chunk(
     chunk: Chunk,
     now: datetime,
     remerge: ContactRemerge,
+    batch: BatchState | None = None,
 ) -> ChunkResult:
     """Apply one chunk in the caller's transaction. ``remerge`` combines a re-uploaded
     entry with what merges and user edits added to the stored copy (given the uploader's
-    region, to key the merged numbers)."""
+    region, to key the merged numbers). With ``batch`` (several chunks in one transaction)
+    the upload row and the quota are written by ``batch.flush``, which the caller must
+    call before the transaction commits."""
     _check_header(chunk)
-    found = books.upload(user_id, chunk.upload_id)
+    if batch is not None and batch.upload_id != chunk.upload_id:
+        batch.flush(books, user_id)
+        batch.upload_id, batch.upload = chunk.upload_id, None
+    found = batch.upload if batch is not None and batch.upload is not None else None
+    if found is None:
+        found = books.upload(user_id, chunk.upload_id)
     if found is None:
         if chunk.sequence != 1:
             raise FailedPrecondition(
@@ -384,7 +428,12 @@ def apply_chunk(
         seen.add(entry.entry_id)
     accepted = [e for i, e in enumerate(chunk.entries) if i not in rejections]
     live = [e for e in accepted if not e.deleted]
-    stamp = books.stamp(user_id, ORIGIN_DEVICE_UPLOAD, upload.device_id)
+    if batch is None:
+        stamp = books.stamp(user_id, ORIGIN_DEVICE_UPLOAD, upload.device_id)
+    else:
+        if batch.stamp is None:
+            batch.stamp = books.stamp(user_id, ORIGIN_DEVICE_UPLOAD, upload.device_id)
+        stamp = batch.stamp
     deleted = [e.entry_id for e in accepted if e.deleted]
     delta = KeyDelta()
     if deleted:
@@ -394,7 +443,7 @@ def apply_chunk(
         stream.region = accounts.region_of(user_id)
     keys = chunk_keys(live, stream.region)
     if chunk.daily_key_quota:
-        _spend_quota(books, user_id, keys.exact_keys(), chunk.daily_key_quota, now, stream)
+        _spend_quota(books, user_id, keys.exact_keys(), chunk.daily_key_quota, now, stream, batch)
     hashes = [e.content_hash or hashlib.sha256(e.raw).hexdigest() for e in live]
     books.write_entries(
         user_id,
@@ -410,15 +459,16 @@ def apply_chunk(
         delta,
     )
     state = UploadState.COMMITTED if chunk.final else UploadState.IN_PROGRESS
-    books.advance_upload(
-        upload_pk,
-        sequence=chunk.sequence,
-        added=len(live),
-        last_entry_id=live[-1].entry_id if live else "",
-        state=state,
-        now=now,
-        expires_at=now + UPLOAD_TTL,
-    )
+    if batch is None:
+        books.advance_upload(
+            upload_pk,
+            sequence=chunk.sequence,
+            added=len(live),
+            last_entry_id=live[-1].entry_id if live else "",
+            state=state,
+            now=now,
+            expires_at=now + UPLOAD_TTL,
+        )
     if chunk.final and upload.mode == UploadMode.FULL_SNAPSHOT:
         books.drop_entries_not_in_upload(book_pk, upload_pk, stamp, now, delta)
     if chunk.final:  # the book's count and version move once per committed upload
@@ -432,6 +482,10 @@ def apply_chunk(
         updated_at=now,
         expires_at=now + UPLOAD_TTL,
     )
+    if batch is not None:
+        batch.upload = (upload_pk, book_pk, progressed)
+        batch.added += len(live)
+        batch.last_entry_id = live[-1].entry_id if live else batch.last_entry_id
     return ChunkResult(
         progressed,
         sorted(rejections.values(), key=lambda r: r.index),
@@ -461,7 +515,9 @@ def apply_chunks(
     each). A domain error of any chunk propagates and the caller's transaction must roll
     back whole (then ``StreamState.rolled_back``); the caller may re-apply the chunks one per
     transaction to commit those before the bad one."""
-    results = [apply_chunk(books, accounts, user_id, c, now, remerge) for c in chunks]
+    batch = BatchState()
+    results = [apply_chunk(books, accounts, user_id, c, now, remerge, batch) for c in chunks]
+    batch.flush(books, user_id)
     rekeyed = [r for r in results if r.rekeyed]
     keys = frozenset(k for r in rekeyed for k in r.keys)
     return BatchResult(results, keys, bool(rekeyed))
@@ -474,6 +530,7 @@ def _spend_quota(
     limit: int,
     now: datetime,
     stream: StreamState,
+    batch: BatchState | None = None,
 ) -> None:
     """Enumeration defence: count keys new to the user's books against a daily quota.
 
@@ -487,7 +544,13 @@ def _spend_quota(
     if not new:
         return
     day = now.date().isoformat()
-    used = books.quota_used(user_id, day)
+    if batch is None:
+        used = books.quota_used(user_id, day)
+    else:
+        if batch.quota_used is None or batch.quota_day != day:
+            batch.flush(books, user_id)
+            batch.quota_day, batch.quota_used = day, books.quota_used(user_id, day)
+        used = batch.quota_used + batch.quota_added
     if used + new > limit:
         tomorrow = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=UTC)
         raise ResourceExhausted(
@@ -496,7 +559,10 @@ def _spend_quota(
             metadata={"limit": str(limit), "used": str(used), "requested": str(new)},
             retry_after=(tomorrow - now).total_seconds(),
         )
-    books.add_quota(user_id, day, new)
+    if batch is None:
+        books.add_quota(user_id, day, new)
+    else:
+        batch.quota_added += new
     stream.held_keys |= exact
 
 

@@ -61,14 +61,27 @@ def _row(owner: str, other: str, kind: int, bk: BookKey | None, origin: int) -> 
 # -- the rules, shared by the whole-book and the restricted match ---------------------------
 
 
+def _lookup(
+    repo: MatchRepository, registry: Registry, keys: Iterable[int]
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], list[int]]:
+    """(distinct keys, the registry's identity pk of each or EMPTY_KEY, the pks found)."""
+    arr = np.unique(np.fromiter(keys, dtype=np.uint64))
+    hits = registry.lookup(repo, arr) if arr.size else arr
+    return arr, hits, [int(p) for p in hits[hits != EMPTY_KEY]]
+
+
 def _owners(repo: MatchRepository, registry: Registry, keys: Iterable[int]) -> dict[int, str]:
     """key -> the member owning it (the compiled registry, each hit confirmed by the
     database)."""
-    arr = np.unique(np.fromiter(keys, dtype=np.uint64))
-    if not arr.size:
-        return {}
-    hits = registry.lookup(repo, arr)
-    found = repo.identity_keys_by_pk([int(p) for p in hits[hits != EMPTY_KEY]])
+    arr, hits, pks = _lookup(repo, registry, keys)
+    return _confirmed(arr, hits, repo.identity_keys_by_pk(pks)) if pks else {}
+
+
+def _confirmed(
+    arr: npt.NDArray[np.uint64], hits: npt.NDArray[np.uint64], found: dict[int, tuple[str, int]]
+) -> dict[int, str]:
+    """key -> owner of the registry's hits that the database confirms (``found``: identity
+    pk -> (user, key) as stored now)."""
     out: dict[int, str] = {}
     for key, pk in zip(arr.tolist(), hits.tolist(), strict=True):
         # A hit counts only while the identity still carries that key: a cached entry can
@@ -248,11 +261,16 @@ def _match_keys(
     of ``keys`` can see their pair with the user change: for each, whether the user still
     holds one of M's keys (the first such row), whether M holds one of the user's own
     keys, the decisions and the stored rows of the pair."""
-    member_of = _owners(repo, registry, keys)
+    arr, hits, pks = _lookup(repo, registry, keys)
+    # every identity of the members owning a hit: confirms the hits and gives each member's
+    # other keys, which the user's books may hold too (one query for both)
+    identities = repo.identities_of_owners(pks) if pks else []
+    member_of = _confirmed(arr, hits, {pk: (u, k) for pk, u, k in identities})
     members = sorted({m for m in member_of.values() if m != user_id})
     if not members:
         return []
-    theirs = dict((k, m) for m, k in repo.identity_keys_of(members))
+    chosen = set(members)
+    theirs = {k: u for _, u, k in identities if u in chosen}
     a_has = _first_naming(repo.book_rows_with_keys(user_id, list(theirs)), theirs, user_id)
     own = [k for _, k in repo.own_keys(user_id)]
     b_has = _first_holding(repo.holders_among(own, members), user_id)

@@ -368,15 +368,14 @@ class MatchRepository:
         rows.sort()
         return [BookKey(entry_pk, kind, key_from_db(k)) for entry_pk, _, kind, k in rows]
 
-    def identity_keys_of(self, user_ids: Sequence[str]) -> list[tuple[str, int]]:
-        """(member, key) of every identity of these members."""
-        if not user_ids:
-            return []
+    def identities_of_owners(self, pks: Sequence[int]) -> list[tuple[int, str, int]]:
+        """(pk, user, key) of every identity of the users owning one of these identities."""
         rows = self._rows(
-            f"SELECT user_id, key FROM identities WHERE {self._in('user_id', 'text')}",
-            self._list(sorted(set(user_ids))),
+            "SELECT id, user_id, key FROM identities WHERE user_id IN "
+            f"(SELECT user_id FROM identities WHERE {self._in('id')})",
+            self._list(sorted(set(pks))),
         )
-        return [(u, key_from_db(k)) for u, k in rows]
+        return [(pk, u, key_from_db(k)) for pk, u, k in rows]
 
     def holders_among(self, keys: Sequence[int], users: Sequence[str]) -> list[tuple[str, BookKey]]:
         """``holders(keys)`` restricted to the books of ``users``, in the same order: one

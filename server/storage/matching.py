@@ -245,30 +245,33 @@ class MatchRepository:
         rows = self._rows("SELECT kind, key FROM identities WHERE user_id = %s", user_id)
         return [(kind, key_from_db(k)) for kind, k in rows]
 
-    def book_keys(self, user_id: str) -> list[BookKey]:
-        """Exact keys in every book of the user, in entry order (entry pk, then row id).
-        Read through the (user, key) index and sorted here: given the ORDER BY, SQLite
-        would rather walk the whole table in entry_pk order than sort one user's rows."""
+    def _book_rows(self, user_id: str, columns: str, where: str) -> list[tuple[Any, ...]]:
+        """``entry_pk, id, columns`` of the user's key rows matching ``where``, in entry order
+        (entry pk, then row id). Read through the (user, key) index and sorted here: given
+        an ORDER BY, SQLite would rather walk the whole table in entry_pk order than sort
+        one user's rows."""
         hint = "" if self._pg() else " INDEXED BY ix_entry_keys_user_key"
         rows = self._rows(
-            f"SELECT entry_pk, id, kind, key FROM entry_keys{hint} "
-            "WHERE user_id = %s AND key IS NOT NULL",
+            f"SELECT entry_pk, id, {columns} FROM entry_keys{hint} WHERE user_id = %s AND {where}",
             user_id,
         )
         rows.sort()
-        return [BookKey(e, kind, k + _U64 if k < 0 else k) for e, _, kind, k in rows]
+        return rows
+
+    def book_keys(self, user_id: str) -> list[BookKey]:
+        """Exact keys in every book of the user, in entry order."""
+        return [
+            BookKey(e, kind, k + _U64 if k < 0 else k)
+            for e, _, kind, k in self._book_rows(user_id, "kind, key", "key IS NOT NULL")
+        ]
 
     def book_weak_keys(self, user_id: str) -> list[BookKey]:
         """Weak keys of the phone numbers in the user's books that could not be normalised,
-        in entry order (sorted here, as in ``book_keys``)."""
-        hint = "" if self._pg() else " INDEXED BY ix_entry_keys_user_key"
-        rows = self._rows(
-            f"SELECT entry_pk, id, weak_key FROM entry_keys{hint} "
-            "WHERE user_id = %s AND key IS NULL AND weak_key IS NOT NULL",
-            user_id,
-        )
-        rows.sort()
-        return [BookKey(e, WEAK_MATCH, w) for e, _, w in rows]
+        in entry order."""
+        where = "key IS NULL AND weak_key IS NOT NULL"
+        return [
+            BookKey(e, WEAK_MATCH, w) for e, _, w in self._book_rows(user_id, "weak_key", where)
+        ]
 
     def book_phone_keys(self, user_id: str) -> list[int]:
         """Exact phone keys (E.164 digits) in every book of the user, unordered, repeated."""

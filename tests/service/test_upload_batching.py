@@ -16,9 +16,10 @@ from befriend.clients.errors import FailedPrecondition, InvalidArgument, Resourc
 from befriend.server.api import sync
 from befriend.server.services import addressbooks
 from befriend.server.storage.db import Database
-from befriend.v1 import common_pb2, sync_pb2, sync_pb2_grpc
+from befriend.v1 import common_pb2, sync_pb2
 from tests.conftest import RunningServer, serve
 from tests.service.conftest import FULL, ONE_WAY, People, card, member
+from tests.service.test_upload_restore import Session, chunks, feed
 
 pytestmark = pytest.mark.asyncio
 PHONE = sync_pb2.ADDRESS_BOOK_KIND_DEVICE_PHONE_BOOK
@@ -30,39 +31,8 @@ def entry(i: int, phone: str = "") -> sync_pb2.AddressBookEntry:
     return sync_pb2.AddressBookEntry(entry_id=f"e{i}", raw=c.SerializeToString(), contact=c)
 
 
-def requests(
-    entries: Sequence[sync_pb2.AddressBookEntry], upload_id: str, size: int
-) -> list[sync_pb2.UploadContactsRequest]:
-    out = []
-    for n, start in enumerate(range(0, len(entries), size), start=1):
-        out.append(
-            sync_pb2.UploadContactsRequest(
-                address_book_id="phone",
-                address_book_kind=PHONE,
-                device_id="dev-1",
-                upload_id=upload_id,
-                sequence_number=n,
-                entries=entries[start : start + size],
-                final=start + size >= len(entries),
-            )
-        )
-    return out
-
-
-async def feed(
-    reqs: Sequence[sync_pb2.UploadContactsRequest],
-) -> AsyncIterator[sync_pb2.UploadContactsRequest]:
-    for r in reqs:
-        yield r
-
-
-class Uploader:
-    def __init__(self, client: AsyncClient) -> None:
-        self.client = client
-        self.stub = sync_pb2_grpc.SyncServiceStub(client.channel)
-        self.md = (("authorization", f"Bearer {client.token}"),)
-
-    async def upload(
+class Uploader(Session):
+    async def send_all(
         self, reqs: Sequence[sync_pb2.UploadContactsRequest]
     ) -> tuple[list[sync_pb2.UploadContactsResponse], Exception | None]:
         """Every request sent at once, without waiting for acks: (acks, error)."""
@@ -144,8 +114,8 @@ async def test_many_chunks_sent_ahead_are_batched_and_acked_in_order(
     uploader: Uploader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spy = Batches(monkeypatch, hold=addressbooks.MAX_BATCH_CHUNKS)
-    reqs = requests([entry(i) for i in range(2000)], "many", size=50)  # 40 chunks
-    acks, error = await uploader.upload(reqs)
+    reqs = chunks([entry(i) for i in range(2000)], "many", size=50)  # 40 chunks
+    acks, error = await uploader.send_all(reqs)
     assert error is None
     assert [a.acknowledged_sequence_number for a in acks] == list(range(1, 41))
     assert [a.acknowledged_entry_count for a in acks] == [50 * n for n in range(1, 41)]
@@ -179,7 +149,7 @@ async def test_sdk_upload_with_its_window(uploader: Uploader) -> None:
 async def test_batch_entry_cap(uploader: Uploader, monkeypatch: pytest.MonkeyPatch) -> None:
     spy = Batches(monkeypatch, hold=6)
     monkeypatch.setattr(sync, "MAX_BATCH_ENTRIES", 25)
-    acks, error = await uploader.upload(requests([entry(i) for i in range(50)], "cap", size=10))
+    acks, error = await uploader.send_all(chunks([entry(i) for i in range(50)], "cap", size=10))
     assert error is None and acks[-1].committed
     assert [a.acknowledged_sequence_number for a in acks] == [1, 2, 3, 4, 5]
     assert spy.tried[:2] == [[1, 2], [3, 4]]  # a third chunk of 10 would pass 25 entries
@@ -190,7 +160,7 @@ async def test_batch_entry_cap(uploader: Uploader, monkeypatch: pytest.MonkeyPat
 async def test_bad_chunk_in_a_batch_fails_alone(
     uploader: Uploader, monkeypatch: pytest.MonkeyPatch, bad: str
 ) -> None:
-    reqs = requests([entry(i) for i in range(200)], "bad", size=10)  # 20 chunks
+    reqs = chunks([entry(i) for i in range(200)], "bad", size=10)  # 20 chunks
     if bad == "gap":
         sent = reqs[:3] + reqs[4:]  # no chunk 4
     else:
@@ -201,7 +171,7 @@ async def test_bad_chunk_in_a_batch_fails_alone(
         sent = [*reqs[:3], big, *reqs[4:]]
     # The first batch: the first 8 chunks; more wait behind them in the stream.
     spy = Batches(monkeypatch, hold=addressbooks.MAX_BATCH_CHUNKS)
-    acks, error = await uploader.upload(sent)
+    acks, error = await uploader.send_all(sent)
     # The chunks before the bad one are stored and acknowledged, the bad one fails with its
     # own error, nothing of it or after it is stored.
     assert [a.acknowledged_sequence_number for a in acks] == [1, 2, 3]
@@ -223,7 +193,7 @@ async def test_bad_chunk_in_a_batch_fails_alone(
     assert status.acknowledged_entry_count == 30
     assert await no_reader_left()  # not even one blocked on the full queue
     # The upload resumes from the chunk after the last ack.
-    acks, error = await uploader.upload(reqs[3:])
+    acks, error = await uploader.send_all(reqs[3:])
     assert error is None and acks[-1].committed and acks[-1].acknowledged_entry_count == 200
     assert len(await uploader.stored()) == 200
 
@@ -237,7 +207,7 @@ async def test_quota_is_charged_once_after_a_failed_batch(
         up = await _uploader(server.target)
         try:
             spy = Batches(monkeypatch, hold=4)
-            acks, error = await up.upload(requests([entry(i) for i in range(30)], "q", size=10))
+            acks, error = await up.send_all(chunks([entry(i) for i in range(30)], "q", size=10))
             assert [a.acknowledged_sequence_number for a in acks] == [1, 2]
             assert isinstance(error, ResourceExhausted)
             assert error.reason == "QUOTA_EXCEEDED"
@@ -251,14 +221,14 @@ async def test_quota_is_charged_once_after_a_failed_batch(
 async def test_duplicate_chunks_in_a_batch_are_harmless(
     uploader: Uploader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    reqs = requests([entry(i) for i in range(30)], "dup", size=10)
+    reqs = chunks([entry(i) for i in range(30)], "dup", size=10)
     other = sync_pb2.UploadContactsRequest()
     other.CopyFrom(reqs[0])  # chunk 1 again, with other entries: only re-acknowledged
     del other.entries[:]
     other.entries.extend(entry(i) for i in range(100, 110))
     sent = [reqs[0], reqs[0], reqs[1], other, reqs[1], reqs[2], reqs[2]]
     spy = Batches(monkeypatch, hold=len(sent))
-    acks, error = await uploader.upload(sent)
+    acks, error = await uploader.send_all(sent)
     assert error is None
     assert spy.tried == [[1, 1, 2, 1, 2, 3, 3]]  # one transaction
     assert [a.acknowledged_sequence_number for a in acks] == [1, 1, 2, 2, 2, 3, 3]
@@ -268,7 +238,7 @@ async def test_duplicate_chunks_in_a_batch_are_harmless(
 
 
 async def test_cancelled_stream_leaves_no_reader(uploader: Uploader) -> None:
-    reqs = requests([entry(i) for i in range(100)], "cancel", size=10)
+    reqs = chunks([entry(i) for i in range(100)], "cancel", size=10)
     call = uploader.stub.UploadContacts(None, metadata=uploader.md)
     await call.write(reqs[0])
     first = await call.read()

@@ -504,8 +504,10 @@ class ArrayLoader(Loader):
         bulk: bool = True,
         progress: bool = True,
     ) -> int:
-        """buddies rows as the matching repository stores them: ``other[j] < 0`` is a
-        phonebook buddy (other_id NULL)."""
+        """buddies rows as the matching repository stores them: member rows only (full /
+        one-way, ``other`` a user index; phonebook buddies are derived, never stored)."""
+        if owner.shape[0] and int(other.min()) < 0:
+            raise ValueError("buddies holds member rows only: every row needs an other")
         ts = self._ts
         n = owner.shape[0]
         step = 500_000
@@ -525,7 +527,7 @@ class ArrayLoader(Loader):
                     yield (
                         i,
                         user_ids[o],
-                        user_ids[t] if t >= 0 else None,
+                        user_ids[t],
                         k,
                         key,
                         key_kind,

@@ -2,29 +2,33 @@
 
 What runs is the server's job itself: ``refresh.start`` + ``refresh.run`` (what the APScheduler
 cron job and the RefreshMatches RPC call): read every book's keys, the users and their
-identities and every stored buddy row from the database, build the member index, run the
-compiled ``bulk_match``, diff against the stored rows, and re-match only the users whose rows
-differ through the per-user path (``matching.match_user``), 200 users per transaction,
-recording the job's position after each batch.
+identities and every stored buddy row (member rows: full and one-way) from the database, build
+the member index, run the compiled ``bulk_match``, diff its member edges against the stored
+rows, and re-match only the users whose rows differ through the per-user path
+(``matching.match_user``), ``refresh.BATCH`` users per transaction, recording the job's
+position after each batch. Phonebook buddies are not stored (migration 0007: they are derived
+from the books when the list is read), so they are neither loaded, read, diffed nor written.
 
 Setup (bulk-loaded, never part of a figure; ``benchmarks/_population.py``):
 ``--members`` members (users + one phone identity each, ``befriend.clients.population``),
 ``--books`` books of ``--contacts`` contacts (address_books, minimal contact_entries, one
 entry_keys row each; drawn by ``Population.bulk_book_indices``: 35 % members, 40 % of those
-reciprocal ring neighbours, the rest from a non-member pool of 2x members), and the buddy rows
-the matching rules give for that population, computed with ``befriend.core.match.bulk_match``
-on the same arrays and stored as ``MatchRepository`` stores them (full / one-way rows with the
-first entry naming the member, one phonebook row per non-member number with its first entry;
-key_kind PHONE, origin ADDRESS_BOOK).
+reciprocal ring neighbours, the rest from a non-member pool of 2x members), and the member
+rows the matching rules give for that population, computed with
+``befriend.core.match.bulk_match`` on the same arrays and stored as ``MatchRepository`` stores
+them (full / one-way rows pointing at the first entry naming the member; key_kind PHONE, origin
+ADDRESS_BOOK). ``bulk_match``'s phonebook output is only counted (derived, not stored).
 
 Run 1 refreshes the unchanged population: it must find 0 users to re-match. Then a month of
 drift is written straight into the tables, as registration, number changes and uploads leave
 them (identity_log rows included; the server's registry, warm since before the drift, tails
-them): ``--change`` of the members change their number (to a recycled number some books hold
-as a phonebook buddy), ``--register`` new members register with such numbers, ``--grow`` of
-the books get ``--grow-contacts`` new contacts. Run 2 is the measured refresh; its users' rows
-are checked against the bulk-match expectation and against ``match_user`` (a second call must
-change nothing), and run 3 (``--recheck``) must find nothing left to do.
+them): ``--change`` of the members change their number (to a recycled non-member number
+some books hold: their holders gain a member row, the old number's holders lose one),
+``--register`` new members register with such numbers (new member rows for the books holding
+them), ``--grow`` of the books get ``--grow-contacts`` new contacts (35 % members: new member
+rows). Run 2 is the measured refresh; its users' member rows are checked against the
+bulk-match expectation and against ``match_user`` (a second call must change nothing), and
+run 3 (``--recheck``) must find nothing left to do.
 
 Figures: end-to-end time of each run and its split (the phases are timed by wrapping the
 repository's and the kernel's functions from the outside), contacts/s of the matching step and
@@ -57,13 +61,7 @@ from befriend.core.match import bulk_match
 from befriend.server.services import matching, refresh
 from befriend.server.services.registry import Registry
 from befriend.server.storage.db import Database
-from befriend.server.storage.matching import (
-    FULL,
-    ONE_WAY,
-    PHONEBOOK,
-    BuddyState,
-    MatchRepository,
-)
+from befriend.server.storage.matching import FULL, ONE_WAY, BuddyState, MatchRepository
 from befriend.server.storage.repositories import (
     IDENTITY_ADDED,
     IDENTITY_REMOVED,
@@ -93,11 +91,10 @@ READS = (
 PER_USER = (
     "book_keys",
     "registry.lookup",
-    "owners_of_identities",
+    "identity_keys_by_pk",
     "own_keys",
     "holders",
     "rows_involving",
-    "phonebook_rows_for_keys",
     "decisions_involving",
     "delete_rows",
     "insert_rows",
@@ -120,14 +117,16 @@ class Model:
 
 @dataclass
 class State:
-    """Buddy rows the rules give: edges (full / one-way) and phonebook rows, by owner."""
+    """The member rows the rules give (full / one-way), by owner, then other: what the
+    ``buddies`` table should hold. ``phonebook``: how many phonebook buddies ``bulk_match``
+    derives (never stored)."""
 
     owner: Arr
-    other: Arr  # -1: phonebook
+    other: Arr
     kind: Arr
     key: Arr
     entry: Arr
-    n_edges: int
+    phonebook: int
     t_match: float = 0.0
 
 
@@ -148,7 +147,7 @@ def build_model(pop: Population, books: int, size: int) -> Model:
 
 
 def expected(m: Model) -> State:
-    """The buddy rows for ``m`` by ``bulk_match``, with the entry each row points at."""
+    """The member rows for ``m`` by ``bulk_match``, with the entry each row points at."""
     order = np.argsort(m.owner, kind="stable")  # by owner, then entry id
     o, k, eid = m.owner[order], m.keys[order], order.astype(np.int64) + 1
     n_users = len(m.user_ids)
@@ -167,36 +166,24 @@ def expected(m: Model) -> State:
     assert np.array_equal(uniq[pos], ecode)
     edge_entry = eid[hit][first[pos]]
     assert np.array_equal(k[hit][first[pos]], r.key)
-    # a phonebook row: one per (owner, non-member number), its first entry
-    miss = ~hit
-    nk, kid = np.unique(k[miss], return_inverse=True)
-    pcode = (o[miss].astype(U64) << U64(32)) | kid.astype(U64)
-    puniq, pfirst = np.unique(pcode, return_index=True)
-    rcode = (r.phonebook_owner.astype(U64) << U64(32)) | np.searchsorted(
-        nk, r.phonebook_key
-    ).astype(U64)
-    assert np.array_equal(np.sort(rcode), puniq), "phonebook rows differ from bulk_match"
-    pb_owner = o[miss][pfirst]
     return State(
-        np.concatenate([r.owner, pb_owner]),
-        np.concatenate([r.other, np.full(pb_owner.shape[0], -1, dtype=np.int64)]),
-        np.concatenate(
-            [np.where(r.mutual, FULL, ONE_WAY), np.full(pb_owner.shape[0], PHONEBOOK)]
-        ).astype(np.int64),
-        np.concatenate([r.key, k[miss][pfirst]]),
-        np.concatenate([edge_entry, eid[miss][pfirst]]),
-        int(r.owner.shape[0]),
+        r.owner,
+        r.other,
+        np.where(r.mutual, FULL, ONE_WAY).astype(np.int64),
+        r.key,
+        edge_entry,
+        int(r.phonebook_owner.shape[0]),
         t_match,
     )
 
 
-def rows_of(st: State, m: Model, user: int) -> set[tuple[str, str | None, int, int, int]]:
-    """(owner, other, kind, key, entry) of every expected row involving ``user``."""
+def rows_of(st: State, m: Model, user: int) -> set[tuple[str, str, int, int, int]]:
+    """(owner, other, kind, key, entry) of every expected member row involving ``user``."""
     sel = np.flatnonzero((st.owner == user) | (st.other == user))
     return {
         (
             m.user_ids[int(st.owner[i])],
-            m.user_ids[int(st.other[i])] if st.other[i] >= 0 else None,
+            m.user_ids[int(st.other[i])],
             int(st.kind[i]),
             int(st.key[i]),
             int(st.entry[i]),
@@ -207,22 +194,14 @@ def rows_of(st: State, m: Model, user: int) -> set[tuple[str, str | None, int, i
 
 def expected_dirty(a: State, b: State) -> int:
     """Users ``refresh.changed_users`` should find between states ``a`` and ``b``: both ends
-    of an edge added, removed or of another kind; owners of phonebook rows added or removed."""
+    of a member row added, removed or of another kind."""
 
     def edges(s: State) -> Arr:
-        e = slice(0, s.n_edges)
-        code = (s.owner[e].astype(U64) << U64(32)) | s.other[e].astype(U64)
-        return code * U64(4) + s.kind[e].astype(U64)  # owner < 2**30 in any run here
+        code = (s.owner.astype(U64) << U64(32)) | s.other.astype(U64)
+        return code * U64(4) + s.kind.astype(U64)  # owner < 2**30 in any run here
 
     diff = np.setxor1d(edges(a), edges(b)) // U64(4)
     dirty = set((diff >> U64(32)).tolist()) | set((diff & U64(0xFFFFFFFF)).tolist())
-    keys = np.unique(np.concatenate([a.key[a.n_edges :], b.key[b.n_edges :]]))
-
-    def pbs(s: State) -> Arr:
-        kid = np.searchsorted(keys, s.key[s.n_edges :]).astype(U64)
-        return (s.owner[s.n_edges :].astype(U64) << U64(32)) | kid
-
-    dirty.update((np.setxor1d(pbs(a), pbs(b)) >> U64(32)).tolist())
     return len(dirty)
 
 
@@ -439,7 +418,7 @@ def _span(p: Probe, label: str) -> tuple[float, float]:
     return 0.0, 0.0
 
 
-def report(r: Run, contacts: int, buddy_rows: int) -> dict[str, float]:
+def report(r: Run, contacts: int, member_rows: int) -> dict[str, float]:
     p = r.probe
     t = p.total
     cu0, cu1 = _span(p, "changed_users")
@@ -464,15 +443,15 @@ def report(r: Run, contacts: int, buddy_rows: int) -> dict[str, float]:
     )
     print(
         f"  member index {member_index:.2f} s (identity rows -> arrays {idx0 - ident_end:.2f}, "
-        f"KeyIndex build {idx1 - idx0:.3f}); book keys sorted by owner, entry {to_arrays:.2f} s"
+        f"KeyIndex build {idx1 - idx0:.3f}); book keys sorted by owner {to_arrays:.2f} s"
     )
     print(
         f"  bulk match {bm1 - bm0:.2f} s: {contacts / (bm1 - bm0) / 1e6:.2f} M contacts/s = "
         f"{contacts / (bm1 - bm0) / TARGET:.1f}x the 1 M/s target"
     )
     print(
-        f"  DB read of buddy rows {read_buddies:.2f} s ({buddy_rows:,} rows); "
-        f"diff {diff:.2f} s (codes, phonebook slots and key ids, set differences)"
+        f"  DB read of member rows {read_buddies:.2f} s ({member_rows:,} rows); "
+        f"diff {diff:.2f} s (pair codes, set differences per kind)"
     )
     print(
         f"  scan total (changed_users) {scan:.2f} s; DB write {write:.2f} s: match_user x "
@@ -506,7 +485,7 @@ def report(r: Run, contacts: int, buddy_rows: int) -> dict[str, float]:
 
 
 # -- checks ----------------------------------------------------------------------------------
-def stored_rows(db: Database, user_id: str) -> set[tuple[str, str | None, int, int, int]]:
+def stored_rows(db: Database, user_id: str) -> set[tuple[str, str, int, int, int]]:
     with db.transaction(readonly=True) as s:
         rows = s.execute(
             text(
@@ -562,7 +541,7 @@ def check_users(
         writes += repo.writes
         s.rollback()
     print(
-        f"  check: {len(sample)} re-matched users' rows (both directions) == bulk_match "
+        f"  check: {len(sample)} re-matched users' member rows (both directions) == bulk_match "
         f"expectation: {len(sample) - bad}/{len(sample)}; match_user again writes "
         f"{writes} rows/events"
     )
@@ -583,10 +562,10 @@ def bench(url: str, backend: str, members: int, books: int, args: argparse.Names
     st = expected(m)
     contacts = m.owner.shape[0]
     print(
-        f"population: {contacts:,} contacts; expected {st.n_edges:,} member rows "
-        f"({int((st.kind == FULL).sum()):,} full), {st.owner.shape[0] - st.n_edges:,} phonebook "
-        f"rows; in-memory bulk_match {st.t_match:.2f} s ({contacts / st.t_match / 1e6:.1f} M/s) "
-        f"(generated in {time.perf_counter() - t:.0f} s)",
+        f"population: {contacts:,} contacts; expected {st.owner.shape[0]:,} member rows "
+        f"({int((st.kind == FULL).sum()):,} full); {st.phonebook:,} phonebook buddies "
+        f"(derived, not stored); in-memory bulk_match {st.t_match:.2f} s "
+        f"({contacts / st.t_match / 1e6:.1f} M/s) (generated in {time.perf_counter() - t:.0f} s)",
         flush=True,
     )
     db = Database(url)
@@ -614,8 +593,9 @@ def bench(url: str, backend: str, members: int, books: int, args: argparse.Names
     print(
         f"drift (written in {time.perf_counter() - t:.0f} s, not measured): {d.changed:,} "
         f"number changes, {d.registered:,} registrations, {d.grown_books:,} books +"
-        f"{args.grow_contacts} contacts ({d.new_entries:,} entries); rows the rules now give "
-        f"differ for {want:,} users",
+        f"{args.grow_contacts} contacts ({d.new_entries:,} entries); member rows the rules now "
+        f"give differ for {want:,} users; phonebook buddies (derived, not stored) "
+        f"{st.phonebook:,} -> {st2.phonebook:,}",
         flush=True,
     )
     rows_before = count(db, "buddies")
@@ -623,7 +603,7 @@ def bench(url: str, backend: str, members: int, books: int, args: argparse.Names
     rows_after = count(db, "buddies")
     fig = report(r2, m2.owner.shape[0], rows_before)
     print(
-        f"  users re-matched {r2.users:,} (expected {want:,}); buddy rows {rows_before:,} -> "
+        f"  users re-matched {r2.users:,} (expected {want:,}); member rows {rows_before:,} -> "
         f"{rows_after:,}; expected {st2.owner.shape[0]:,}"
     )
     check_users(db, registry, m2, st2, r2.probe.users, args.check)

@@ -267,7 +267,9 @@ class _AccountCalls:
 #: Most entries one UploadContacts chunk may carry (sync.proto).
 MAX_CHUNK_ENTRIES = 500
 # Chunks sent ahead of the last ack on one stream (bounds what a broken stream must resend).
-_UPLOAD_WINDOW = 8
+# Twice the server's batch (it applies up to 8 received chunks per transaction), so the next
+# batch is on the wire while one is applied.
+_UPLOAD_WINDOW = 16
 
 #: ``progress(acknowledged_entries, total_entries)``; called after each ack that advances.
 ProgressCallback: TypeAlias = Callable[[int, int], None]

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import Engine, create_engine, inspect, text
 
-from befriend.server.storage.db import Database
+from befriend.server.storage.db import Database, alembic_config
 from befriend.server.storage.models import Base
 from befriend.server.storage.repositories import key_from_db, key_to_db
+from tests.conftest import _postgres_database
 
 
 def test_models_match_migrations(db: Database) -> None:
@@ -27,3 +35,76 @@ def test_identity_keys_round_trip_through_signed_bigint() -> None:
         stored = key_to_db(key)
         assert -(2**63) <= stored < 2**63
         assert key_from_db(stored) == key
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database nothing has been migrated into."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'upgrade.db'}"
+        return
+    gen = _postgres_database()
+    yield next(gen)
+    next(gen, None)
+
+
+def _upgrade(engine: Engine, revision: str) -> None:
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def test_upgrade_through_0007_and_0008_keeps_books_and_member_rows(empty_url: str) -> None:
+    """A 0006 database with a book, its keys, a member row, a phonebook row and an event:
+    the upgrade drops the phonebook row (now derived) and the bulk tables' foreign keys, and
+    keeps every other row (SQLite copies those tables to drop their keys)."""
+    engine = create_engine(empty_url)
+    _upgrade(engine, "0006")
+    at = "2026-12-01 12:00:00+00:00"
+    statements = [
+        "INSERT INTO users (id, display_name, region_code, time_zone, profile, version, "
+        f"created_at, updated_at) VALUES ('a', 'A', 'CN', 'UTC', '{{}}', 1, '{at}', '{at}'), "
+        f"('b', 'B', 'CN', 'UTC', '{{}}', 1, '{at}', '{at}')",
+        "INSERT INTO address_books (id, user_id, book_id, kind, device_id, entry_count, version,"
+        f" created_at, updated_at) VALUES (7, 'a', 'phone', 1, 'd', 0, 1, '{at}', '{at}')",
+        "INSERT INTO contact_entries (id, book_pk, user_id, entry_id, raw, raw_media_type, "
+        "content_hash, contact, created_at, updated_at, change_seq) VALUES "
+        f"(11, 7, 'a', 'e1', :r1, '', 'h1', :c1, '{at}', '{at}', 5), "
+        f"(12, 7, 'a', 'e2', :r2, '', 'h2', :c2, '{at}', '{at}', 5)",
+        "INSERT INTO entry_keys (id, entry_pk, user_id, kind, key, weak_key, value) VALUES "
+        "(21, 11, 'a', 1, 8613900000002, 2, '+8613900000002'), "
+        "(22, 12, 'a', 1, 8613800000000, 0, '+8613800000000')",
+        "INSERT INTO buddies (owner_id, other_id, kind, key, key_kind, entry_pk, origin, "
+        f"created_at, updated_at) VALUES ('a', 'b', 2, 8613900000002, 1, 11, 1, '{at}', '{at}'),"
+        f" ('a', NULL, 3, 8613800000000, 1, 12, 1, '{at}', '{at}')",
+        "INSERT INTO buddy_events (user_id, type, other_id, created_at) "
+        f"VALUES ('b', 2, 'a', '{at}')",
+    ]
+    with engine.begin() as conn:
+        blobs = {"r1": b"\x01\x02", "c1": b"\x03", "r2": b"\x04\x05", "c2": b"\x06"}
+        for sql in statements:
+            conn.execute(text(sql), blobs if ":r1" in sql else {})
+    _upgrade(engine, "head")
+    with engine.connect() as conn:
+
+        def rows(sql: str) -> list[tuple[Any, ...]]:
+            return [tuple(r) for r in conn.execute(text(sql))]
+
+        assert rows("SELECT id, entry_id, raw, change_seq FROM contact_entries ORDER BY id") == [
+            (11, "e1", b"\x01\x02", 5),
+            (12, "e2", b"\x04\x05", 5),
+        ]
+        assert rows("SELECT id, entry_pk, key FROM entry_keys ORDER BY id") == [
+            (21, 11, 8613900000002),
+            (22, 12, 8613800000000),
+        ]
+        assert rows("SELECT owner_id, other_id, kind FROM buddies") == [("a", "b", 2)]
+        assert rows("SELECT user_id, other_id FROM buddy_events") == [("b", "a")]
+    found = inspect(engine)
+    for table in ("contact_entries", "entry_keys", "buddies", "buddy_events"):
+        assert found.get_foreign_keys(table) == []
+    indexes = {i["name"]: i["column_names"] for i in found.get_indexes("entry_keys")}
+    assert indexes["ix_entry_keys_user_key"] == ["user_id", "key"]
+    assert "ix_entry_keys_user_id" not in indexes and "ix_entry_keys_key" in indexes
+    engine.dispose()

@@ -350,7 +350,10 @@ class Buddy(_message.Message):
     name: _builtins.str
     """Resource name "users/{user}/buddies/{buddy}". Output only."""
     kind: Global___BuddyKind.ValueType
-    """Full, one-way or phonebook."""
+    """Full, one-way or phonebook. Phonebook buddies are derived from the caller's books
+    each time the list is read (a contact none of whose numbers, e-mails or IM ids is a
+    member's), so they always reflect the latest registrations and number changes.
+    """
     user: _builtins.str
     """The member, "users/{user_id}"; empty for phonebook buddies."""
     display_name: _builtins.str
@@ -377,11 +380,11 @@ class Buddy(_message.Message):
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """When the entry was created."""
+        """When the entry was created (a phonebook buddy: when its contact was stored)."""
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
-        """When the entry last changed (e.g. one-way became full)."""
+        """When the entry last changed (e.g. one-way became full; a phonebook buddy: its contact)."""
 
     def __init__(
         self,

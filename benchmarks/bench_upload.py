@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import gc
 import io
 import multiprocessing
 import os
@@ -47,7 +48,7 @@ import grpc
 from befriend.clients import AsyncClient
 from befriend.clients.population import BookContact, Population, PopulationConfig, to_entry
 from befriend.core.normalize import normalize_many
-from befriend.v1 import sync_pb2, sync_pb2_grpc
+from befriend.v1 import friendship_pb2, friendship_pb2_grpc, sync_pb2, sync_pb2_grpc
 from benchmarks._population import Loader, pg_reachable, scratch_postgres
 from benchmarks._server import served
 
@@ -66,6 +67,9 @@ class Run:
     chunks_s: list[float]
     acked: int
     cpu_s: float = 0.0
+    # ListBuddies after the upload, median ms: the first page (member matches) and a page
+    # of phonebook buddies (derived from the book on each request)
+    list_ms: tuple[float, float] = (0.0, 0.0)
 
     @property
     def rate(self) -> float:
@@ -150,7 +154,37 @@ async def _upload(url: str, pop: Population, reqs: list[sync_pb2.UploadContactsR
                 pool, _stream_upload, f"127.0.0.1:{port}", token, wire
             )
             cpu = time.process_time() - cpu  # the server process's CPU time only
-            return Run("", 0.0, register_s, total, chunks, acked, cpu)
+            lists = await loop.run_in_executor(pool, _list_latency, f"127.0.0.1:{port}", token)
+            return Run("", 0.0, register_s, total, chunks, acked, cpu, lists)
+
+
+def _list_latency(target: str, token: str) -> tuple[float, float]:
+    """Median ms of 5 ListBuddies calls (100 per page) for the first page and for the
+    page at offset 5,000 (phonebook buddies, derived from the 10,000-contact book); in the
+    client's process, like the upload (a client channel in the server's process kept
+    costing it CPU in the next run)."""
+    return asyncio.run(_list_calls(target, token))
+
+
+async def _list_calls(target: str, token: str) -> tuple[float, float]:
+    md = (("authorization", f"Bearer {token}"),)
+    out = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = friendship_pb2_grpc.FriendshipServiceStub(channel)
+        for offset in (0, 5_000):
+            walk = friendship_pb2.ListBuddiesRequest(page_size=1000)
+            for _ in range(offset // 1000):  # the token is opaque: follow next tokens
+                walk.page_token = (await stub.ListBuddies(walk, metadata=md)).next_page_token
+            times = []
+            for _ in range(5):
+                t = time.perf_counter()
+                await stub.ListBuddies(
+                    friendship_pb2.ListBuddiesRequest(page_size=100, page_token=walk.page_token),
+                    metadata=md,
+                )
+                times.append((time.perf_counter() - t) * 1e3)
+            out.append(statistics.median(times))
+    return out[0], out[1]
 
 
 def _one(
@@ -173,7 +207,16 @@ def _one(
                 loader.analyze()
         load_s = time.perf_counter() - t
         db.dispose()
-        run = asyncio.run(_upload(url, pop, reqs))
+        # The population and the loader's objects live in this process beside the server:
+        # frozen out of the collector's reach, as they are not the server's (unfrozen, the
+        # garbage of one run's ListBuddies made the next run's full collections walk them:
+        # 30 % of its upload's CPU).
+        gc.collect()
+        gc.freeze()
+        try:
+            run = asyncio.run(_upload(url, pop, reqs))
+        finally:
+            gc.unfreeze()
         run.load_s = load_s
         run.label = f"{backend}, {members - 1 if members > 1 else 0:,} other members"
         return run
@@ -283,7 +326,9 @@ def _print(run: Run) -> None:
         f"{run.rate:>9,.0f} contacts/s  chunk p50 {statistics.median(body) * 1e3:6.1f} ms "
         f"max {body[-1] * 1e3:6.1f} ms  final {run.chunks_s[-1] * 1e3:7.1f} ms  "
         f"CPU {run.cpu_s:.3f} s = {run.acked / run.cpu_s:,.0f}/CPU-s  "
-        f"(register {run.register_s * 1e3:.0f} ms; setup {run.load_s:.0f} s, not measured)",
+        f"(register {run.register_s * 1e3:.0f} ms; setup {run.load_s:.0f} s, not measured); "
+        f"ListBuddies p50 first page {run.list_ms[0]:.1f} ms, phonebook page "
+        f"{run.list_ms[1]:.1f} ms",
         flush=True,
     )
 

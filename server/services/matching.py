@@ -14,7 +14,7 @@ so a registration, a number change or an edited contact can never leave a stale 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -113,11 +113,11 @@ def _first_holding(holders: Iterable[tuple[str, BookKey]], user_id: str) -> dict
     return first
 
 
-def _phonebook_keys(rows: Sequence[BookKey], owner_of: dict[int, str]) -> dict[int, BookKey]:
+def _phonebook_keys(rows: Sequence[BookKey], members: Container[int]) -> dict[int, BookKey]:
     """One phonebook buddy per contact none of whose keys belongs to a member (its first
     key), and one per number when several contacts share it (the first contact holding
-    it). ``rows`` are whole entries' key rows in entry order."""
-    member_entries = {bk.entry_pk for bk in rows if bk.key in owner_of}
+    it). ``rows`` are whole entries' key rows in entry order; ``members``: member keys."""
+    member_entries = {bk.entry_pk for bk in rows if bk.key in members}
     unmatched: dict[int, BookKey] = {}
     first_of_entry: set[int] = set()
     for bk in rows:
@@ -316,10 +316,13 @@ def phonebook_buddies(repo: MatchRepository, registry: Registry, user_id: str) -
     """The user's phonebook buddies, in entry order: one per contact none of whose exact
     keys belongs to a member (its first key), and one per key when several contacts share
     it (the first contact holding it). Derived from the books and the registry each time,
-    never stored: always current with registrations and number changes."""
+    never stored: always current with registrations and number changes. Membership is
+    the registry's, caught up with the identity log by the lookup (the database check of
+    each hit, which names a match's member, decides nothing here)."""
     book = repo.book_keys(user_id)
-    owner_of = _owners(repo, registry, (bk.key for bk in book))
-    return list(_phonebook_keys(book, owner_of).values())
+    keys, hits, _ = _lookup(repo, registry, (bk.key for bk in book))
+    members = set(keys[hits != EMPTY_KEY].tolist())
+    return list(_phonebook_keys(book, members).values())
 
 
 def _phonebook_views(repo: MatchRepository, rows: Sequence[BookKey]) -> list[BuddyView]:

@@ -90,6 +90,7 @@ class BatchState:
 
     upload_id: str = ""
     upload: tuple[int, int, UploadRecord] | None = None  # (upload pk, book pk, record)
+    advanced: bool = False  # a chunk moved the upload since its row was written
     added: int = 0  # entries the chunks added since the upload row was written
     last_entry_id: str = ""
     stamp: ChangeStamp | None = None
@@ -99,7 +100,7 @@ class BatchState:
 
     def flush(self, books: AddressBookRepository, user_id: str) -> None:
         """Write what the chunks changed in the upload row and the quota."""
-        if self.upload is not None and (self.added or self.last_entry_id):
+        if self.upload is not None and self.advanced:
             upload_pk, _, up = self.upload
             books.advance_upload(
                 upload_pk,
@@ -110,7 +111,7 @@ class BatchState:
                 now=up.updated_at,
                 expires_at=up.expires_at,
             )
-        self.added, self.last_entry_id = 0, ""
+        self.advanced, self.added, self.last_entry_id = False, 0, ""
         if self.quota_added:
             books.add_quota(user_id, self.quota_day, self.quota_added)
         self.quota_added = 0
@@ -484,6 +485,7 @@ def apply_chunk(
     )
     if batch is not None:
         batch.upload = (upload_pk, book_pk, progressed)
+        batch.advanced = True
         batch.added += len(live)
         batch.last_entry_id = live[-1].entry_id if live else batch.last_entry_id
     return ChunkResult(

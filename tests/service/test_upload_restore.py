@@ -192,6 +192,29 @@ async def test_incremental_delete(session: Session) -> None:
     assert names == ["e0", "e1", "e3", "e4", "e9"]
 
 
+async def test_chunks_without_new_entries_still_advance_the_upload(session: Session) -> None:
+    """A chunk of deletions only, and an empty final chunk, move and commit the upload."""
+    await session.upload(chunks([entry(i) for i in range(5)], "base"))
+    gone = sync_pb2.AddressBookEntry(entry_id="e2", deleted=True)
+    (ack,) = await session.upload(chunks([gone], "deletes-only"))
+    assert ack.committed and ack.acknowledged_sequence_number == 1
+    reqs = chunks([entry(i) for i in range(5, 8)], "empty-final", size=3)
+    reqs[-1].final = False
+    reqs.append(
+        sync_pb2.UploadContactsRequest(upload_id="empty-final", sequence_number=2, final=True)
+    )
+    acks = await session.upload(reqs)
+    assert [a.acknowledged_sequence_number for a in acks] == [1, 2]
+    assert acks[-1].committed and acks[-1].acknowledged_entry_count == 3
+    status = await session.stub.GetUploadStatus(
+        sync_pb2.GetUploadStatusRequest(upload_id="empty-final"), metadata=session.md
+    )
+    assert status.state == sync_pb2.UPLOAD_STATE_COMMITTED
+    assert status.last_acknowledged_sequence_number == 2
+    names = sorted(e.entry_id for e in await session.restore())
+    assert names == ["e0", "e1", "e3", "e4", "e5", "e6", "e7"]
+
+
 async def expect_stream_error(session: Session, reqs: Sequence[object]) -> Exception:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await session.upload(reqs)  # type: ignore[arg-type]

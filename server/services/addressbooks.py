@@ -360,18 +360,17 @@ def apply_chunk(
     chunk: Chunk,
     now: datetime,
     remerge: ContactRemerge,
-    batch: BatchState | None = None,
+    batch: BatchState,
 ) -> ChunkResult:
-    """Apply one chunk in the caller's transaction. ``remerge`` combines a re-uploaded
-    entry with what merges and user edits added to the stored copy (given the uploader's
-    region, to key the merged numbers). With ``batch`` (several chunks in one transaction)
-    the upload row and the quota are written by ``batch.flush``, which the caller must
-    call before the transaction commits."""
+    """Apply one chunk in the caller's transaction (``apply_chunks``). ``remerge`` combines
+    a re-uploaded entry with what merges and user edits added to the stored copy (given the
+    uploader's region, to key the merged numbers). The upload row and the quota are written
+    by ``batch.flush``, which must run before the transaction commits."""
     _check_header(chunk)
-    if batch is not None and batch.upload_id != chunk.upload_id:
+    if batch.upload_id != chunk.upload_id:
         batch.flush(books, user_id)
         batch.upload_id, batch.upload = chunk.upload_id, None
-    found = batch.upload if batch is not None and batch.upload is not None else None
+    found = batch.upload
     if found is None:
         found = books.upload(user_id, chunk.upload_id)
     if found is None:
@@ -429,12 +428,9 @@ def apply_chunk(
         seen.add(entry.entry_id)
     accepted = [e for i, e in enumerate(chunk.entries) if i not in rejections]
     live = [e for e in accepted if not e.deleted]
-    if batch is None:
-        stamp = books.stamp(user_id, ORIGIN_DEVICE_UPLOAD, upload.device_id)
-    else:
-        if batch.stamp is None:
-            batch.stamp = books.stamp(user_id, ORIGIN_DEVICE_UPLOAD, upload.device_id)
-        stamp = batch.stamp
+    if batch.stamp is None:
+        batch.stamp = books.stamp(user_id, ORIGIN_DEVICE_UPLOAD, upload.device_id)
+    stamp = batch.stamp
     deleted = [e.entry_id for e in accepted if e.deleted]
     delta = KeyDelta()
     if deleted:
@@ -460,16 +456,6 @@ def apply_chunk(
         delta,
     )
     state = UploadState.COMMITTED if chunk.final else UploadState.IN_PROGRESS
-    if batch is None:
-        books.advance_upload(
-            upload_pk,
-            sequence=chunk.sequence,
-            added=len(live),
-            last_entry_id=live[-1].entry_id if live else "",
-            state=state,
-            now=now,
-            expires_at=now + UPLOAD_TTL,
-        )
     if chunk.final and upload.mode == UploadMode.FULL_SNAPSHOT:
         books.drop_entries_not_in_upload(book_pk, upload_pk, stamp, now, delta)
     if chunk.final:  # the book's count and version move once per committed upload
@@ -483,11 +469,10 @@ def apply_chunk(
         updated_at=now,
         expires_at=now + UPLOAD_TTL,
     )
-    if batch is not None:
-        batch.upload = (upload_pk, book_pk, progressed)
-        batch.advanced = True
-        batch.added += len(live)
-        batch.last_entry_id = live[-1].entry_id if live else batch.last_entry_id
+    batch.upload = (upload_pk, book_pk, progressed)
+    batch.advanced = True
+    batch.added += len(live)
+    batch.last_entry_id = live[-1].entry_id if live else batch.last_entry_id
     return ChunkResult(
         progressed,
         sorted(rejections.values(), key=lambda r: r.index),
@@ -532,7 +517,7 @@ def _spend_quota(
     limit: int,
     now: datetime,
     stream: StreamState,
-    batch: BatchState | None = None,
+    batch: BatchState,
 ) -> None:
     """Enumeration defence: count keys new to the user's books against a daily quota.
 
@@ -546,13 +531,10 @@ def _spend_quota(
     if not new:
         return
     day = now.date().isoformat()
-    if batch is None:
-        used = books.quota_used(user_id, day)
-    else:
-        if batch.quota_used is None or batch.quota_day != day:
-            batch.flush(books, user_id)
-            batch.quota_day, batch.quota_used = day, books.quota_used(user_id, day)
-        used = batch.quota_used + batch.quota_added
+    if batch.quota_used is None or batch.quota_day != day:
+        batch.flush(books, user_id)
+        batch.quota_day, batch.quota_used = day, books.quota_used(user_id, day)
+    used = batch.quota_used + batch.quota_added
     if used + new > limit:
         tomorrow = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=UTC)
         raise ResourceExhausted(
@@ -561,10 +543,7 @@ def _spend_quota(
             metadata={"limit": str(limit), "used": str(used), "requested": str(new)},
             retry_after=(tomorrow - now).total_seconds(),
         )
-    if batch is None:
-        books.add_quota(user_id, day, new)
-    else:
-        batch.quota_added += new
+    batch.quota_added += new
     stream.held_keys |= exact
 
 

@@ -1,4 +1,4 @@
-"""apply_chunk's write path on SQLite and PostgreSQL: new entries in one conflict-skipping
+"""apply_chunks' write path on SQLite and PostgreSQL: new entries in one conflict-skipping
 insert, re-sent entries through the in-place upsert (ids kept, identical ones not stamped),
 keys per entry deduplicated, the change number given back when nothing changed, and the
 per-stream state (region, held keys for the quota)."""
@@ -39,11 +39,11 @@ def _entry(entry_id: str, phones: tuple[str, ...], contact: bytes = b"c") -> Ent
 
 def _apply(db: Database, chunk: Chunk) -> None:
     with db.transaction() as s:
-        addressbooks.apply_chunk(
+        addressbooks.apply_chunks(
             AddressBookRepository(s),
             AccountRepository(s),
             USER,
-            chunk,
+            [chunk],
             NOW,
             lambda old, prov, new, region: (new, prov, ["display_name"], None),
         )

@@ -188,11 +188,11 @@ def _upload(w: World, op: tuple[Any, ...]) -> None:
     )
     now = w.tick()
     with w.db.transaction() as s:
-        result = addressbooks.apply_chunk(
+        result = addressbooks.apply_chunks(
             AddressBookRepository(s),
             AccountRepository(s),
             user,
-            chunk_from(request),
+            [chunk_from(request)],
             now,
             contactdoc.remerge,
         )

@@ -39,7 +39,7 @@ import pstats
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -333,6 +333,32 @@ def _print(run: Run) -> None:
     )
 
 
+def _time_driver_calls(statements: dict[str, list[float]]) -> None:
+    """Add the statements the server runs at the driver (COPY, raw cursors), which SQLAlchemy's
+    cursor events do not see, to ``statements``: each call is timed under its function's
+    name, and for ``MatchRepository._rows`` under the start of its SQL."""
+    from befriend.server.storage import addressbooks, bulk, matching
+
+    def timed(module: object, name: str, label: Callable[..., str]) -> None:
+        fn = getattr(module, name)
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                key = label(*args)
+                statements.setdefault(key, []).append(time.perf_counter() - t)
+
+        setattr(module, name, wrapper)
+
+    for module in (addressbooks, matching, bulk):
+        for name in ("insert_tuples", "insert_returning", "bulk_insert", "bulk_update"):
+            if hasattr(module, name):
+                timed(module, name, lambda _s, table, *_, n=name: f"{n}({table.name})")
+    timed(matching.MatchRepository, "_rows", lambda _self, sql, *_: " ".join(sql.split())[:60])
+
+
 def _breakdown(
     url_backend: str,
     members: int,
@@ -356,6 +382,7 @@ def _breakdown(
     from befriend.server.storage.addressbooks import AddressBookRepository
     from befriend.server.storage.db import Database
     from befriend.server.storage.matching import MatchRepository
+    from befriend.server.storage.pending import PendingMatchRepository
     from befriend.server.storage.repositories import AccountRepository
 
     def go(url: str) -> None:
@@ -400,6 +427,7 @@ def _breakdown(
             key = " ".join(statement.split())[:60]
             statements.setdefault(key, []).append(time.perf_counter() - started[0])
 
+        _time_driver_calls(statements)
         wire = [r.SerializeToString() for r in requests(entries, "profiled")]
         # As the servicer with a client that streams ahead: up to MAX_BATCH_CHUNKS chunks
         # per transaction, one match over their keys.
@@ -430,10 +458,17 @@ def _breakdown(
                     contactdoc.remerge,
                 )
                 t3 = time.perf_counter()
-                if result.rekeyed:  # as the servicer: the keys these chunks added or removed
-                    matching.match_user(
-                        MatchRepository(s), registry, me.user_id, now, 1, keys=result.keys
-                    )
+                # as the servicer: the final chunk matches every batch's keys at once
+                matching.match_upload(
+                    MatchRepository(s),
+                    PendingMatchRepository(s),
+                    registry,
+                    me.user_id,
+                    result.keys,
+                    now,
+                    final=any(c.final for c in chunks),
+                    changed=result.rekeyed,
+                )
                 t4 = time.perf_counter()
             t5 = time.perf_counter()
             if profile:
@@ -457,7 +492,7 @@ def _breakdown(
                 f"  {name:<8} non-final transaction p50 {statistics.median(body) * 1e3:7.2f} ms "
                 f"mean {statistics.mean(body) * 1e3:7.2f} ms; final {times[-1] * 1e3:7.2f} ms"
             )
-        print("  SQL statements (DBAPI time, all 20 chunks; COPY is not a statement here):")
+        print("  SQL statements (DBAPI time, all 20 chunks; driver-level calls by function):")
         for key, times in sorted(statements.items(), key=lambda kv: -sum(kv[1]))[:12]:
             print(f"    {sum(times) * 1e3:8.1f} ms {len(times):4}x  {key}")
         if profile:

@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import pkgutil
 import signal
-from datetime import UTC
+from datetime import UTC, timedelta
 from types import ModuleType
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -148,6 +148,12 @@ class BefriendServer:
                 self._fire_retention,
                 CronTrigger.from_crontab(self.settings.retention_cron, timezone=UTC),
             )
+        if self.settings.pending_match_seconds > 0:
+            # a quarter of the grace period apart: matched at most 1.25 grace periods late
+            self.scheduler.add_job(
+                self._fire_pending_matches,
+                IntervalTrigger(seconds=self.settings.pending_match_seconds / 4),
+            )
         if self.db.is_sqlite:
             self.scheduler.add_job(
                 self._fire_checkpoint, IntervalTrigger(seconds=CHECKPOINT_SECONDS)
@@ -164,6 +170,11 @@ class BefriendServer:
 
     async def _fire_checkpoint(self) -> None:
         self.backend.spawn(self.db.checkpoint)
+
+    async def _fire_pending_matches(self) -> None:
+        grace = timedelta(seconds=self.settings.pending_match_seconds)
+        db, registry = self.db, self.backend.registry
+        self.backend.spawn(lambda: refresh.match_due_uploads(db, registry, utcnow, grace))
 
     async def _fire_retention(self) -> None:
         self.backend.spawn(self.prune_events)

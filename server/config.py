@@ -80,6 +80,14 @@ class Settings:
         default="30 4 * * *",
         metadata={"help": "crontab (UTC) of the daily event-log pruning; empty disables"},
     )
+    pending_match_seconds: float = field(
+        default=60.0,
+        metadata={
+            "help": "an upload matches its keys when its final chunk commits; one that stops "
+            "before it is matched this many seconds after its first unmatched batch "
+            "(0 disables the job)"
+        },
+    )
 
     @property
     def address(self) -> str:

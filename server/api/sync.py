@@ -28,9 +28,9 @@ from befriend.server.services.addressbooks import (
     ChunkResult,
     StreamState,
 )
-from befriend.server.services.matching import ORIGIN_ADDRESS_BOOK
 from befriend.server.storage.addressbooks import AddressBookRepository
 from befriend.server.storage.matching import MatchRepository
+from befriend.server.storage.pending import PendingMatchRepository
 from befriend.server.storage.repositories import AccountRepository
 from befriend.v1 import common_pb2, sync_pb2
 
@@ -290,7 +290,8 @@ class SyncServicer(ContactsApi, MergeApi):
             await asyncio.wait([reader])
 
     async def _apply(self, me: str, chunks: Sequence[Chunk]) -> list[ChunkResult]:
-        """Apply ``chunks`` in one transaction and match the keys they added or removed."""
+        """Apply ``chunks`` in one transaction; the keys they added or removed are matched
+        when the final chunk commits (with every earlier batch's, ``match_upload``)."""
 
         def work(s: Session) -> list[ChunkResult]:
             now = utcnow()
@@ -302,15 +303,16 @@ class SyncServicer(ContactsApi, MergeApi):
                 now,
                 contactdoc.remerge,
             )
-            if batch.rekeyed:  # only the keys these chunks added or removed
-                matching.match_user(
-                    MatchRepository(s),
-                    self.backend.registry,
-                    me,
-                    now,
-                    ORIGIN_ADDRESS_BOOK,
-                    keys=batch.keys,
-                )
+            matching.match_upload(
+                MatchRepository(s),
+                PendingMatchRepository(s),
+                self.backend.registry,
+                me,
+                batch.keys,
+                now,
+                final=any(c.final for c in chunks),
+                changed=batch.rekeyed,
+            )
             return batch.results
 
         return await self.backend.write(work)

@@ -38,6 +38,7 @@ from befriend.server.storage.matching import (
     BuddyView,
     MatchRepository,
 )
+from befriend.server.storage.pending import PendingMatchRepository
 
 # BuddyOrigin / BuddyEventType values of the contract
 ORIGIN_ADDRESS_BOOK, ORIGIN_REGISTRATION, ORIGIN_REFRESH = 1, 2, 3
@@ -224,6 +225,61 @@ def match_user(
     # whole-book one (SQLite, 1M members, a 10,000-contact upload in batches of 4,000 keys:
     # 64 vs 77 ms per batch), and it never grows with the size of the books.
     return _match_keys(repo, registry, user_id, {int(k) for k in keys}, now, origin)
+
+
+# An upload's keys are matched once, when its final chunk commits (``match_upload``): by
+# one pass over the whole books when they are at least this share of the user's key rows
+# (three range reads and one probe per member, against ~5 index probes per key for the
+# restricted match), by the restricted match otherwise; up to RESTRICTED_KEYS keys always
+# take the restricted match without counting the books.
+WHOLE_BOOK_SHARE = 0.25
+RESTRICTED_KEYS = 1_000
+
+
+def match_upload(
+    repo: MatchRepository,
+    pending: PendingMatchRepository,
+    registry: Registry,
+    user_id: str,
+    keys: Collection[int],
+    now: datetime,
+    *,
+    final: bool,
+    changed: bool,
+) -> list[tuple[str, int, str]]:
+    """Matching for an upload batch (in its transaction): a non-final batch that
+    ``changed`` the user's key rows records its ``keys`` as pending; the final chunk's
+    batch matches them with every earlier batch's (``match_pending``). Returns the events
+    written."""
+    if not final:
+        if changed:
+            pending.add(user_id, keys, now)
+        return []
+    return match_pending(repo, pending, registry, user_id, now, keys, changed=changed)
+
+
+def match_pending(
+    repo: MatchRepository,
+    pending: PendingMatchRepository,
+    registry: Registry,
+    user_id: str,
+    now: datetime,
+    keys: Collection[int] = (),
+    *,
+    changed: bool = False,
+) -> list[tuple[str, int, str]]:
+    """Match the user's pending keys, and ``keys`` when this transaction ``changed`` the
+    books too, then forget them."""
+    taken = pending.take(user_id)
+    if taken is None and not changed:
+        return []
+    todo = (taken or set()) | {int(k) for k in keys}
+    whole = len(todo) > RESTRICTED_KEYS and len(todo) >= WHOLE_BOOK_SHARE * repo.book_key_count(
+        user_id
+    )
+    return match_user(
+        repo, registry, user_id, now, ORIGIN_ADDRESS_BOOK, keys=None if whole else todo
+    )
 
 
 def _match_books(

@@ -14,7 +14,7 @@ firing the same schedule run it once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
@@ -25,10 +25,13 @@ from befriend.server.services import matching
 from befriend.server.services.registry import Registry
 from befriend.server.storage.db import Database
 from befriend.server.storage.matching import FULL, JOB_DONE, ONE_WAY, MatchRepository
+from befriend.server.storage.pending import PendingMatchRepository
 
 # Users re-matched per transaction. Each holds the matching lock (``match_user``) until it
 # commits, so uploads' matching waits for at most one batch (~50 x 5-10 ms).
 BATCH = 50
+# Users the pending-match job matches per run (the next run takes the rest).
+PENDING_BATCH = 100
 
 
 def start(db: Database, job_id: str, now: datetime) -> bool:
@@ -147,3 +150,21 @@ def rematch_users(db: Database, registry: Registry, user_ids: list[str], now: da
         for user_id in user_ids:
             matching.match_user(repo, registry, user_id, now, matching.ORIGIN_REFRESH)
     return len(user_ids)
+
+
+def match_due_uploads(
+    db: Database, registry: Registry, clock: Callable[[], datetime], grace: timedelta
+) -> int:
+    """The pending-match job: match the keys of uploads that stopped before their final
+    chunk (a dropped stream, a crashed process, a client that never commits) once their
+    oldest pending row is older than ``grace``, one user per transaction. Several processes
+    running it at once is harmless: each user's rows are taken by one transaction, and a
+    match repeated changes nothing. Returns the users matched."""
+    with db.transaction(readonly=True) as s:
+        users = PendingMatchRepository(s).due(clock() - grace, PENDING_BATCH)
+    for user_id in users:
+        with db.transaction() as s:
+            matching.match_pending(
+                MatchRepository(s), PendingMatchRepository(s), registry, user_id, clock()
+            )
+    return len(users)

@@ -258,6 +258,12 @@ class MatchRepository:
         rows.sort()
         return rows
 
+    def book_key_count(self, user_id: str) -> int:
+        """How many key rows (exact or not) the user's books hold: one index range count."""
+        hint = "" if self._pg() else " INDEXED BY ix_entry_keys_user_key"
+        ((n,),) = self._rows(f"SELECT count(*) FROM entry_keys{hint} WHERE user_id = %s", user_id)
+        return int(n)
+
     def book_keys(self, user_id: str) -> list[BookKey]:
         """Exact keys in every book of the user, in entry order."""
         return [

@@ -162,6 +162,8 @@ class ContactEntry(Base):
         UniqueConstraint("book_pk", "entry_id", name="uq_contact_entries_book_entry"),
         # serves every "this user's entries" query too (user_id is its prefix)
         Index("ix_contact_entries_changes", "user_id", "change_seq", "id"),
+        # ids name contacts (users/u/contacts/N): never handed out twice (migration 0009)
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -339,6 +341,25 @@ class ActiveContact(Base):
     sources: Mapped[int] = mapped_column(SmallInteger, default=0)  # bit per log source
     last_seen: Mapped[datetime]
     state: Mapped[int] = mapped_column(SmallInteger, default=1)  # 1 open, 2 confirmed, 3 excluded
+
+
+class PendingMatch(Base):
+    """Keys an upload stored but has not matched yet: an upload's non-final batches only
+    store; its final chunk matches the keys of all of them at once (one pass over the book
+    instead of one restricted match per batch). A stream that never sends its final chunk
+    is matched by the pending-match job once its oldest row is older than the grace
+    period, so a dropped or crashed upload is matched all the same."""
+
+    __tablename__ = "pending_matches"
+    __table_args__ = (
+        Index("ix_pending_matches_user_id", "user_id"),
+        Index("ix_pending_matches_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    keys: Mapped[bytes] = mapped_column(LargeBinary)  # packed little-endian uint64 keys
+    created_at: Mapped[datetime]
 
 
 class RefreshJob(Base):

@@ -302,3 +302,61 @@ async def test_matching_over_a_batch(
     assert await carol.requests() == [f"users/{alice.id}"]
     assert await dave.requests() == []
     assert f"users/{alice.id}" not in await dave.kinds()
+
+
+def _alice_chunk(n: int, phone: str, *, final: bool) -> sync_pb2.UploadContactsRequest:
+    return sync_pb2.UploadContactsRequest(
+        address_book_id="phone",
+        address_book_kind=PHONE,
+        device_id="dev-a",
+        upload_id="alice-slow",
+        sequence_number=n,
+        entries=[entry(10 * n + i) for i in range(5)] + [entry(10 * n + 9, phone)],
+        final=final,
+    )
+
+
+async def test_an_upload_is_matched_when_its_final_chunk_commits(
+    people: People, running_server: RunningServer
+) -> None:
+    alice = await member(people, running_server, "alice", "13900000001")
+    bob = await member(people, running_server, "bob", "13900000002")
+    carol = await member(people, running_server, "carol", "13900000003")
+    await bob.upload(card("Alice", "+86 139 0000 0001"))
+    call = alice.sync.UploadContacts(None, metadata=alice.md)
+    # chunk 1 names bob, chunk 2 carol: each acked (stored) in its own transaction...
+    for n, phone in ((1, "13900000002"), (2, "13900000003")):
+        await call.write(_alice_chunk(n, phone, final=False))
+        ack = await call.read()
+        assert isinstance(ack, sync_pb2.UploadContactsResponse)
+        assert ack.acknowledged_sequence_number == n and not ack.committed
+    before = await alice.kinds()  # ...and matched only when the upload commits
+    assert f"users/{bob.id}" not in before and f"users/{carol.id}" not in before
+    await call.write(_alice_chunk(3, "13700000000", final=True))
+    ack = await call.read()
+    assert isinstance(ack, sync_pb2.UploadContactsResponse) and ack.committed
+    await call.done_writing()
+    kinds = await alice.kinds()
+    assert kinds[f"users/{bob.id}"] == FULL and kinds[f"users/{carol.id}"] == ONE_WAY
+    assert (await bob.kinds())[f"users/{alice.id}"] == FULL
+
+
+async def test_an_upload_that_never_commits_is_matched_by_the_job(
+    people: People, db: Database
+) -> None:
+    async with serve(db, pending_match_seconds=0.4) as server:
+        alice = await member(people, server, "alice", "13900000001")
+        bob = await member(people, server, "bob", "13900000002")
+        await bob.upload(card("Alice", "+86 139 0000 0001"))
+        call = alice.sync.UploadContacts(None, metadata=alice.md)
+        await call.write(_alice_chunk(1, "13900000002", final=False))
+        ack = await call.read()
+        assert isinstance(ack, sync_pb2.UploadContactsResponse)
+        assert ack.acknowledged_sequence_number == 1
+        call.cancel()  # the stream drops before its final chunk
+        for _ in range(200):  # the job runs every 0.1 s; 10 s at most
+            if (await alice.kinds()).get(f"users/{bob.id}") == FULL:
+                break
+            await asyncio.sleep(0.05)
+        assert (await alice.kinds())[f"users/{bob.id}"] == FULL
+        assert (await bob.kinds())[f"users/{alice.id}"] == FULL

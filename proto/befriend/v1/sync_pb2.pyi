@@ -99,7 +99,10 @@ class _UploadStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UploadSta
     UPLOAD_STATE_COMMITTED: _UploadState.ValueType  # 2
     """The final chunk was received and the book was committed."""
     UPLOAD_STATE_EXPIRED: _UploadState.ValueType  # 3
-    """Abandoned for too long; the partial upload was discarded. Start a new upload_id."""
+    """Abandoned for too long: it can no longer be resumed or committed (so a full snapshot
+    never removes the entries it did not carry). The entries it stored stay in the book and
+    are matched. Start a new upload_id.
+    """
 
 class UploadState(_UploadState, metaclass=_UploadStateEnumTypeWrapper):
     """State of an upload."""
@@ -111,7 +114,10 @@ UPLOAD_STATE_IN_PROGRESS: UploadState.ValueType  # 1
 UPLOAD_STATE_COMMITTED: UploadState.ValueType  # 2
 """The final chunk was received and the book was committed."""
 UPLOAD_STATE_EXPIRED: UploadState.ValueType  # 3
-"""Abandoned for too long; the partial upload was discarded. Start a new upload_id."""
+"""Abandoned for too long: it can no longer be resumed or committed (so a full snapshot
+never removes the entries it did not carry). The entries it stored stay in the book and
+are matched. Start a new upload_id.
+"""
 Global___UploadState: _TypeAlias = UploadState  # noqa: Y015
 
 class _NetworkSource:

@@ -152,7 +152,10 @@ class SyncServiceServicer:
         GetUploadStatus (or opens a new stream with the same upload_id) and resends from the
         chunk after the last acknowledged one; resent chunks at or below it are acknowledged
         again without being applied twice. The chunk with `final` set commits the upload and
-        triggers matching. Numbers are normalised with the region of the uploader's own number.
+        triggers matching, over every chunk of the upload at once. An upload that stops before
+        its final chunk keeps what was acknowledged, and the server matches that about a
+        minute after its first chunk (configurable). Numbers are normalised with the region of
+        the uploader's own number.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

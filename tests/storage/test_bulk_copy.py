@@ -1,0 +1,138 @@
+"""The bulk write paths (server/storage/bulk.py) on SQLite and PostgreSQL (binary COPY): every
+column type round-trips exactly as the ORM stores it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import select, text
+
+from befriend.server.storage import models
+from befriend.server.storage.bulk import bulk_insert, db_value, insert_tuples
+from befriend.server.storage.db import Database
+from befriend.server.storage.repositories import key_from_db, key_to_db
+
+T0 = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+# The same instant in another zone: stored (and read back) as UTC.
+T1 = datetime(2026, 3, 4, 12, 0, 0, 1, tzinfo=timezone(timedelta(hours=8)))
+BIG = (1 << 64) - 12345  # an identity key past int64: stored as a negative int8
+ODD = 'tab\there, newline\nthere, back\\slash, quote\' "dq", 中文, \N{SNOWMAN}'
+RAW = bytes(range(256)) + b"\\N\t\n\x00"
+PROVENANCE: Any = {"name": {"source": 2, "note": ODD}, "numbers": [1, None, True, 2.5]}
+
+
+def _user(db: Database, user_id: str) -> int:
+    with db.transaction() as s:
+        s.add(models.User(id=user_id, display_name=user_id, created_at=T0, updated_at=T0))
+        s.flush()
+        book = models.AddressBook(
+            user_id=user_id, book_id="phone", kind=1, created_at=T0, updated_at=T0
+        )
+        s.add(book)
+        s.flush()
+        return book.id
+
+
+def _entry(book: int, entry_id: str, **over: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "book_pk": book,
+        "user_id": "u1",
+        "entry_id": entry_id,
+        "raw": RAW,
+        "raw_media_type": ODD,
+        "content_hash": "h" * 64,
+        "contact": b"",
+        "upload_pk": (1 << 62) + 7,
+        "created_at": T0,
+        "updated_at": T1,
+        "provenance": PROVENANCE,
+        "version": 2_000_000_000,
+        "change_seq": -(1 << 63),
+        "change_origin": 32767,
+        "change_device": "",
+        "changed_fields": "a,b",
+    }
+    row.update(over)
+    return row
+
+
+def _stored(db: Database, table: Any, where: Any) -> list[tuple[Any, ...]]:
+    with db.transaction(readonly=True) as s:
+        return [tuple(r) for r in s.execute(select(table).where(where).order_by(table.c[0]))]
+
+
+def test_bulk_insert_stores_every_type_as_the_orm_does(db: Database) -> None:
+    book = _user(db, "u1")
+    t = models.table(models.ContactEntry)
+    rows = [
+        _entry(book, "bulk-1"),
+        _entry(book, "bulk-2", provenance=None, upload_pk=None, contact=b"x" * 70_000),
+        _entry(book, "bulk-3", provenance=[ODD, 0], raw=b"", changed_fields=ODD),
+    ]
+    with db.transaction() as s:
+        bulk_insert(s, t, rows)
+        for row in rows:  # the same values through the ORM, under other entry ids
+            s.add(models.ContactEntry(**{**row, "entry_id": "orm" + row["entry_id"][4:]}))
+    bulk = _stored(db, t, t.c.entry_id.like("bulk-%"))
+    orm = _stored(db, t, t.c.entry_id.like("orm-%"))
+    assert len(bulk) == len(orm) == 3
+    entry_id = list(t.c.keys()).index("entry_id")
+    for b, o, row in zip(bulk, orm, rows, strict=True):
+        assert b[entry_id] == row["entry_id"]
+        cut = [v for i, v in enumerate(b) if i not in (0, entry_id)]
+        assert cut == [v for i, v in enumerate(o) if i not in (0, entry_id)]
+        by_name = dict(zip(t.c.keys(), b, strict=True))
+        for name, value in row.items():
+            assert by_name[name] == value, name
+        assert by_name["created_at"].tzinfo is not None
+    with db.transaction(readonly=True) as s:
+        # the JSON documents themselves, not only their parsed values: byte for byte the ORM's
+        docs = s.execute(
+            text("SELECT entry_id, CAST(provenance AS TEXT) FROM contact_entries ORDER BY entry_id")
+        ).all()
+    by_entry: dict[str, str | None] = {e: doc for e, doc in docs}
+    for n in "13":
+        assert by_entry[f"bulk-{n}"] == by_entry[f"orm-{n}"]
+    # None is NULL (the ORM writes the JSON null; both read back as None), as it always was
+    assert by_entry["bulk-2"] is None
+
+
+def test_bulk_insert_booleans(db: Database) -> None:
+    _user(db, "u1")
+    with db.transaction() as s:
+        merge = models.MergeRow(
+            merge_id="m1", user_id="u1", plan_id="p1", applied_at=T0, undone_at=None
+        )
+        s.add(merge)
+        s.flush()
+        t = models.table(models.MergeContact)
+        bulk_insert(s, t, [{"merge_pk": merge.id, "entry_pk": 7, "created": c} for c in (1, 0)])
+        bulk_insert(s, t, [{"merge_pk": merge.id, "entry_pk": 8, "created": c} for c in (True,)])
+    stored = _stored(db, t, t.c.merge_pk == merge.id)
+    assert [(e, c) for _, _, e, c in stored] == [(7, True), (7, False), (8, True)]
+
+
+def test_insert_tuples_round_trips(db: Database) -> None:
+    _user(db, "u1")
+    t = models.table(models.EntryKey)
+    rows = [
+        (1, "u1", 1, key_to_db(BIG), None, "+8613800000000"),
+        (1, "u1", 2, key_to_db(5), 1234567, ODD),
+        (2, "u1", 3, None, (1 << 63) - 1, ""),
+    ]
+    with db.transaction() as s:
+        insert_tuples(s, t, ("entry_pk", "user_id", "kind", "key", "weak_key", "value"), rows)
+    stored = _stored(db, t, t.c.user_id == "u1")
+    assert [r[1:] for r in stored] == rows
+    assert key_from_db(stored[0][4]) == BIG
+    # datetimes as db_value gives them (the buddy and event writers)
+    e = models.table(models.BuddyEvent)
+    with db.transaction() as s:
+        at = db_value(s, e, "created_at", T1)
+        insert_tuples(
+            s, e, ("user_id", "type", "other_id", "created_at"), [("u1", 1, "u2", at)] * 2
+        )
+    events = _stored(db, e, e.c.user_id == "u1")
+    assert [r[1:] for r in events] == [("u1", 1, "u2", T1)] * 2
+    assert events[0][4].utcoffset() == timedelta(0)

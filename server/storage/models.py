@@ -203,7 +203,8 @@ class EntryKey(Base):
             postgresql_where=text("key IS NULL"),
         ),
         Index("ix_entry_keys_entry_pk", "entry_pk"),
-        Index("ix_entry_keys_user_key", "user_id", "key"),
+        # every column a whole-book read needs (migration 0010): read from the index alone
+        Index("ix_entry_keys_user_key", "user_id", "key", "entry_pk", "kind"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

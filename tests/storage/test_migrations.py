@@ -105,6 +105,6 @@ def test_upgrade_through_0007_and_0008_keeps_books_and_member_rows(empty_url: st
     for table in ("contact_entries", "entry_keys", "buddies", "buddy_events"):
         assert found.get_foreign_keys(table) == []
     indexes = {i["name"]: i["column_names"] for i in found.get_indexes("entry_keys")}
-    assert indexes["ix_entry_keys_user_key"] == ["user_id", "key"]
+    assert indexes["ix_entry_keys_user_key"] == ["user_id", "key", "entry_pk", "kind"]
     assert "ix_entry_keys_user_id" not in indexes and "ix_entry_keys_key" in indexes
     engine.dispose()

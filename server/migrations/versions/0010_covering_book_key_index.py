@@ -25,9 +25,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     """Upgrade schema."""
     op.drop_index("ix_entry_keys_user_key", table_name="entry_keys")
-    op.create_index(
-        "ix_entry_keys_user_key", "entry_keys", ["user_id", "key", "entry_pk", "kind"]
-    )
+    op.create_index("ix_entry_keys_user_key", "entry_keys", ["user_id", "key", "entry_pk", "kind"])
 
 
 def downgrade() -> None:

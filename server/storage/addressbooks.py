@@ -20,7 +20,13 @@ from befriend.server.records import (
     UploadState,
 )
 from befriend.server.storage import models
-from befriend.server.storage.bulk import bulk_insert, bulk_update, insert_returning, insert_tuples
+from befriend.server.storage.bulk import (
+    bulk_insert,
+    bulk_update,
+    db_value,
+    insert_returning,
+    insert_tuples,
+)
 from befriend.server.storage.changes import ChangeStamp
 from befriend.server.storage.repositories import key_from_db, key_to_db
 
@@ -37,6 +43,8 @@ Remerge = Callable[
 # entry_keys rows (entry_pk, user_id, kind, key as stored, weak_key, value)
 KeyRow = tuple[int, str, int, int | None, int | None, str]
 _KEY_COLUMNS = ("entry_pk", "user_id", "kind", "key", "weak_key", "value")
+# contact_entries columns of an uploaded entry (beside the constants of its chunk)
+_ENTRY_COLUMNS = ("entry_id", "raw", "raw_media_type", "content_hash", "contact")
 
 
 @dataclass
@@ -455,6 +463,68 @@ class AddressBookRepository:
                 )
         return len(changed) + len(fresh)
 
+    def _insert_new_pg(
+        self,
+        book_pk: int,
+        constants: dict[str, Any],
+        rows: Sequence[tuple[str, bytes, str, str, bytes]],
+    ) -> dict[str, int]:
+        """PostgreSQL: insert the ``rows`` (over _ENTRY_COLUMNS, with the ``constants``) whose
+        entry_id the book does not hold; returns entry_id -> primary key of those inserted
+        (an entry_id given twice is inserted once, as INSERT … ON CONFLICT DO NOTHING did).
+
+        One query reads which entry_ids the book holds and draws a primary key from the
+        table's sequence for each of the others, then one binary COPY writes the new rows
+        with their keys: ~35 % less database time than one INSERT … SELECT unnest(…) ON
+        CONFLICT DO NOTHING RETURNING (71 -> 45 ms for 4,000 rows), which checks and
+        returns row by row. Keys are handed out in entry order, as that INSERT did.
+
+        No other transaction can insert one of these entry_ids between the read and the
+        COPY: every writer of a user's contacts (uploads, merges, user edits) takes the
+        user's change number first, which locks the user's change_counters row until it
+        commits (``ChangeStamp``), and ``write_entries`` takes it before calling this. So a
+        concurrent upload to the same book waits for this transaction, and its read (a new
+        snapshot per statement under READ COMMITTED) then sees these rows as held. A writer
+        breaking that rule would meet uq_contact_entries_book_entry: an IntegrityError that
+        rolls the transaction back (nothing half-written)."""
+        wanted = list(dict.fromkeys(row[0] for row in rows))
+        found = (
+            self.s.connection()
+            .exec_driver_sql(
+                # One probe of the (book_pk, entry_id) unique index per entry id (a LATERAL
+                # subquery, OFFSET 0 keeps it from being flattened): with ``entry_id =
+                # ANY(ids)`` and statistics from before the book grew (a book being uploaded)
+                # the planner reads all of the book's rows and filters them by the list
+                # (seen: 39 ms a chunk). %b: binary parameters (a text-format array of
+                # strings costs a regex escape per element in psycopg). The sequence is
+                # looked up once (a subquery): by pg_get_serial_sequence for each row,
+                # 2,000 keys took 5.6 ms, not 0.5.
+                "WITH held AS MATERIALIZED (SELECT h.entry_id, h.id "
+                "FROM unnest(%b::text[]) AS u(entry_id) CROSS JOIN LATERAL "
+                "(SELECT entry_id, id FROM contact_entries "
+                "WHERE book_pk = %b AND entry_id = u.entry_id OFFSET 0) AS h) "
+                "SELECT entry_id, id FROM held UNION ALL SELECT NULL, nextval("
+                "(SELECT pg_get_serial_sequence('contact_entries', 'id')::regclass)) "
+                "FROM generate_series(1, %b - (SELECT count(*) FROM held))",
+                (wanted, book_pk, len(wanted)),
+            )
+            .all()
+        )
+        held = {entry_id for entry_id, _ in found if entry_id is not None}
+        fresh = iter(sorted(pk for entry_id, pk in found if entry_id is None))
+        t = models.table(models.ContactEntry)
+        shared = tuple(db_value(self.s, t, c, v) for c, v in constants.items())
+        inserted: dict[str, int] = {}
+        new_rows: list[tuple[Any, ...]] = []
+        for row in rows:
+            entry_id = row[0]
+            if entry_id in held or entry_id in inserted:
+                continue
+            pk = inserted[entry_id] = next(fresh)
+            new_rows.append((pk, *shared, *row))
+        insert_tuples(self.s, t, ("id", *constants, *_ENTRY_COLUMNS), new_rows)
+        return inserted
+
     def write_entries(
         self,
         user_id: str,
@@ -471,37 +541,45 @@ class AddressBookRepository:
     ) -> int:
         """``upsert_entries`` for an upload chunk (``hashes[i]``: the content hash of
         ``entries[i]``): the entries the book lacks are inserted by one statement that skips
-        the ones it holds, and their keys by one bulk insert (``key_rows`` maps the entries'
-        primary keys, -1 for none, to their entry_keys rows); only the entries the book held
-        go through ``upsert_entries`` (``key_records`` turns their rows into records).
+        the ones it holds (PostgreSQL: one lookup and one COPY, ``_insert_new_pg``), and
+        their keys by one bulk insert (``key_rows`` maps the entries' primary keys, -1 for
+        none, to their entry_keys rows); only the entries the book held go through
+        ``upsert_entries`` (``key_records`` turns their rows into records).
         Returns how many entries changed."""
         if not entries:
             return 0
         e = models.ContactEntry
         unstamped = not stamp.taken
-        inserted = dict(
-            (entry_id, pk)
-            for pk, entry_id in insert_returning(
-                self.s,
-                models.table(e),
-                {
-                    "book_pk": book_pk,
-                    "user_id": user_id,
-                    "upload_pk": upload_pk,
-                    "created_at": now,
-                    "updated_at": now,
-                    "version": 1,
-                    **stamp.values(),
-                },
-                ("entry_id", "raw", "raw_media_type", "content_hash", "contact"),
-                [
-                    (x.entry_id, x.raw, x.media_type, h, x.contact)
-                    for x, h in zip(entries, hashes, strict=True)
-                ],
-                conflict=("book_pk", "entry_id"),
-                returning=("id", "entry_id"),
+        # The change number first: it locks the user's change counter until commit, which
+        # every writer of the user's contacts takes before inserting (see _insert_new_pg).
+        constants = {
+            "book_pk": book_pk,
+            "user_id": user_id,
+            "upload_pk": upload_pk,
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
+            **stamp.values(),
+        }
+        rows = [
+            (x.entry_id, x.raw, x.media_type, h, x.contact)
+            for x, h in zip(entries, hashes, strict=True)
+        ]
+        if self.s.get_bind().dialect.name == "postgresql":
+            inserted = self._insert_new_pg(book_pk, constants, rows)
+        else:
+            inserted = dict(
+                (entry_id, pk)
+                for pk, entry_id in insert_returning(
+                    self.s,
+                    models.table(e),
+                    constants,
+                    _ENTRY_COLUMNS,
+                    rows,
+                    conflict=("book_pk", "entry_id"),
+                    returning=("id", "entry_id"),
+                )
             )
-        )
         if not inserted and unstamped:
             stamp.give_back()  # nothing new: the number goes to the first real change
         pks = [inserted.get(x.entry_id, -1) for x in entries]

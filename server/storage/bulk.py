@@ -10,6 +10,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from psycopg.types.string import BytesBinaryDumper
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -33,10 +34,14 @@ from sqlalchemy.orm import Session
 def _processor(table: Table, column: str, dialect: Dialect) -> Callable[[Any], Any] | None:
     """How a value of the column is bound, as the ORM would bind it, minus driver work that
     changes nothing stored: on SQLite a datetime becomes the string the sqlite3 module's
-    default adapter writes (``isoformat(" ")``), and bytes stay bytes (not a memoryview)."""
+    default adapter writes (``isoformat(" ")``), and bytes stay bytes (not a memoryview);
+    on PostgreSQL bytes stay bytes too (not psycopg's DB-API ``Binary`` wrapper, which binary
+    COPY's compiled bytea dumper does not take) and JSON is the document as a string."""
     kind = table.c[column].type
     proc = kind.bind_processor(dialect)
     if dialect.name == "postgresql":
+        if isinstance(kind, LargeBinary):
+            return None
         return json.dumps if isinstance(kind, JSON) else proc
     if dialect.name != "sqlite":
         return proc
@@ -110,11 +115,16 @@ def _copy_in(
     types = _copy_types(table, tuple(columns))
     raw: Any = conn.connection.dbapi_connection  # a psycopg Connection
     binary = " (FORMAT BINARY)" if types is not None else ""
-    with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({names}) FROM STDIN{binary}") as copy:
-        if types is not None:
-            copy.set_types(types)
-        for row in rows:
-            copy.write_row(row)
+    with raw.cursor() as cur:
+        if types is not None and "bytea" in types:
+            # By type, psycopg dumps bytea through its DB-API Binary wrapper's dumper, in
+            # Python (~0.4 µs a value); the values are bytes: its compiled dumper of bytes.
+            cur.adapters.register_dumper(None, BytesBinaryDumper)
+        with cur.copy(f"COPY {table.name} ({names}) FROM STDIN{binary}") as copy:
+            if types is not None:
+                copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
 
 
 def insert_tuples(

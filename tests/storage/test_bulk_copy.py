@@ -1,15 +1,23 @@
-"""The bulk write paths (server/storage/bulk.py) on SQLite and PostgreSQL (binary COPY): every
-column type round-trips exactly as the ORM stores it."""
+"""The bulk write paths on SQLite and PostgreSQL (binary COPY): every column type round-trips
+exactly as the ORM stores it; an upload chunk's entries (written on PostgreSQL by a lookup of
+the held entry ids and a COPY of the others) are never stored twice."""
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import select, text
+from sqlalchemy.orm import Session
 
+from befriend.server.records import EntryInput, EntryKeyRecord, IdentityKind
 from befriend.server.storage import models
+from befriend.server.storage.addressbooks import AddressBookRepository, KeyRow
 from befriend.server.storage.bulk import bulk_insert, db_value, insert_tuples
+from befriend.server.storage.changes import ORIGIN_DEVICE_UPLOAD
 from befriend.server.storage.db import Database
 from befriend.server.storage.repositories import key_from_db, key_to_db
 
@@ -136,3 +144,110 @@ def test_insert_tuples_round_trips(db: Database) -> None:
     events = _stored(db, e, e.c.user_id == "u1")
     assert [r[1:] for r in events] == [("u1", 1, "u2", T1)] * 2
     assert events[0][4].utcoffset() == timedelta(0)
+
+
+# -- AddressBookRepository.write_entries: PostgreSQL looks up held entry ids and COPYs the rest
+
+
+def _inputs(names: list[str], version: str = "") -> list[EntryInput]:
+    return [
+        EntryInput(n, f"raw {n}{version}".encode(), "text/vcard", "", f"{n}{version}".encode())
+        for n in names
+    ]
+
+
+def _key_rows(pks: Sequence[int]) -> list[KeyRow]:
+    return [(pk, "u1", 1, key_to_db(BIG - i), None, f"+{i}") for i, pk in enumerate(pks) if pk >= 0]
+
+
+def _records(rows: Sequence[KeyRow]) -> list[EntryKeyRecord]:
+    return [
+        EntryKeyRecord(IdentityKind(kind), key_from_db(k) if k is not None else None, w, v)
+        for _, _, kind, k, w, v in rows
+    ]
+
+
+def _write(s: Session, book: int, entries: list[EntryInput]) -> int:
+    repo = AddressBookRepository(s)
+    return repo.write_entries(
+        "u1",
+        book,
+        1,
+        entries,
+        [hashlib.sha256(x.raw).hexdigest() for x in entries],
+        _key_rows,
+        _records,
+        T0,
+        repo.stamp("u1", ORIGIN_DEVICE_UPLOAD, "d"),
+    )
+
+
+def _entries(db: Database) -> list[tuple[int, str, bytes, int]]:
+    """(pk, entry_id, contact, how many key rows) of every stored entry, by pk."""
+    with db.transaction(readonly=True) as s:
+        rows = s.execute(
+            text(
+                "SELECT e.id, e.entry_id, e.contact, "
+                "(SELECT count(*) FROM entry_keys k WHERE k.entry_pk = e.id) "
+                "FROM contact_entries e ORDER BY e.id"
+            )
+        ).all()
+    return [(pk, entry_id, bytes(contact), n) for pk, entry_id, contact, n in rows]
+
+
+def test_write_entries_resent_entries_are_not_duplicated(db: Database) -> None:
+    book = _user(db, "u1")
+    names = [f"c{i:02d}" for i in range(7)]
+    with db.transaction() as s:
+        assert _write(s, book, _inputs(names[:5])) == 5
+    first = _entries(db)
+    # new keys in entry order, one key row each
+    assert [(e, n) for _, e, _, n in first] == [(e, 1) for e in names[:5]]
+    # the same chunk again, then again with one changed entry and two new ones: stored
+    # entries keep their primary key, nothing is written twice
+    with db.transaction() as s:
+        assert _write(s, book, _inputs(names[:5])) == 0
+        assert _write(s, book, _inputs(names[:2], "v2") + _inputs(names[2:])) == 4
+    after = _entries(db)
+    assert after[:5] == [
+        (pk, e, c if e not in names[:2] else f"{e}v2".encode(), 1) for pk, e, c, _ in first
+    ]
+    assert [(e, n) for _, e, _, n in after[5:]] == [(e, 1) for e in names[5:]]
+
+
+def test_write_entries_an_entry_id_twice_in_one_call_is_stored_once(db: Database) -> None:
+    book = _user(db, "u1")
+    entries = _inputs(["a", "b"]) + _inputs(["a"], "v2")
+    with db.transaction() as s:
+        _write(s, book, entries)
+    assert [(e, c) for _, e, c, _ in _entries(db)] == [("a", b"a"), ("b", b"b")]
+
+
+def test_concurrent_uploads_of_the_same_entries(db: Database) -> None:
+    """A second upload of the same entry ids to the same book waits for the first (the
+    user's change counter lock, taken before the lookup) and then finds them held."""
+    book = _user(db, "u1")
+    names = [f"c{i}" for i in range(20)]
+    wrote, done = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        wrote.wait()
+        try:
+            with db.transaction() as s:
+                _write(s, book, _inputs(names, "v2"))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=second)
+    worker.start()
+    with db.transaction() as s:
+        _write(s, book, _inputs(names))
+        wrote.set()
+        assert not done.wait(0.5)  # the second upload waits for this transaction
+    worker.join(30)
+    assert not errors
+    stored = _entries(db)
+    assert [(e, c, n) for _, e, c, n in stored] == [(e, f"{e}v2".encode(), 1) for e in names]

@@ -418,7 +418,7 @@ class MatchRepository:
         ids = sorted(set(others) - {user_id})
         if not ids:
             return []
-        cols = "SELECT owner_id, other_id, kind, key, key_kind, entry_pk, origin FROM buddies"
+        cols = "SELECT owner_id, other_id, kind, key, key_kind, entry_pk, origin, id FROM buddies"
         rows = self._rows(
             f"{cols} WHERE owner_id = %s AND {self._in('other_id', 'text')} UNION ALL "
             f"{cols} WHERE other_id = %s AND {self._in('owner_id', 'text')}",
@@ -427,24 +427,27 @@ class MatchRepository:
             user_id,
             self._list(ids),
         )
+        # (owner, other) -> id of the rows just read, for update_rows
+        self._read_ids: dict[tuple[str, str], int] = {(o, t): pk for o, t, *_, pk in rows}
         return [
             BuddyState(o, t, kind, key_from_db(k), kk, e, origin)
-            for o, t, kind, k, kk, e, origin in rows
+            for o, t, kind, k, kk, e, origin, _ in rows
         ]
 
     # -- buddy rows ---------------------------------------------------------------------
     def rows_involving(self, user_id: str) -> list[BuddyState]:
         """Every row the user owns or is the other of."""
-        cols = "SELECT owner_id, other_id, kind, key, key_kind, entry_pk, origin FROM buddies"
+        cols = "SELECT owner_id, other_id, kind, key, key_kind, entry_pk, origin, id FROM buddies"
         rows = self._rows(
             f"{cols} WHERE owner_id = %s UNION ALL {cols} WHERE other_id = %s AND owner_id <> %s",
             user_id,
             user_id,
             user_id,
         )
+        self._read_ids = {(o, t): pk for o, t, *_, pk in rows}  # for update_rows
         return [
             BuddyState(o, t, kind, k + _U64 if k < 0 else k, kk, e, origin)
-            for o, t, kind, k, kk, e, origin in rows
+            for o, t, kind, k, kk, e, origin, _ in rows
         ]
 
     def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -471,12 +474,48 @@ class MatchRepository:
         )
 
     def update_rows(self, rows: Sequence[BuddyState], now: datetime) -> None:
-        """Rewrite changed rows (one executemany). Not one UPDATE ... FROM unnest(arrays) on
-        PostgreSQL: its planner joins through ix_buddies_other_id, which for a user many
-        hold (every row to them shares the other_id) reads all their rows per row."""
+        """Rewrite changed rows.
+
+        PostgreSQL: the rows this repository's last ``member_rows_between`` or
+        ``rows_involving`` read (it remembers their ids; a row's pair never changes, ids are
+        never reused) by one UPDATE … FROM unnest(arrays) joined on the primary key only; a
+        row deleted or replaced since is updated by its pair, below. 1,400 one-way rows to
+        one member turned full, among 1M rows: 20-27 ms, against 23-29 ms for the
+        executemany by (owner_id, other_id) when that probes the unique index (min of 8,
+        four runs; upload benchmark: 23 and 34 ms against 29 and 54). But the planner may
+        serve a lookup by a parameterised (owner_id, other_id) through ix_buddies_other_id,
+        reading for each row every row that names a member many hold: 498-582 ms for that
+        executemany on a table whose other_id values look distinct, and an UPDATE … FROM
+        unnest joined on the pair, or a lookup of the ids by pair, goes the same way (so
+        does this UPDATE as a generic plan if it also compares the pair: 650-890 ms).
+
+        Other rows, and every row on SQLite: one executemany by (owner_id, other_id)."""
         if not rows:
             return
         at = db_value(self.s, models.table(models.BuddyRow), "updated_at", now)
+        known: dict[tuple[str, str], int] = getattr(self, "_read_ids", {})
+        if self._pg() and known:
+            picked = [r for r in rows if (r.owner_id, r.other_id) in known]
+            if picked:
+                updated = self._rows(
+                    "UPDATE buddies SET kind = u.kind, key = u.key, key_kind = u.key_kind, "
+                    "entry_pk = u.entry_pk, origin = u.origin, updated_at = %s "
+                    "FROM unnest(%s::bigint[], %s::smallint[], %s::bigint[], %s::smallint[], "
+                    "%s::bigint[], %s::smallint[]) "
+                    "AS u(id, kind, key, key_kind, entry_pk, origin) "
+                    "WHERE buddies.id = u.id RETURNING buddies.id",
+                    at,
+                    [known[r.owner_id, r.other_id] for r in picked],
+                    [r.kind for r in picked],
+                    [key_to_db(r.key) for r in picked],
+                    [r.key_kind for r in picked],
+                    [r.entry_pk for r in picked],
+                    [r.origin for r in picked],
+                )
+                done = {pk for (pk,) in updated}
+                rows = [r for r in rows if known.get((r.owner_id, r.other_id)) not in done]
+                if not rows:
+                    return
         self._many(
             "UPDATE buddies SET kind = %s, key = %s, key_kind = %s, entry_pk = %s, origin = %s, "
             "updated_at = %s WHERE owner_id = %s AND other_id = %s",

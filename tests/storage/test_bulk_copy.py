@@ -19,6 +19,7 @@ from befriend.server.storage.addressbooks import AddressBookRepository, KeyRow
 from befriend.server.storage.bulk import bulk_insert, db_value, insert_tuples
 from befriend.server.storage.changes import ORIGIN_DEVICE_UPLOAD
 from befriend.server.storage.db import Database
+from befriend.server.storage.matching import BuddyState, MatchRepository
 from befriend.server.storage.repositories import key_from_db, key_to_db
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
@@ -251,3 +252,52 @@ def test_concurrent_uploads_of_the_same_entries(db: Database) -> None:
     assert not errors
     stored = _entries(db)
     assert [(e, c, n) for _, e, c, n in stored] == [(e, f"{e}v2".encode(), 1) for e in names]
+
+
+# -- MatchRepository.update_rows: by the ids its reads remembered (PostgreSQL), else by pair
+
+
+def test_update_rows_by_remembered_ids_and_by_pair(db: Database) -> None:
+    def row(owner: str, other: str, kind: int, key: int, entry: int | None) -> BuddyState:
+        return BuddyState(owner, other, kind, key, 1, entry, 1)
+
+    stored = [
+        row("a", "b", 2, 5, 1),
+        row("b", "a", 2, 6, 2),
+        row("a", "c", 2, 7, None),
+        row("c", "a", 2, BIG, 3),
+        row("a", "d", 2, 8, 4),
+        row("e", "a", 2, 9, 5),
+    ]
+    with db.transaction() as s:
+        MatchRepository(s).insert_rows(stored, T0)
+    later = T0 + timedelta(hours=1)
+    changed = [
+        row("a", "b", 1, BIG - 1, None),
+        row("b", "a", 1, 6, None),
+        row("c", "a", 1, BIG, 30),
+        row("a", "d", 1, 8, 4),
+        row("e", "a", 1, 9, 5),
+    ]
+    with db.transaction() as s:
+        repo = MatchRepository(s)
+        read = repo.member_rows_between("a", ["b", "c", "d"])
+        assert sorted(read) == sorted(stored[:5])
+        # since the read, c -> a was replaced (a new row id) by another writer of the
+        # transaction: it is still updated, by its pair; e -> a was not read at all
+        other = MatchRepository(s)
+        other.delete_rows([stored[3]])
+        other.insert_rows([stored[3]], T0)
+        repo.update_rows(changed, later)
+    with db.transaction(readonly=True) as s:
+        after = MatchRepository(s).rows_involving("a")
+        t = models.table(models.BuddyRow)
+        stamps = dict(
+            ((o, u), at)
+            for o, u, at in s.execute(select(t.c.owner_id, t.c.other_id, t.c.updated_at))
+        )
+    assert sorted(after) == sorted([*changed, stored[2]])
+    assert {pair: at for pair, at in stamps.items() if at == later} == {
+        (r.owner_id, r.other_id): later for r in changed
+    }
+    assert stamps["a", "c"] == T0

@@ -375,7 +375,8 @@ def identity_hash(kind: bytes, normalized: str) -> int:
 
 
 def _has_space(s: str) -> bool:
-    return any(c.isspace() for c in s)
+    # str.split() cuts at exactly the characters str.isspace() accepts
+    return bool(s) and s.split() != [s]
 
 
 def email_key(raw: str) -> tuple[str, int]:

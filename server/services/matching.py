@@ -274,9 +274,8 @@ def match_pending(
     if taken is None and not changed:
         return []
     todo = (taken or set()) | {int(k) for k in keys}
-    whole = len(todo) > RESTRICTED_KEYS and len(todo) >= WHOLE_BOOK_SHARE * repo.book_key_count(
-        user_id
-    )
+    many = len(todo) > RESTRICTED_KEYS
+    whole = many and len(todo) >= WHOLE_BOOK_SHARE * repo.book_key_count(user_id)
     return match_user(
         repo, registry, user_id, now, ORIGIN_ADDRESS_BOOK, keys=None if whole else todo
     )

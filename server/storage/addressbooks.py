@@ -60,10 +60,10 @@ class KeyDelta:
 
     def note(self, stored_keys: Iterable[int | None]) -> None:
         """Record rows by their key as stored (signed; None for a weak-only row)."""
-        for k in stored_keys:
+        stored = list(stored_keys)
+        if stored:
             self.changed = True
-            if k is not None:
-                self.keys.add(key_from_db(k))
+            self.keys.update(key_from_db(k) for k in stored if k is not None)
 
 
 def key_row_dicts(

@@ -215,7 +215,12 @@ def insert_returning(
         params: list[Any] = list(consts)
         for row in part:
             params.extend(row)
-        out.extend(tuple(r) for r in conn.exec_driver_sql(sql, tuple(params)))
+        # At the DBAPI cursor: SQLAlchemy's result fetches the returned rows one by one.
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            out.extend(cur.execute(sql, params).fetchall())
+        finally:
+            cur.close()
     return out
 
 

@@ -76,25 +76,23 @@ def _pg_copy_type(kind: Any) -> str | None:
     t = kind.dialect_impl(_PG)
     if isinstance(t, TypeDecorator):
         t = t.load_dialect_impl(_PG).dialect_impl(_PG)
-    if isinstance(t, Boolean):
-        return "bool"
-    if isinstance(t, SmallInteger):
-        return "int2"
-    if isinstance(t, BigInteger):
-        return "int8"
-    if isinstance(t, Integer):
-        return "int4"
-    if isinstance(t, String):
-        return "text"
-    if isinstance(t, LargeBinary):
-        return "bytea"
     if isinstance(t, DateTime):
         return "timestamptz" if t.timezone else "timestamp"
     if isinstance(t, postgresql.JSONB):
         return None
-    if isinstance(t, JSON):
-        return "text"
-    return None
+    return next((name for base, name in _COPY_TYPES if isinstance(t, base)), None)
+
+
+# (SQLAlchemy type, PostgreSQL binary COPY type), subclasses before their bases
+_COPY_TYPES: tuple[tuple[type[Any], str], ...] = (
+    (Boolean, "bool"),
+    (SmallInteger, "int2"),
+    (BigInteger, "int8"),
+    (Integer, "int4"),
+    (String, "text"),
+    (LargeBinary, "bytea"),
+    (JSON, "text"),
+)
 
 
 @lru_cache(maxsize=128)

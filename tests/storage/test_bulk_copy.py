@@ -21,6 +21,7 @@ from befriend.server.storage.changes import ORIGIN_DEVICE_UPLOAD
 from befriend.server.storage.db import Database
 from befriend.server.storage.matching import BuddyState, MatchRepository
 from befriend.server.storage.repositories import key_from_db, key_to_db
+from tests.storage.test_changes_feed import _user
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 # The same instant in another zone: stored (and read back) as UTC.
@@ -29,18 +30,6 @@ BIG = (1 << 64) - 12345  # an identity key past int64: stored as a negative int8
 ODD = 'tab\there, newline\nthere, back\\slash, quote\' "dq", 中文, \N{SNOWMAN}'
 RAW = bytes(range(256)) + b"\\N\t\n\x00"
 PROVENANCE: Any = {"name": {"source": 2, "note": ODD}, "numbers": [1, None, True, 2.5]}
-
-
-def _user(db: Database, user_id: str) -> int:
-    with db.transaction() as s:
-        s.add(models.User(id=user_id, display_name=user_id, created_at=T0, updated_at=T0))
-        s.flush()
-        book = models.AddressBook(
-            user_id=user_id, book_id="phone", kind=1, created_at=T0, updated_at=T0
-        )
-        s.add(book)
-        s.flush()
-        return book.id
 
 
 def _entry(book: int, entry_id: str, **over: Any) -> dict[str, Any]:

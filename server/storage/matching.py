@@ -141,6 +141,9 @@ def _chunks(values: Sequence[int], size: int = _BATCH) -> Iterable[Sequence[int]
 class MatchRepository:
     def __init__(self, session: Session) -> None:
         self.s = session
+        # (owner, other) -> id of the buddy rows the last member_rows_between or
+        # rows_involving read, for update_rows
+        self._read_ids: dict[tuple[str, str], int] = {}
 
     # -- driver-level statements ---------------------------------------------------------
     # The queries of the per-chunk match run at the driver: a SQLAlchemy select with an
@@ -427,8 +430,7 @@ class MatchRepository:
             user_id,
             self._list(ids),
         )
-        # (owner, other) -> id of the rows just read, for update_rows
-        self._read_ids: dict[tuple[str, str], int] = {(o, t): pk for o, t, *_, pk in rows}
+        self._read_ids = {(o, t): pk for o, t, *_, pk in rows}  # for update_rows
         return [
             BuddyState(o, t, kind, key_from_db(k), kk, e, origin)
             for o, t, kind, k, kk, e, origin, _ in rows
@@ -493,7 +495,7 @@ class MatchRepository:
         if not rows:
             return
         at = db_value(self.s, models.table(models.BuddyRow), "updated_at", now)
-        known: dict[tuple[str, str], int] = getattr(self, "_read_ids", {})
+        known = self._read_ids
         if self._pg() and known:
             picked = [r for r in rows if (r.owner_id, r.other_id) in known]
             if picked:

@@ -168,37 +168,21 @@ def insert_returning(
     """Insert ``rows`` (tuples over ``columns``, values needing no bind processing) with the
     ``constants`` (bound once, as the ORM binds them) in one statement per batch; rows whose
     ``conflict`` columns clash with a stored row are skipped. Returns the ``returning``
-    columns of the inserted rows. SQLite: one multi-row VALUES statement (the constants are
-    shared numbered parameters); PostgreSQL: one INSERT … SELECT from ``unnest`` of one
-    array per column."""
+    columns of the inserted rows. SQLite only: one multi-row VALUES statement (the constants
+    are shared numbered parameters). PostgreSQL writes such rows by a lookup and a binary
+    COPY instead (``AddressBookRepository._insert_new_pg``)."""
     if not rows:
         return []
     conn = session.connection()
     dialect = conn.dialect
+    if dialect.name != "sqlite":
+        raise NotImplementedError("insert_returning is SQLite's path")
     quote = dialect.identifier_preparer.quote
     consts = [db_value(session, table, c, v) for c, v in constants.items()]
     names = ", ".join(quote(c) for c in [*constants, *columns])
     on_conflict = f"ON CONFLICT ({', '.join(quote(c) for c in conflict)}) DO NOTHING"
     back = f"RETURNING {', '.join(quote(c) for c in returning)}"
     out: list[tuple[Any, ...]] = []
-    if dialect.name == "postgresql":
-        types = [table.c[c].type.compile(dialect=dialect) for c in columns]
-        arrays = ", ".join(f"%s::{t}[]" for t in types)
-        aliases = ", ".join(f"u{i}" for i in range(len(columns)))
-        sql = (
-            f"INSERT INTO {table.name} ({names}) "
-            f"SELECT {', '.join(['%s'] * len(consts))}, {aliases} "
-            f"FROM unnest({arrays}) WITH ORDINALITY AS u({aliases}, n) ORDER BY n "
-            f"{on_conflict} {back}"
-        )
-        pg_params = (*consts, *(list(col) for col in zip(*rows, strict=True)))
-        # Binary parameters (%b): psycopg writes text-format arrays of strings and bytes
-        # through a regex escape per element (~10 ms per 500-row chunk of contact entries).
-        raw: Any = conn.connection.dbapi_connection
-        with raw.cursor() as cur:
-            cur.execute(sql.replace("%s", "%b"), pg_params, binary=True)
-            out.extend(tuple(r) for r in cur.fetchall())
-        return out
     width = len(columns)
     batch = max(1, (30_000 - len(consts)) // width)  # SQLite's host-parameter limit is 32,766
     for start in range(0, len(rows), batch):

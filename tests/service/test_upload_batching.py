@@ -360,3 +360,21 @@ async def test_an_upload_that_never_commits_is_matched_by_the_job(
             await asyncio.sleep(0.05)
         assert (await alice.kinds())[f"users/{bob.id}"] == FULL
         assert (await bob.kinds())[f"users/{alice.id}"] == FULL
+
+
+async def test_an_empty_final_chunk_matches_the_chunks_before_it(
+    people: People, running_server: RunningServer
+) -> None:
+    alice = await member(people, running_server, "alice", "13900000001")
+    bob = await member(people, running_server, "bob", "13900000002")
+    await bob.upload(card("Alice", "+86 139 0000 0001"))
+    call = alice.sync.UploadContacts(None, metadata=alice.md)
+    await call.write(_alice_chunk(1, "13900000002", final=False))
+    assert isinstance(await call.read(), sync_pb2.UploadContactsResponse)
+    final = _alice_chunk(2, "", final=True)
+    del final.entries[:]  # nothing new: the commit alone matches chunk 1's keys
+    await call.write(final)
+    ack = await call.read()
+    assert isinstance(ack, sync_pb2.UploadContactsResponse) and ack.committed
+    await call.done_writing()
+    assert (await alice.kinds())[f"users/{bob.id}"] == FULL

@@ -221,9 +221,9 @@ def match_user(
     repo.serialize_matching()
     if keys is None or registry.weak:
         return _match_books(repo, registry, user_id, now, origin)
-    # Even for keys that are most of the books the restricted match is no dearer than the
-    # whole-book one (SQLite, 1M members, a 10,000-contact upload in batches of 4,000 keys:
-    # 64 vs 77 ms per batch), and it never grows with the size of the books.
+    # The restricted match never grows with the size of the books. The callers whose keys
+    # can be most of the books (an upload's final match, ``match_pending``) choose the
+    # whole-book pass themselves by passing keys=None.
     return _match_keys(repo, registry, user_id, {int(k) for k in keys}, now, origin)
 
 

@@ -316,6 +316,14 @@ def _alice_chunk(n: int, phone: str, *, final: bool) -> sync_pb2.UploadContactsR
     )
 
 
+async def _send(call: Any, req: sync_pb2.UploadContactsRequest) -> sync_pb2.UploadContactsResponse:
+    """Write one chunk on an open UploadContacts call and read its ack."""
+    await call.write(req)
+    ack = await call.read()
+    assert isinstance(ack, sync_pb2.UploadContactsResponse)
+    return ack
+
+
 async def test_an_upload_is_matched_when_its_final_chunk_commits(
     people: People, running_server: RunningServer
 ) -> None:
@@ -326,15 +334,11 @@ async def test_an_upload_is_matched_when_its_final_chunk_commits(
     call = alice.sync.UploadContacts(None, metadata=alice.md)
     # chunk 1 names bob, chunk 2 carol: each acked (stored) in its own transaction...
     for n, phone in ((1, "13900000002"), (2, "13900000003")):
-        await call.write(_alice_chunk(n, phone, final=False))
-        ack = await call.read()
-        assert isinstance(ack, sync_pb2.UploadContactsResponse)
+        ack = await _send(call, _alice_chunk(n, phone, final=False))
         assert ack.acknowledged_sequence_number == n and not ack.committed
     before = await alice.kinds()  # ...and matched only when the upload commits
     assert f"users/{bob.id}" not in before and f"users/{carol.id}" not in before
-    await call.write(_alice_chunk(3, "13700000000", final=True))
-    ack = await call.read()
-    assert isinstance(ack, sync_pb2.UploadContactsResponse) and ack.committed
+    assert (await _send(call, _alice_chunk(3, "13700000000", final=True))).committed
     await call.done_writing()
     kinds = await alice.kinds()
     assert kinds[f"users/{bob.id}"] == FULL and kinds[f"users/{carol.id}"] == ONE_WAY
@@ -349,9 +353,7 @@ async def test_an_upload_that_never_commits_is_matched_by_the_job(
         bob = await member(people, server, "bob", "13900000002")
         await bob.upload(card("Alice", "+86 139 0000 0001"))
         call = alice.sync.UploadContacts(None, metadata=alice.md)
-        await call.write(_alice_chunk(1, "13900000002", final=False))
-        ack = await call.read()
-        assert isinstance(ack, sync_pb2.UploadContactsResponse)
+        ack = await _send(call, _alice_chunk(1, "13900000002", final=False))
         assert ack.acknowledged_sequence_number == 1
         call.cancel()  # the stream drops before its final chunk
         for _ in range(200):  # the job runs every 0.1 s; 10 s at most
@@ -369,12 +371,9 @@ async def test_an_empty_final_chunk_matches_the_chunks_before_it(
     bob = await member(people, running_server, "bob", "13900000002")
     await bob.upload(card("Alice", "+86 139 0000 0001"))
     call = alice.sync.UploadContacts(None, metadata=alice.md)
-    await call.write(_alice_chunk(1, "13900000002", final=False))
-    assert isinstance(await call.read(), sync_pb2.UploadContactsResponse)
+    await _send(call, _alice_chunk(1, "13900000002", final=False))
     final = _alice_chunk(2, "", final=True)
     del final.entries[:]  # nothing new: the commit alone matches chunk 1's keys
-    await call.write(final)
-    ack = await call.read()
-    assert isinstance(ack, sync_pb2.UploadContactsResponse) and ack.committed
+    assert (await _send(call, final)).committed
     await call.done_writing()
     assert (await alice.kinds())[f"users/{bob.id}"] == FULL

@@ -4,8 +4,8 @@ What runs is the server's job itself: ``refresh.start`` + ``refresh.run`` (what 
 cron job and the RefreshMatches RPC call): read every book's keys, the users and their
 identities and every stored buddy row (member rows: full and one-way) from the database, build
 the member index, run the compiled ``bulk_match``, diff its member edges against the stored
-rows, and re-match only the users whose rows differ through the per-user path
-(``matching.match_user``), ``refresh.BATCH`` users per transaction, recording the job's
+rows, and re-match only the users whose rows differ by the whole-book rules
+(``matching.match_users``), ``refresh.BATCH`` users per transaction, recording the job's
 position after each batch. Phonebook buddies are not stored (migration 0007: they are derived
 from the books when the list is read), so they are neither loaded, read, diffed nor written.
 
@@ -89,10 +89,10 @@ READS = (
     "decision_users",
 )
 PER_USER = (
-    "book_keys",
+    "book_keys_of",
     "registry.lookup",
     "identity_keys_by_pk",
-    "own_keys",
+    "own_keys_of",
     "holders",
     "rows_involving",
     "decisions_involving",
@@ -366,14 +366,14 @@ def probed() -> Iterator[Probe]:
         from_arrays = staticmethod(p._timed("from_arrays", KeyIndex.from_arrays, True))
 
     p.replace(refresh, "KeyIndex", TimedKeyIndex)
-    match_user = matching.match_user
+    match_users = matching.match_users
 
-    def counting_match_user(repo: MatchRepository, reg: Registry, user_id: str, *a: Any) -> Any:
-        p.users.append(user_id)
-        return match_user(repo, reg, user_id, *a)
+    def counting(repo: MatchRepository, reg: Registry, users: Sequence[str], *a: Any) -> Any:
+        p.users.extend(users)
+        return match_users(repo, reg, users, *a)
 
-    p.replace(matching, "match_user", counting_match_user)
-    p.wrap(matching, "match_user")
+    p.replace(matching, "match_users", counting)
+    p.wrap(matching, "match_users")
     for name in ("delete_rows", "insert_rows", "update_rows"):
         inner = MatchRepository.__dict__[name]
 
@@ -433,8 +433,8 @@ def report(r: Run, contacts: int, member_rows: int) -> dict[str, float]:
     diff = (cu1 - bm1) - read_buddies
     scan = cu1 - cu0
     write = r.total - scan
-    per_user = t["match_user"]
-    n = max(1, p.count["match_user"])
+    per_user = t["match_users"]
+    n = max(1, len(p.users))
     print(f"{r.label}: {r.total:.2f} s end to end, {r.users:,} users re-matched", flush=True)
     print(
         f"  DB read of keys {read_keys:.2f} s (user ids {t['refresh_user_ids']:.2f}, identities "
@@ -454,13 +454,13 @@ def report(r: Run, contacts: int, member_rows: int) -> dict[str, float]:
         f"diff {diff:.2f} s (pair codes, set differences per kind)"
     )
     print(
-        f"  scan total (changed_users) {scan:.2f} s; DB write {write:.2f} s: match_user x "
-        f"{p.count['match_user']:,} = {per_user:.2f} s ({per_user / n * 1e3:.2f} ms/user), "
-        f"transactions + job rows {write - per_user:.2f} s"
+        f"  scan total (changed_users) {scan:.2f} s; DB write {write:.2f} s: match_users of "
+        f"{len(p.users):,} users in {p.count['match_users']:,} batches = {per_user:.2f} s "
+        f"({per_user / n * 1e3:.2f} ms/user), transactions + job rows {write - per_user:.2f} s"
     )
-    if p.count["match_user"]:
+    if p.count["match_users"]:
         inner = ", ".join(f"{k} {t[k]:.2f}" for k in PER_USER if t[k] >= 0.005)
-        print(f"    inside match_user (s): {inner}")
+        print(f"    inside match_users (s): {inner}")
         print(
             "    rows: "
             + ", ".join(f"{k.split('_')[0]} {p.rows[k]:,}" for k in p.rows)

@@ -156,21 +156,32 @@ def _pair_rows(
     return desired
 
 
-def _write(
-    repo: MatchRepository,
-    existing: Iterable[BuddyState],
-    desired: Iterable[BuddyState],
-    now: datetime,
-) -> list[tuple[str, int, str]]:
-    """Write the differences between the stored rows of some pairs and what they should be
-    (every (owner, other) of ``desired`` must be among those ``existing`` was read for);
-    return the events written: a new row or a changed kind tells its side."""
+Slot = tuple[str, str]  # (owner, other) of a buddy row
+Event = tuple[str, int, str]  # (user told, event type, other user)
+
+
+@dataclass
+class _Diff:
+    """What to write to bring the stored rows of some pairs to what they should be."""
+
+    delete: list[BuddyState]
+    insert: list[BuddyState]
+    update: list[BuddyState]  # the new row of each slot whose match changed
+    events: list[Event]
+
+
+def _diff(existing: Iterable[BuddyState], desired: Iterable[BuddyState]) -> _Diff:
+    """The differences between the stored rows of some pairs and what they should be
+    (every (owner, other) of ``desired`` must be among those ``existing`` was read for),
+    and the events they make: a new row or a changed kind tells its side."""
     before = {(r.owner_id, r.other_id): r for r in existing}
     after = {(r.owner_id, r.other_id): r for r in desired}
-    repo.delete_rows([r for s, r in before.items() if s not in after])
-    repo.insert_rows([r for s, r in after.items() if s not in before], now)
-    events: list[tuple[str, int, str]] = []
-    changed: list[BuddyState] = []
+    out = _Diff(
+        [r for s, r in before.items() if s not in after],
+        [r for s, r in after.items() if s not in before],
+        [],
+        [],
+    )
     for slot, row in after.items():
         old = before.get(slot)
         if old is not None and (old.kind, old.key, old.entry_pk) != (
@@ -178,16 +189,22 @@ def _write(
             row.key,
             row.entry_pk,
         ):
-            changed.append(row)
+            out.update.append(row)
         if old is not None and old.kind == row.kind:
             continue
         if row.kind == FULL:
-            events.append((row.owner_id, EVENT_NEW_MATCH, row.other_id))
+            out.events.append((row.owner_id, EVENT_NEW_MATCH, row.other_id))
         elif row.kind == ONE_WAY:
-            events.append((row.other_id, EVENT_ONE_WAY_REQUEST, row.owner_id))
-    repo.update_rows(changed, now)
-    repo.add_events(events, now)
-    return events
+            out.events.append((row.other_id, EVENT_ONE_WAY_REQUEST, row.owner_id))
+    return out
+
+
+def _write(repo: MatchRepository, diff: _Diff, now: datetime) -> list[Event]:
+    repo.delete_rows(diff.delete)
+    repo.insert_rows(diff.insert, now)
+    repo.update_rows(diff.update, now)
+    repo.add_events(diff.events, now)
+    return diff.events
 
 
 # -- entry point -------------------------------------------------------------------------
@@ -218,9 +235,9 @@ def match_user(
     commit and writes both directions."""
     if keys is not None and not keys and not registry.weak:
         return []
-    repo.serialize_matching()
     if keys is None or registry.weak:
-        return _match_books(repo, registry, user_id, now, origin)
+        return match_users(repo, registry, [user_id], now, origin)
+    repo.serialize_matching()
     # The restricted match never grows with the size of the books. The callers whose keys
     # can be most of the books (an upload's final match, ``match_pending``) choose the
     # whole-book pass themselves by passing keys=None.
@@ -281,24 +298,82 @@ def match_pending(
     )
 
 
-def _match_books(
-    repo: MatchRepository, registry: Registry, user_id: str, now: datetime, origin: int
-) -> list[tuple[str, int, str]]:
-    """Recompute every buddy row involving ``user_id`` from the user's whole books and the
-    books holding the user's own keys."""
-    book = repo.book_keys(user_id)
-    owner_of = _owners(repo, registry, (bk.key for bk in book))
-    a_has = _first_naming(book, owner_of, user_id)
-    own = [k for _, k in repo.own_keys(user_id)]
-    b_has = _first_holding(repo.holders(own), user_id)
-    if registry.weak:
-        _weak_matches(repo, registry, user_id, own, a_has, b_has)
-    existing = repo.rows_involving(user_id)
-    others = set(a_has) | set(b_has)
-    others |= {r.other_id for r in existing if r.owner_id == user_id}
-    others |= {r.owner_id for r in existing if r.other_id == user_id}
-    desired = _pair_rows(user_id, others, a_has, b_has, repo.decisions_involving(user_id), origin)
-    return _write(repo, existing, desired, now)
+def match_users(
+    repo: MatchRepository,
+    registry: Registry,
+    user_ids: Sequence[str],
+    now: datetime,
+    origin: int,
+) -> list[Event]:
+    """``match_user(keys=None)`` of each of ``user_ids`` in turn, with the same rows and
+    events as those calls made one after the other, but one statement per read for all of
+    them and one per kind of write: the refresh job's batches, the holders of a number
+    that registers.
+
+    The rules run user by user, in order, on a copy of the rows read (the books,
+    identities and decisions they read are never written by matching); each user's
+    changes go into the copy before the next user's turn, as the next call would read
+    them from the database. What differs at the end is written: a row one user's match
+    deletes and a later one's creates again (it never happens with one ``origin``: both
+    sides of a pair derive it from the same books) would be updated in place."""
+    users = list(dict.fromkeys(user_ids))
+    if not users:
+        return []
+    repo.serialize_matching()
+    books = repo.book_keys_of(users)
+    owner_of = _owners(repo, registry, (bk.key for book in books.values() for bk in book))
+    own = repo.own_keys_of(users)
+    holding: dict[int, list[str]] = {}
+    for u in users:
+        for k in own[u]:
+            holding.setdefault(k, []).append(u)
+    held: dict[str, list[tuple[str, BookKey]]] = {u: [] for u in users}
+    for holder, bk in repo.holders(list(holding)):
+        for u in holding[bk.key]:
+            held[u].append((holder, bk))
+    stored = repo.rows_involving(users)
+    decisions = repo.decisions_involving(users)
+
+    rows: dict[Slot, BuddyState] = {}  # the copy: every row involving one of the users
+    involving: dict[str, set[Slot]] = {u: set() for u in users}
+
+    def put(slot: Slot, row: BuddyState | None) -> None:
+        if row is None:
+            del rows[slot]
+        else:
+            rows[slot] = row
+        for side in slot:
+            if side in involving:
+                (involving[side].discard if row is None else involving[side].add)(slot)
+
+    for r in stored:
+        put((r.owner_id, r.other_id), r)
+    before = dict(rows)
+    events: list[Event] = []
+    for u in users:
+        a_has = _first_naming(books[u], owner_of, u)
+        b_has = _first_holding(held[u], u)
+        if registry.weak:
+            _weak_matches(repo, registry, u, own[u], a_has, b_has)
+        existing = [rows[slot] for slot in involving[u]]
+        others = set(a_has) | set(b_has)
+        others |= {o if o != u else t for o, t in involving[u]}
+        diff = _diff(existing, _pair_rows(u, others, a_has, b_has, decisions, origin))
+        for r in diff.delete:
+            put((r.owner_id, r.other_id), None)
+        for r in (*diff.insert, *diff.update):
+            put((r.owner_id, r.other_id), r)
+        events += diff.events
+    return _write(
+        repo,
+        _Diff(
+            [r for slot, r in before.items() if slot not in rows],
+            [r for slot, r in rows.items() if slot not in before],
+            [r for slot, r in rows.items() if slot in before and before[slot] != r],
+            events,
+        ),
+        now,
+    )
 
 
 def _match_keys(
@@ -330,8 +405,10 @@ def _match_keys(
     own = [k for _, k in repo.own_keys(user_id)]
     b_has = _first_holding(repo.holders_among(own, members), user_id)
     existing = repo.member_rows_between(user_id, members)
-    desired = _pair_rows(user_id, members, a_has, b_has, repo.decisions_involving(user_id), origin)
-    return _write(repo, existing, desired, now)
+    desired = _pair_rows(
+        user_id, members, a_has, b_has, repo.decisions_involving([user_id]), origin
+    )
+    return _write(repo, _diff(existing, desired), now)
 
 
 def _weak_matches(
@@ -441,8 +518,7 @@ def rematch_holders(
     repo: MatchRepository, registry: Registry, keys: list[int], now: datetime, origin: int
 ) -> None:
     """Re-match every user whose book holds one of ``keys`` (e.g. a released number)."""
-    for holder in sorted({h for h, _ in repo.holders(keys)}):
-        match_user(repo, registry, holder, now, origin)
+    match_users(repo, registry, sorted({h for h, _ in repo.holders(keys)}), now, origin)
 
 
 def answer_one_way(

@@ -3,12 +3,13 @@
 The whole population is matched at once by the compiled kernel
 (``befriend.core.match.bulk_match``: every book against every member key) and compared with
 the stored buddy rows; only the users whose rows differ (plus those with answered one-way
-requests, whose rows depend on the answer) are re-matched, through the same per-user path as
-an upload, so only what changed is written. A job walks those users in id order in small
-batches, one transaction per batch, and records its position after each; a crashed process
-leaves the job "running", and the next start resumes it after the last committed user. The
-id of a scheduled run is its date ("scheduled-2026-12-01"), so several workers or replicas
-firing the same schedule run it once.
+requests, whose rows depend on the answer) are re-matched by the rules of an upload's
+whole-book match (``matching.match_users``, a batch of users at a time, each read one
+statement for the batch), so only what changed is written. A job walks those users in id
+order in small batches, one transaction per batch, and records its position after each; a
+crashed process leaves the job "running", and the next start resumes it after the last
+committed user. The id of a scheduled run is its date ("scheduled-2026-12-01"), so several
+workers or replicas firing the same schedule run it once.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from befriend.server.storage.db import Database
 from befriend.server.storage.matching import FULL, JOB_DONE, ONE_WAY, MatchRepository
 from befriend.server.storage.pending import PendingMatchRepository
 
-# Users re-matched per transaction. Each holds the matching lock (``match_user``) until it
-# commits, so uploads' matching waits for at most one batch (~50 x 5-10 ms).
+# Users re-matched per transaction (one ``match_users``). Each holds the matching lock until
+# it commits, so uploads' matching waits for at most one batch.
 BATCH = 50
 # Users the pending-match job matches per run (the next run takes the rest).
 PENDING_BATCH = 100
@@ -129,8 +130,7 @@ def run(db: Database, registry: Registry, job_id: str, clock: Callable[[], datet
                 return total
             users = [u for u in todo if u > last][:BATCH]
             now = clock()
-            for user_id in users:
-                matching.match_user(repo, registry, user_id, now, matching.ORIGIN_REFRESH)
+            matching.match_users(repo, registry, users, now, matching.ORIGIN_REFRESH)
             repo.advance_job(job_id, users[-1] if users else last, len(users), now)
             total += len(users)
 
@@ -146,9 +146,7 @@ def resume_all(db: Database, registry: Registry, clock: Callable[[], datetime]) 
 
 def rematch_users(db: Database, registry: Registry, user_ids: list[str], now: datetime) -> int:
     with db.transaction() as s:
-        repo = MatchRepository(s)
-        for user_id in user_ids:
-            matching.match_user(repo, registry, user_id, now, matching.ORIGIN_REFRESH)
+        matching.match_users(MatchRepository(s), registry, user_ids, now, matching.ORIGIN_REFRESH)
     return len(user_ids)
 
 

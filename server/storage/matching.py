@@ -248,15 +248,31 @@ class MatchRepository:
         rows = self._rows("SELECT kind, key FROM identities WHERE user_id = %s", user_id)
         return [(kind, key_from_db(k)) for kind, k in rows]
 
-    def _book_rows(self, user_id: str, columns: str, where: str) -> list[tuple[Any, ...]]:
-        """``entry_pk, id, columns`` of the user's key rows matching ``where``, in entry order
-        (entry pk, then row id). Read through the (user, key) index and sorted here: given
-        an ORDER BY, SQLite would rather walk the whole table in entry_pk order than sort
-        one user's rows."""
-        hint = "" if self._pg() else " INDEXED BY ix_entry_keys_user_key"
+    def own_keys_of(self, users: Sequence[str]) -> dict[str, list[int]]:
+        """user -> the keys of the user's own identities, for each of ``users`` (one query)."""
+        out: dict[str, list[int]] = {u: [] for u in users}
         rows = self._rows(
-            f"SELECT entry_pk, id, {columns} FROM entry_keys{hint} WHERE user_id = %s AND {where}",
-            user_id,
+            f"SELECT user_id, key FROM identities WHERE {self._in('user_id', 'text')}",
+            self._list(sorted(out)),
+        )
+        for u, k in rows:
+            out[u].append(key_from_db(k))
+        return out
+
+    def _book_rows(self, users: Sequence[str], columns: str, where: str) -> list[tuple[Any, ...]]:
+        """``user_id, entry_pk, id, columns`` of the key rows of ``users`` matching ``where``,
+        by user, then in entry order (entry pk, then row id). Read through the (user, key)
+        index and sorted here: given an ORDER BY, SQLite would rather walk the whole table
+        in entry_pk order than sort the users' rows."""
+        hint = "" if self._pg() else " INDEXED BY ix_entry_keys_user_key"
+        if len(users) == 1:
+            who, param = "user_id = %s", users[0]
+        else:
+            who, param = self._in("user_id", "text"), self._list(sorted(set(users)))
+        rows = self._rows(
+            f"SELECT user_id, entry_pk, id, {columns} FROM entry_keys{hint} "
+            f"WHERE {who} AND {where}",
+            param,
         )
         rows.sort()
         return rows
@@ -269,17 +285,22 @@ class MatchRepository:
 
     def book_keys(self, user_id: str) -> list[BookKey]:
         """Exact keys in every book of the user, in entry order."""
-        return [
-            BookKey(e, kind, k + _U64 if k < 0 else k)
-            for e, _, kind, k in self._book_rows(user_id, "kind, key", "key IS NOT NULL")
-        ]
+        return self.book_keys_of([user_id])[user_id]
+
+    def book_keys_of(self, users: Sequence[str]) -> dict[str, list[BookKey]]:
+        """user -> ``book_keys`` of the user, for each of ``users`` (one query)."""
+        out: dict[str, list[BookKey]] = {u: [] for u in users}
+        for u, e, _, kind, k in self._book_rows(users, "kind, key", "key IS NOT NULL"):
+            out[u].append(BookKey(e, kind, k + _U64 if k < 0 else k))
+        return out
 
     def book_weak_keys(self, user_id: str) -> list[BookKey]:
         """Weak keys of the phone numbers in the user's books that could not be normalised,
         in entry order."""
         where = "key IS NULL AND weak_key IS NOT NULL"
         return [
-            BookKey(e, WEAK_MATCH, w) for e, _, w in self._book_rows(user_id, "weak_key", where)
+            BookKey(e, WEAK_MATCH, w)
+            for _, e, _, w in self._book_rows([user_id], "weak_key", where)
         ]
 
     def book_phone_keys(self, user_id: str) -> list[int]:
@@ -437,15 +458,28 @@ class MatchRepository:
         ]
 
     # -- buddy rows ---------------------------------------------------------------------
-    def rows_involving(self, user_id: str) -> list[BuddyState]:
-        """Every row the user owns or is the other of."""
+    def rows_involving(self, users: Sequence[str]) -> list[BuddyState]:
+        """Every row one of ``users`` owns or is the other of."""
         cols = "SELECT owner_id, other_id, kind, key, key_kind, entry_pk, origin, id FROM buddies"
-        rows = self._rows(
-            f"{cols} WHERE owner_id = %s UNION ALL {cols} WHERE other_id = %s AND owner_id <> %s",
-            user_id,
-            user_id,
-            user_id,
-        )
+        if len(users) == 1:
+            (u,) = users
+            rows = self._rows(
+                f"{cols} WHERE owner_id = %s UNION ALL "
+                f"{cols} WHERE other_id = %s AND owner_id <> %s",
+                u,
+                u,
+                u,
+            )
+        else:
+            ids = self._list(sorted(set(users)))
+            rows = self._rows(
+                f"{cols} WHERE {self._in('owner_id', 'text')} UNION ALL "
+                f"{cols} WHERE {self._in('other_id', 'text')} "
+                f"AND NOT {self._in('owner_id', 'text')}",
+                ids,
+                ids,
+                ids,
+            )
         self._read_ids = {(o, t): pk for o, t, *_, pk in rows}  # for update_rows
         return [
             BuddyState(o, t, kind, k + _U64 if k < 0 else k, kk, e, origin)
@@ -608,15 +642,18 @@ class MatchRepository:
         return row.state, row.status_message, row.picture_uri, row.updated_at
 
     # -- decisions, events, presence -----------------------------------------------------
-    def decisions_involving(self, user_id: str) -> dict[tuple[str, str], int]:
+    def decisions_involving(self, users: Sequence[str]) -> dict[tuple[str, str], int]:
+        """(decider, requester) -> decision of every decision one of ``users`` made or had
+        made about them."""
+        cols = "SELECT decider_id, requester_id, decision FROM buddy_decisions"
+        ids = self._list(sorted(set(users)))
         rows = self._rows(
-            "SELECT decider_id, requester_id, decision FROM buddy_decisions "
-            "WHERE decider_id = %s UNION ALL "
-            "SELECT decider_id, requester_id, decision FROM buddy_decisions "
-            "WHERE requester_id = %s AND decider_id <> %s",
-            user_id,
-            user_id,
-            user_id,
+            f"{cols} WHERE {self._in('decider_id', 'text')} UNION ALL "
+            f"{cols} WHERE {self._in('requester_id', 'text')} "
+            f"AND NOT {self._in('decider_id', 'text')}",
+            ids,
+            ids,
+            ids,
         )
         return {(d, r): decision for d, r, decision in rows}
 

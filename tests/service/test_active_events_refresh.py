@@ -180,19 +180,19 @@ async def test_refresh_resumes_after_a_crash(
     registry = Registry()
     refresh.start(db, "crashy", datetime.now(UTC))
     seen: list[str] = []
-    real = matching.match_user
+    real = matching.match_users
 
-    def flaky(repo, reg, user_id, now, origin):
+    def flaky(repo, reg, user_ids, now, origin):
         if len(seen) == 2:
             raise RuntimeError("process killed")
-        seen.append(user_id)
-        return real(repo, reg, user_id, now, origin)
+        seen.extend(user_ids)
+        return real(repo, reg, user_ids, now, origin)
 
     monkeypatch.setattr(refresh, "BATCH", 1)
-    monkeypatch.setattr(matching, "match_user", flaky)
+    monkeypatch.setattr(matching, "match_users", flaky)
     with pytest.raises(RuntimeError):
         refresh.run(db, registry, "crashy", lambda: datetime.now(UTC))
-    monkeypatch.setattr(matching, "match_user", real)
+    monkeypatch.setattr(matching, "match_users", real)
     with db.transaction(readonly=True) as s:
         job = s.get_one(models.RefreshJob, "crashy")
         assert (job.state, job.done_count) == (1, 2)

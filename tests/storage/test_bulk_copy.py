@@ -279,7 +279,7 @@ def test_update_rows_by_remembered_ids_and_by_pair(db: Database) -> None:
         other.insert_rows([stored[3]], T0)
         repo.update_rows(changed, later)
     with db.transaction(readonly=True) as s:
-        after = MatchRepository(s).rows_involving("a")
+        after = MatchRepository(s).rows_involving(["a"])
         t = models.table(models.BuddyRow)
         stamps = dict(
             ((o, u), at)

@@ -33,6 +33,8 @@ run 3 (``--recheck``) must find nothing left to do.
 Figures: end-to-end time of each run and its split (the phases are timed by wrapping the
 repository's and the kernel's functions from the outside), contacts/s of the matching step and
 end to end with the ratio to the 1M contacts/s target, users and rows changed, peak RSS.
+``--one-at-a-time`` is the baseline of the batched write: run 2 re-matches its users one per
+``matching.match_users`` call (what the job did before it batched them).
 """
 
 from __future__ import annotations
@@ -351,7 +353,7 @@ class Probe:
 
 
 @contextmanager
-def probed() -> Iterator[Probe]:
+def probed(one_at_a_time: bool = False) -> Iterator[Probe]:
     p = Probe()
     for name in READS:
         p.wrap(MatchRepository, name, keep=True)
@@ -370,6 +372,8 @@ def probed() -> Iterator[Probe]:
 
     def counting(repo: MatchRepository, reg: Registry, users: Sequence[str], *a: Any) -> Any:
         p.users.extend(users)
+        if one_at_a_time:  # the baseline: as before batching, one user per call
+            return [e for u in users for e in match_users(repo, reg, [u], *a)]
         return match_users(repo, reg, users, *a)
 
     p.replace(matching, "match_users", counting)
@@ -398,12 +402,14 @@ class Run:
     peak_rss: int
 
 
-def run_job(db: Database, registry: Registry, job_id: str, label: str) -> Run:
+def run_job(
+    db: Database, registry: Registry, job_id: str, label: str, one_at_a_time: bool = False
+) -> Run:
     def clock() -> datetime:
         return datetime.now(UTC)
 
     reset_peak_rss()
-    with probed() as p:
+    with probed(one_at_a_time) as p:
         t = time.perf_counter()
         refresh.start(db, job_id, clock())
         users = refresh.run(db, registry, job_id, clock)
@@ -599,7 +605,7 @@ def bench(url: str, backend: str, members: int, books: int, args: argparse.Names
         flush=True,
     )
     rows_before = count(db, "buddies")
-    r2 = run_job(db, registry, "bench-month", "run 2, after a month of drift")
+    r2 = run_job(db, registry, "bench-month", "run 2, after a month of drift", args.one_at_a_time)
     rows_after = count(db, "buddies")
     fig = report(r2, m2.owner.shape[0], rows_before)
     print(
@@ -638,6 +644,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--check", type=int, default=20, help="re-matched users checked")
     parser.add_argument("--no-recheck", dest="recheck", action="store_false")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--one-at-a-time",
+        action="store_true",
+        help="baseline: the job's batches matched one user per match_users call",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",

@@ -307,15 +307,15 @@ def match_users(
 ) -> list[Event]:
     """``match_user(keys=None)`` of each of ``user_ids`` in turn, with the same rows and
     events as those calls made one after the other, but one statement per read for all of
-    them and one per kind of write: the refresh job's batches, the holders of a number
-    that registers.
+    them and one per kind of write: the refresh job's batches, the holders of a released
+    number.
 
     The rules run user by user, in order, on a copy of the rows read (the books,
     identities and decisions they read are never written by matching); each user's
     changes go into the copy before the next user's turn, as the next call would read
-    them from the database. What differs at the end is written: a row one user's match
-    deletes and a later one's creates again (it never happens with one ``origin``: both
-    sides of a pair derive it from the same books) would be updated in place."""
+    them from the database. What differs at the end is written (a row one user's match
+    deleted and a later one's created again would be an update of the stored row, keeping
+    its id and creation time)."""
     users = list(dict.fromkeys(user_ids))
     if not users:
         return []
@@ -334,6 +334,19 @@ def match_users(
     stored = repo.rows_involving(users)
     decisions = repo.decisions_involving(users)
 
+    def turn(u: str, existing: list[BuddyState]) -> _Diff:
+        """User ``u``'s match, against ``existing``: the rows involving ``u`` now."""
+        a_has = _first_naming(books[u], owner_of, u)
+        b_has = _first_holding(held[u], u)
+        if registry.weak:
+            _weak_matches(repo, registry, u, own[u], a_has, b_has)
+        others = set(a_has) | set(b_has)
+        others |= {r.other_id if r.owner_id == u else r.owner_id for r in existing}
+        return _diff(existing, _pair_rows(u, others, a_has, b_has, decisions, origin))
+
+    if len(users) == 1:
+        return _write(repo, turn(users[0], stored), now)
+
     rows: dict[Slot, BuddyState] = {}  # the copy: every row involving one of the users
     involving: dict[str, set[Slot]] = {u: set() for u in users}
 
@@ -351,14 +364,7 @@ def match_users(
     before = dict(rows)
     events: list[Event] = []
     for u in users:
-        a_has = _first_naming(books[u], owner_of, u)
-        b_has = _first_holding(held[u], u)
-        if registry.weak:
-            _weak_matches(repo, registry, u, own[u], a_has, b_has)
-        existing = [rows[slot] for slot in involving[u]]
-        others = set(a_has) | set(b_has)
-        others |= {o if o != u else t for o, t in involving[u]}
-        diff = _diff(existing, _pair_rows(u, others, a_has, b_has, decisions, origin))
+        diff = turn(u, [rows[slot] for slot in involving[u]])
         for r in diff.delete:
             put((r.owner_id, r.other_id), None)
         for r in (*diff.insert, *diff.update):

@@ -259,23 +259,28 @@ class MatchRepository:
             out[u].append(key_from_db(k))
         return out
 
-    def _book_rows(self, users: Sequence[str], columns: str, where: str) -> list[tuple[Any, ...]]:
-        """``user_id, entry_pk, id, columns`` of the key rows of ``users`` matching ``where``,
-        by user, then in entry order (entry pk, then row id). Read through the (user, key)
-        index and sorted here: given an ORDER BY, SQLite would rather walk the whole table
-        in entry_pk order than sort the users' rows."""
+    def _book_rows(
+        self, users: Sequence[str], columns: str, where: str
+    ) -> dict[str, list[tuple[Any, ...]]]:
+        """user -> ``entry_pk, id, columns`` of the user's key rows matching ``where``, in
+        entry order (entry pk, then row id), for each of ``users``. Read through the (user,
+        key) index and sorted here, each user's apart: given an ORDER BY, SQLite would
+        rather walk the whole table in entry_pk order than sort the users' rows."""
         hint = "" if self._pg() else " INDEXED BY ix_entry_keys_user_key"
         if len(users) == 1:
             who, param = "user_id = %s", users[0]
         else:
             who, param = self._in("user_id", "text"), self._list(sorted(set(users)))
-        rows = self._rows(
+        out: dict[str, list[tuple[Any, ...]]] = {u: [] for u in users}
+        for row in self._rows(
             f"SELECT user_id, entry_pk, id, {columns} FROM entry_keys{hint} "
             f"WHERE {who} AND {where}",
             param,
-        )
-        rows.sort()
-        return rows
+        ):
+            out[row[0]].append(row[1:])
+        for rows in out.values():
+            rows.sort()
+        return out
 
     def book_key_count(self, user_id: str) -> int:
         """How many key rows (exact or not) the user's books hold: one index range count."""
@@ -289,10 +294,10 @@ class MatchRepository:
 
     def book_keys_of(self, users: Sequence[str]) -> dict[str, list[BookKey]]:
         """user -> ``book_keys`` of the user, for each of ``users`` (one query)."""
-        out: dict[str, list[BookKey]] = {u: [] for u in users}
-        for u, e, _, kind, k in self._book_rows(users, "kind, key", "key IS NOT NULL"):
-            out[u].append(BookKey(e, kind, k + _U64 if k < 0 else k))
-        return out
+        return {
+            u: [BookKey(e, kind, k + _U64 if k < 0 else k) for e, _, kind, k in rows]
+            for u, rows in self._book_rows(users, "kind, key", "key IS NOT NULL").items()
+        }
 
     def book_weak_keys(self, user_id: str) -> list[BookKey]:
         """Weak keys of the phone numbers in the user's books that could not be normalised,
@@ -300,7 +305,7 @@ class MatchRepository:
         where = "key IS NULL AND weak_key IS NOT NULL"
         return [
             BookKey(e, WEAK_MATCH, w)
-            for _, e, _, w in self._book_rows([user_id], "weak_key", where)
+            for e, _, w in self._book_rows([user_id], "weak_key", where)[user_id]
         ]
 
     def book_phone_keys(self, user_id: str) -> list[int]:
@@ -458,28 +463,30 @@ class MatchRepository:
         ]
 
     # -- buddy rows ---------------------------------------------------------------------
+    def _either(self, cols: str, first: str, second: str, users: Sequence[str]) -> list[Any]:
+        """``cols`` (``SELECT … FROM table``) of the rows whose ``first`` column is one of
+        ``users`` and of those whose ``second`` column is one and ``first`` is not."""
+        if len(users) == 1:
+            (u,) = users
+            return self._rows(
+                f"{cols} WHERE {first} = %s UNION ALL {cols} WHERE {second} = %s AND {first} <> %s",
+                u,
+                u,
+                u,
+            )
+        ids = self._list(sorted(set(users)))
+        return self._rows(
+            f"{cols} WHERE {self._in(first, 'text')} UNION ALL "
+            f"{cols} WHERE {self._in(second, 'text')} AND NOT {self._in(first, 'text')}",
+            ids,
+            ids,
+            ids,
+        )
+
     def rows_involving(self, users: Sequence[str]) -> list[BuddyState]:
         """Every row one of ``users`` owns or is the other of."""
         cols = "SELECT owner_id, other_id, kind, key, key_kind, entry_pk, origin, id FROM buddies"
-        if len(users) == 1:
-            (u,) = users
-            rows = self._rows(
-                f"{cols} WHERE owner_id = %s UNION ALL "
-                f"{cols} WHERE other_id = %s AND owner_id <> %s",
-                u,
-                u,
-                u,
-            )
-        else:
-            ids = self._list(sorted(set(users)))
-            rows = self._rows(
-                f"{cols} WHERE {self._in('owner_id', 'text')} UNION ALL "
-                f"{cols} WHERE {self._in('other_id', 'text')} "
-                f"AND NOT {self._in('owner_id', 'text')}",
-                ids,
-                ids,
-                ids,
-            )
+        rows = self._either(cols, "owner_id", "other_id", users)
         self._read_ids = {(o, t): pk for o, t, *_, pk in rows}  # for update_rows
         return [
             BuddyState(o, t, kind, k + _U64 if k < 0 else k, kk, e, origin)
@@ -646,15 +653,7 @@ class MatchRepository:
         """(decider, requester) -> decision of every decision one of ``users`` made or had
         made about them."""
         cols = "SELECT decider_id, requester_id, decision FROM buddy_decisions"
-        ids = self._list(sorted(set(users)))
-        rows = self._rows(
-            f"{cols} WHERE {self._in('decider_id', 'text')} UNION ALL "
-            f"{cols} WHERE {self._in('requester_id', 'text')} "
-            f"AND NOT {self._in('decider_id', 'text')}",
-            ids,
-            ids,
-            ids,
-        )
+        rows = self._either(cols, "decider_id", "requester_id", users)
         return {(d, r): decision for d, r, decision in rows}
 
     def decide(self, decider: str, requester: str, decision: int, now: datetime) -> None:

@@ -183,10 +183,13 @@ class MatchRepository:
         PostgreSQL also plans the rest of the transaction without sequential scans: the
         match's queries probe indexes once per key or read one user's rows, and with stale
         statistics (a table analysed while small, a book uploaded since) the planner would
-        otherwise re-scan a table for every key (seen: 200 ms per 500-key chunk)."""
+        otherwise re-scan a table for every key (seen: 200 ms per 500-key chunk), and
+        without parallel workers, whose start-up is not worth it for reads of a few thousand
+        rows (a refresh batch's buddy rows of 50 users started two)."""
         if self._pg():
             self._rows(
-                "SELECT pg_advisory_xact_lock(%s), set_config('enable_seqscan', 'off', true)",
+                "SELECT pg_advisory_xact_lock(%s), set_config('enable_seqscan', 'off', true), "
+                "set_config('max_parallel_workers_per_gather', '0', true)",
                 MATCHING_LOCK,
             )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import pkgutil
 import signal
@@ -110,6 +111,11 @@ class BefriendServer:
         purged = await self.backend.purge_idempotency()
         registry = self.backend.registry
         members = await self.backend.read(lambda s: registry.warm(MatchRepository(s)))
+        # What the started server holds lives as long as the process (modules, schema,
+        # handlers: ~124k objects the collector tracks). Frozen, they are left out of every
+        # full collection, which would otherwise walk them all (60-70 ms, an event-loop pause).
+        gc.collect()
+        gc.freeze()
         self.port = self.server.add_insecure_port(self.settings.address)
         if self.port == 0:
             raise OSError(f"could not bind {self.settings.address}")

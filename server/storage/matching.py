@@ -269,20 +269,23 @@ class MatchRepository:
         entry order (entry pk, then row id), for each of ``users``. Read through the (user,
         key) index and sorted here, each user's apart: given an ORDER BY, SQLite would
         rather walk the whole table in entry_pk order than sort the users' rows."""
-        hint = "" if self._pg() else " INDEXED BY ix_entry_keys_user_key"
-        if len(users) == 1:
-            who, param = "user_id = %s", users[0]
-        else:
-            who, param = self._in("user_id", "text"), self._list(sorted(set(users)))
+        read = f"FROM entry_keys{'' if self._pg() else ' INDEXED BY ix_entry_keys_user_key'}"
+        if len(users) == 1:  # (an upload's match: no user column to fetch for every row)
+            rows = self._rows(
+                f"SELECT entry_pk, id, {columns} {read} WHERE user_id = %s AND {where}",
+                users[0],
+            )
+            rows.sort()
+            return {users[0]: rows}
         out: dict[str, list[tuple[Any, ...]]] = {u: [] for u in users}
         for row in self._rows(
-            f"SELECT user_id, entry_pk, id, {columns} FROM entry_keys{hint} "
-            f"WHERE {who} AND {where}",
-            param,
+            f"SELECT user_id, entry_pk, id, {columns} {read} "
+            f"WHERE {self._in('user_id', 'text')} AND {where}",
+            self._list(sorted(set(users))),
         ):
             out[row[0]].append(row[1:])
-        for rows in out.values():
-            rows.sort()
+        for part in out.values():
+            part.sort()
         return out
 
     def book_key_count(self, user_id: str) -> int:

@@ -323,6 +323,17 @@ class Probe:
     users: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     _undo: list[tuple[Any, str, Any]] = field(default_factory=list)
+    # Python's collector during the run: seconds and collections, by generation
+    gc_s: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    gc_n: list[int] = field(default_factory=lambda: [0, 0, 0])
+    _gc_at: float = 0.0
+
+    def on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_at = time.perf_counter()
+        else:
+            self.gc_s[info["generation"]] += time.perf_counter() - self._gc_at
+            self.gc_n[info["generation"]] += 1
 
     def _timed(self, label: str, fn: Callable[..., Any], keep: bool) -> Callable[..., Any]:
         def timed(*a: Any, **k: Any) -> Any:
@@ -351,6 +362,8 @@ class Probe:
         for owner, name, orig in reversed(self._undo):
             setattr(owner, name, orig)
         self._undo.clear()
+        if self.on_gc in gc.callbacks:
+            gc.callbacks.remove(self.on_gc)
 
 
 @contextmanager
@@ -364,6 +377,7 @@ def probed(one_at_a_time: bool = False) -> Iterator[Probe]:
     p.wrap(Registry, "lookup", "registry.lookup")
     p.wrap(refresh, "changed_users", keep=True)
     p.wrap(refresh, "bulk_match", keep=True)
+    gc.callbacks.append(p.on_gc)
 
     class TimedKeyIndex:
         from_arrays = staticmethod(p._timed("from_arrays", KeyIndex.from_arrays, True))
@@ -473,6 +487,10 @@ def report(r: Run, contacts: int, member_rows: int) -> dict[str, float]:
             + ", ".join(f"{k.split('_')[0]} {p.rows[k]:,}" for k in p.rows)
             + f"; events {p.count['add_events']:,} calls"
         )
+    print(
+        "  Python's collector during the run: "
+        + ", ".join(f"gen{g} {p.gc_n[g]:,}x {p.gc_s[g]:.2f} s" for g in range(3))
+    )
     print(
         f"  end to end {contacts / r.total / 1e6:.2f} M contacts/s = "
         f"{contacts / r.total / TARGET:.2f}x the 1 M/s target; peak RSS "

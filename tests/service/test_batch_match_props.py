@@ -5,7 +5,7 @@ registers) must write exactly the rows and events of ``match_user`` called for e
 turn. A random world is built by the operations of ``test_incremental_match_props`` (uploads,
 contact edits, registrations, number changes, accepted and blocked requests), then its
 stored buddy rows are damaged at random, as drift would leave them: rows deleted, kinds
-flipped, the naming key or contact changed, rows added between users who do not match.
+flipped, the naming key or contact changed, rows added for pairs that had none.
 Then, in one transaction:
 
 - in a savepoint, ``match_user`` of each of a random ordered list of users (repeats

@@ -450,17 +450,24 @@ def _weak_matches(
 # -- the buddy list ----------------------------------------------------------------------
 
 
-def phonebook_buddies(repo: MatchRepository, registry: Registry, user_id: str) -> list[BookKey]:
+def phonebook_buddies(
+    repo: MatchRepository, registry: Registry, user_id: str
+) -> tuple[BookKey, ...]:
     """The user's phonebook buddies, in entry order: one per contact none of whose exact
     keys belongs to a member (its first key), and one per key when several contacts share
-    it (the first contact holding it). Derived from the books and the registry each time,
-    never stored: always current with registrations and number changes. Membership is
-    the registry's, caught up with the identity log by the lookup (the database check of
-    each hit, which names a match's member, decides nothing here)."""
-    book = repo.book_keys(user_id)
-    keys, hits, _ = _lookup(repo, registry, (bk.key for bk in book))
-    members = set(keys[hits != EMPTY_KEY].tolist())
-    return list(_phonebook_keys(book, members).values())
+    it (the first contact holding it). Derived from the books and the registry, never
+    stored: always current with registrations and number changes. Membership is the
+    registry's, caught up with the identity log (the database check of each hit, which
+    names a match's member, decides nothing here). The registry keeps the last list of
+    each user while neither the books nor membership change (``Registry.phonebook``)."""
+
+    def derive() -> list[BookKey]:
+        book = repo.book_keys(user_id)
+        keys, hits, _ = _lookup(repo, registry, (bk.key for bk in book))
+        members = set(keys[hits != EMPTY_KEY].tolist())
+        return list(_phonebook_keys(book, members).values())
+
+    return registry.phonebook(repo, user_id, derive)
 
 
 def _phonebook_views(repo: MatchRepository, rows: Sequence[BookKey]) -> list[BuddyView]:

@@ -10,17 +10,23 @@ transactions that commit out of sequence order.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
+from cachetools import LRUCache
 
 from befriend.core.index import EMPTY_KEY, KeyIndex
 from befriend.server.records import WEAK_DIGITS
-from befriend.server.storage.matching import MatchRepository
+from befriend.server.storage.matching import BookKey, MatchRepository
 from befriend.server.storage.repositories import IDENTITY_ADDED, IDENTITY_REMOVED
 
 REPLAY_WINDOW = 1000
 PHONE_KEY_LIMIT = np.uint64(1 << 50)  # phone keys are E.164 digits; hashed ids are >= 2**63
+# Derived phonebook lists kept (``Registry.phonebook``), counted in entries: ~100 MB at most.
+PHONEBOOK_BUDGET = 1_000_000
+
+_State = tuple[int, int]  # (the user's change number, the registry's version)
 
 
 class Registry:
@@ -34,6 +40,10 @@ class Registry:
         self._version = 0  # bumped on every change
         self._weak = KeyIndex()  # weak suffix -> identity pk, for unambiguous suffixes only
         self._weak_version = -1
+        # user -> (the state it was derived in, the phonebook list); least recently used out
+        self._phonebooks: LRUCache[str, tuple[_State, tuple[BookKey, ...]]] = LRUCache(
+            PHONEBOOK_BUDGET, getsizeof=lambda item: 1 + len(item[1])
+        )
 
     def _load(self, repo: MatchRepository) -> None:
         seq, rows = repo.identity_snapshot()
@@ -81,6 +91,32 @@ class Registry:
         with self._lock:
             self._catch_up(repo)
             return len(self._by_key)
+
+    def version(self, repo: MatchRepository) -> int:
+        """After catching up: a number that moves whenever membership may have changed."""
+        with self._lock:
+            self._catch_up(repo)
+            return self._version
+
+    def phonebook(
+        self, repo: MatchRepository, user_id: str, derive: Callable[[], Sequence[BookKey]]
+    ) -> tuple[BookKey, ...]:
+        """The user's phonebook list, ``derive()``, as last derived in the same state: the
+        user's change number (every change to a user's books takes one, ``ChangeStamp``)
+        and this registry's version. So paging through thousands of phonebook buddies reads
+        and looks up the books once, not once per page. The state is read first: a list
+        derived from newer books or membership than its state can be served to a reader of
+        that state, never an older one."""
+        state = (repo.change_seq(user_id), self.version(repo))
+        with self._lock:
+            kept = self._phonebooks.get(user_id)
+        if kept is not None and kept[0] == state:
+            return kept[1]
+        derived = tuple(derive())
+        if len(derived) < PHONEBOOK_BUDGET:
+            with self._lock:
+                self._phonebooks[user_id] = (state, derived)
+        return derived
 
     def lookup(self, repo: MatchRepository, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
         """Identity pk for each key (EMPTY_KEY where no member holds it), after catching up."""

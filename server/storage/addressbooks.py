@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -606,7 +606,7 @@ class AddressBookRepository:
                 (
                     entries[i]
                     if entries[i].content_hash == hashes[i]
-                    else replace(entries[i], content_hash=hashes[i]),
+                    else entries[i]._replace(content_hash=hashes[i]),
                     key_records(by_entry[n]),
                 )
                 for n, i in enumerate(held)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from befriend.server.records import IdentityKind
 from befriend.server.storage import models
 from befriend.server.storage.bulk import db_value, insert_tuples
+from befriend.server.storage.changes import current_seq
 from befriend.server.storage.repositories import key_from_db, key_to_db
 
 _BATCH = 500
@@ -287,6 +288,10 @@ class MatchRepository:
         for part in out.values():
             part.sort()
         return out
+
+    def change_seq(self, user_id: str) -> int:
+        """The user's last change number: every change to the user's books takes one."""
+        return current_seq(self.s, user_id)[0]
 
     def book_key_count(self, user_id: str) -> int:
         """How many key rows (exact or not) the user's books hold: one index range count."""

@@ -194,7 +194,7 @@ def _registry(db: Database, members: int) -> None:
         f"({cap:,} slots each for {n:,} keys)\n"
         f"  RSS delta retained after load {retained / 2**20:.1f} MiB = "
         f"{retained / n:.1f} bytes/identity; RSS peak during load +{peak / 2**20:.1f} MiB = "
-        f"{peak / n:.0f} bytes/identity (the transient row list of the snapshot)\n"
+        f"{peak / n:.0f} bytes/identity (the snapshot's arrays and one batch of rows)\n"
         f"  tracemalloc (second load): retained {traced_now / 2**20:.1f} MiB, "
         f"peak {traced_peak / 2**20:.1f} MiB = {traced_peak / n:.0f} bytes/identity",
         flush=True,

@@ -46,9 +46,7 @@ class Registry:
         )
 
     def _load(self, repo: MatchRepository) -> None:
-        seq, rows = repo.identity_snapshot()
-        pks = np.fromiter((pk for pk, _ in rows), dtype=np.uint64, count=len(rows))
-        keys = np.fromiter((k for _, k in rows), dtype=np.uint64, count=len(rows))
+        seq, pks, keys = repo.identity_snapshot()
         self._by_key = KeyIndex.from_arrays(keys, pks)
         self._by_pk = KeyIndex.from_arrays(pks, keys)
         self._seq = seq

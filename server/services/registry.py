@@ -23,8 +23,9 @@ from befriend.server.storage.repositories import IDENTITY_ADDED, IDENTITY_REMOVE
 
 REPLAY_WINDOW = 1000
 PHONE_KEY_LIMIT = np.uint64(1 << 50)  # phone keys are E.164 digits; hashed ids are >= 2**63
-# Derived phonebook lists kept (``Registry.phonebook``), counted in entries: ~100 MB at most.
-PHONEBOOK_BUDGET = 1_000_000
+# Derived phonebook lists kept (``Registry.phonebook``), counted in entries (152 bytes each:
+# ~73 MiB at most; a 10,000-contact book has ~6,500).
+PHONEBOOK_BUDGET = 500_000
 
 _State = tuple[int, int]  # (the user's change number, the registry's version)
 

@@ -15,7 +15,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg import pq
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from befriend.server.records import IdentityKind
 from befriend.server.storage import models
@@ -622,14 +622,23 @@ class MatchRepository:
         ).scalar_one()
         if offset >= total:
             return [], int(total)
-        rows = self.s.execute(
-            select(models.BuddyRow, models.User.display_name, models.ContactEntry.contact)
-            .outerjoin(models.User, models.User.id == models.BuddyRow.other_id)
-            .outerjoin(models.ContactEntry, models.ContactEntry.id == models.BuddyRow.entry_pk)
+        # The page is cut from the owner's rows first and only its rows are joined: joined
+        # first, SQLite looked up the member and the contact of all 3,500 rows of a 10,000-
+        # contact book to return 100 (13 ms a page).
+        page = (
+            select(models.BuddyRow)
             .where(*where)
             .order_by(models.BuddyRow.kind, models.BuddyRow.id)
             .offset(offset)
             .limit(limit)
+            .subquery()
+        )
+        b = aliased(models.BuddyRow, page)
+        rows = self.s.execute(
+            select(b, models.User.display_name, models.ContactEntry.contact)
+            .outerjoin(models.User, models.User.id == b.other_id)
+            .outerjoin(models.ContactEntry, models.ContactEntry.id == b.entry_pk)
+            .order_by(b.kind, b.id)
         )
         return [_view(r, name, contact) for r, name, contact in rows], int(total)
 

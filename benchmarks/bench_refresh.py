@@ -92,7 +92,7 @@ READS = (
     "decision_users",
 )
 PER_USER = (
-    "book_keys_of",
+    "book_key_rows",
     "registry.lookup",
     "identity_keys_by_pk",
     "own_keys_of",

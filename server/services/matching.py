@@ -39,6 +39,7 @@ from befriend.server.storage.matching import (
     MatchRepository,
 )
 from befriend.server.storage.pending import PendingMatchRepository
+from befriend.server.storage.repositories import key_from_db, key_to_db
 
 # BuddyOrigin / BuddyEventType values of the contract
 ORIGIN_ADDRESS_BOOK, ORIGIN_REGISTRATION, ORIGIN_REFRESH = 1, 2, 3
@@ -63,15 +64,17 @@ def _row(owner: str, other: str, kind: int, bk: BookKey | None, origin: int) -> 
 
 
 def _lookup(
-    repo: MatchRepository, registry: Registry, keys: Iterable[int]
+    repo: MatchRepository, registry: Registry, keys: Iterable[int] | npt.NDArray[np.uint64]
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], list[int]]:
     """(distinct keys, the registry's identity pk of each or EMPTY_KEY, the pks found)."""
-    arr = np.unique(np.fromiter(keys, dtype=np.uint64))
+    arr = np.unique(keys if isinstance(keys, np.ndarray) else np.fromiter(keys, dtype=np.uint64))
     hits = registry.lookup(repo, arr) if arr.size else arr
     return arr, hits, [int(p) for p in hits[hits != EMPTY_KEY]]
 
 
-def _owners(repo: MatchRepository, registry: Registry, keys: Iterable[int]) -> dict[int, str]:
+def _owners(
+    repo: MatchRepository, registry: Registry, keys: Iterable[int] | npt.NDArray[np.uint64]
+) -> dict[int, str]:
     """key -> the member owning it (the compiled registry, each hit confirmed by the
     database)."""
     arr, hits, pks = _lookup(repo, registry, keys)
@@ -320,8 +323,22 @@ def match_users(
     if not users:
         return []
     repo.serialize_matching()
-    books = repo.book_keys_of(users)
-    owner_of = _owners(repo, registry, (bk.key for book in books.values() for bk in book))
+    # Only the rows naming a member matter to the rules (``_first_naming``): book keys are
+    # made of those alone, found by their key as stored (signed).
+    key_rows = repo.book_key_rows(users)
+    owner_of = _owners(
+        repo,
+        registry,
+        np.fromiter((r[3] for rows in key_rows.values() for r in rows), dtype=np.int64).view(
+            np.uint64
+        ),
+    )
+    named = {key_to_db(k) for k in owner_of}
+    books = {
+        u: [BookKey(r[0], r[2], key_from_db(r[3])) for r in rows if r[3] in named]
+        for u, rows in key_rows.items()
+    }
+    del key_rows
     own = repo.own_keys_of(users)
     holding: dict[int, list[str]] = {}
     for u in users:

@@ -12,6 +12,11 @@ RPC_TOTAL = Counter("befriend_rpc_total", "RPCs finished, by method and code", [
 RPC_ERRORS = Counter(
     "befriend_rpc_errors_total", "RPCs finished with a non-OK code", ["method", "code"]
 )
+PHONEBOOK_LISTS = Counter(
+    "befriend_phonebook_lists_total",
+    "Phonebook lists asked for: kept (books and membership unchanged since derived) or derived",
+    ["result"],
+)
 RPC_LATENCY = Histogram(
     "befriend_rpc_duration_seconds",
     "RPC handling time",

@@ -17,6 +17,7 @@ import numpy.typing as npt
 from cachetools import LRUCache
 
 from befriend.core.index import EMPTY_KEY, KeyIndex
+from befriend.server.observability import PHONEBOOK_LISTS
 from befriend.server.records import WEAK_DIGITS
 from befriend.server.storage.matching import BookKey, MatchRepository
 from befriend.server.storage.repositories import IDENTITY_ADDED, IDENTITY_REMOVED
@@ -110,7 +111,9 @@ class Registry:
         with self._lock:
             kept = self._phonebooks.get(user_id)
         if kept is not None and kept[0] == state:
+            PHONEBOOK_LISTS.labels("kept").inc()
             return kept[1]
+        PHONEBOOK_LISTS.labels("derived").inc()
         derived = tuple(derive())
         if len(derived) < PHONEBOOK_BUDGET:
             with self._lock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from prometheus_client import REGISTRY
 
 from befriend.server.storage.db import Database
 from befriend.server.storage.matching import BookKey, MatchRepository
@@ -29,6 +30,10 @@ def book_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return reads
 
 
+def _lists(result: str) -> float:
+    return REGISTRY.get_sample_value("befriend_phonebook_lists_total", {"result": result}) or 0.0
+
+
 async def _phonebook_names(m: Member) -> list[str]:
     listed = [x async for x in m.client.friendship.iter_buddies(page_size=2)]
     return [x.phonebook_entry.display_name for x in listed if x.kind == PHONEBOOK]
@@ -42,9 +47,11 @@ async def test_paging_reads_the_books_once_until_they_change(
         contacts = [card(f"P{i}", f"1390000010{i}") for i in range(5)]
         await a.upload(*contacts)
         book_reads.clear()
+        kept, derived = _lists("kept"), _lists("derived")
         assert await _phonebook_names(a) == ["P0", "P1", "P2", "P3", "P4"]  # 3 pages
         assert await _phonebook_names(a) == ["P0", "P1", "P2", "P3", "P4"]
         assert book_reads == [a.id]
+        assert (_lists("kept") - kept, _lists("derived") - derived) == (5, 1)  # the metric
 
         # A new contact (an upload takes a change number): read again, at once.
         await a.upload(*contacts, card("P5", "13900000105"))

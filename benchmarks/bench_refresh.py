@@ -61,6 +61,7 @@ from befriend.clients.population import Population, PopulationConfig
 from befriend.core import IMPLEMENTATION
 from befriend.core.index import EMPTY_KEY, KeyIndex
 from befriend.core.match import bulk_match
+from befriend.server.app import settle_collector
 from befriend.server.services import matching, refresh
 from befriend.server.services.registry import Registry
 from befriend.server.storage.db import Database
@@ -603,10 +604,9 @@ def bench(url: str, backend: str, members: int, books: int, args: argparse.Names
     with db.transaction(readonly=True) as s:
         registry.warm(MatchRepository(s))
     print(f"registry warmed in {time.perf_counter() - t:.2f} s (server start, not measured)")
-    # The benchmark's own objects (the population model) are not a server's: out of the
-    # collector's sight, or each full collection during the runs walks them all.
-    gc.collect()
-    gc.freeze()
+    # As a server's start does (``settle_collector``): what is alive now (here the population
+    # model) frozen out of the collector's sight, and the server's collection thresholds.
+    settle_collector()
 
     r1 = run_job(db, registry, "bench-unchanged", "run 1, unchanged population")
     report(r1, contacts, st.owner.shape[0])

@@ -67,8 +67,8 @@ class Run:
     chunks_s: list[float]
     acked: int
     cpu_s: float = 0.0
-    # ListBuddies after the upload, median ms: the first page (member matches) and a page
-    # of phonebook buddies (derived from the book on each request)
+    # ListBuddies after the upload, ms: the first call (it derives the phonebook part), then
+    # the medians of the first page (member matches) and of a page of phonebook buddies
     list_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property

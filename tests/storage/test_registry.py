@@ -84,14 +84,14 @@ def test_lookup_with_nothing_new_reads_no_log_rows(db: Database) -> None:
 
 
 def test_snapshot_streams_every_identity_with_its_exact_key(db: Database) -> None:
-    """The load reads the identities in batches into arrays: every pk with its key, hashed
-    keys (top bit set, stored as negative BIGINTs) included, across batch boundaries."""
+    """The load reads the identities into arrays: every pk with its key, hashed keys (top
+    bit set, stored as negative BIGINTs) included."""
     keys = [8613900000001, 2**63 + 5, 2**64 - 2, 8613900000004, 2**63]
     for i, key in enumerate(keys):
         _register(db, f"{i:032d}", key)
     with db.transaction(readonly=True) as s:
         repo = MatchRepository(s)
-        seq, pks, got = repo.identity_snapshot(batch=2)
+        seq, pks, got = repo.identity_snapshot()
         expected = dict(s.query(models.Identity.id, models.Identity.key).all())
         assert seq == s.query(func.max(models.IdentityLog.seq)).scalar()
     assert pks.dtype == got.dtype == np.uint64

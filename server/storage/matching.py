@@ -145,6 +145,7 @@ class MatchRepository:
         # (owner, other) -> id of the buddy rows the last member_rows_between or
         # rows_involving read, for update_rows
         self._read_ids: dict[tuple[str, str], int] = {}
+        self._read_keys: dict[tuple[str, str], int] = {}  # and their match keys
 
     # -- driver-level statements ---------------------------------------------------------
     # The queries of the per-chunk match run at the driver: a SQLAlchemy select with an
@@ -476,11 +477,7 @@ class MatchRepository:
             user_id,
             self._list(ids),
         )
-        self._read_ids = {(o, t): pk for o, t, *_, pk in rows}  # for update_rows
-        return [
-            BuddyState(o, t, kind, key_from_db(k), kk, e, origin)
-            for o, t, kind, k, kk, e, origin, _ in rows
-        ]
+        return self._remember(rows)
 
     # -- buddy rows ---------------------------------------------------------------------
     def _either(self, cols: str, first: str, second: str, users: Sequence[str]) -> list[Any]:
@@ -507,11 +504,19 @@ class MatchRepository:
         """Every row one of ``users`` owns or is the other of."""
         cols = "SELECT owner_id, other_id, kind, key, key_kind, entry_pk, origin, id FROM buddies"
         rows = self._either(cols, "owner_id", "other_id", users)
-        self._read_ids = {(o, t): pk for o, t, *_, pk in rows}  # for update_rows
-        return [
+        return self._remember(rows)
+
+    def _remember(self, rows: Sequence[Sequence[Any]]) -> list[BuddyState]:
+        """Buddy rows read as (owner_id, other_id, kind, key, key_kind, entry_pk, origin, id),
+        their ids and keys remembered for ``update_rows``."""
+        out = [
             BuddyState(o, t, kind, k + _U64 if k < 0 else k, kk, e, origin)
             for o, t, kind, k, kk, e, origin, _ in rows
         ]
+        ids = (row[7] for row in rows)
+        self._read_ids = {(r.owner_id, r.other_id): pk for r, pk in zip(out, ids, strict=True)}
+        self._read_keys = {(r.owner_id, r.other_id): r.key for r in out}
+        return out
 
     def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """One statement (``%s`` placeholders) executed for each of ``rows``."""
@@ -579,6 +584,8 @@ class MatchRepository:
                 rows = [r for r in rows if known.get((r.owner_id, r.other_id)) not in done]
                 if not rows:
                     return
+        if not self._pg() and known:
+            rows = self._update_read_rows_sqlite(rows, at)
         self._many(
             "UPDATE buddies SET kind = %s, key = %s, key_kind = %s, entry_pk = %s, origin = %s, "
             "updated_at = %s WHERE owner_id = %s AND other_id = %s",
@@ -596,6 +603,37 @@ class MatchRepository:
                 for r in rows
             ],
         )
+
+    def _update_read_rows_sqlite(self, rows: Sequence[BuddyState], at: Any) -> list[BuddyState]:
+        """SQLite: update the rows of ``rows`` that the last read saw with their match key
+        unchanged (a one-way row turned full keeps its key) by rowid, setting no indexed
+        column, so that no index entry is rewritten (SQLite rewrites the entries of every
+        index holding a column the UPDATE sets, whatever the value: 1,400 such rows among
+        1M, 20 ms by pair setting the key too, 8 ms so). The pair is compared as well: a row
+        deleted since, whose rowid another pair took, is not touched. Returns the rows left
+        for the update by pair: those whose key changed, and all of them when some rowid
+        no longer named its pair."""
+        known, keys = self._read_ids, self._read_keys
+        same = [
+            r
+            for r in rows
+            if (r.owner_id, r.other_id) in known and keys[r.owner_id, r.other_id] == r.key
+        ]
+        if not same:
+            return list(rows)
+        cur = self.s.connection().exec_driver_sql(
+            "UPDATE buddies SET kind = ?, key_kind = ?, entry_pk = ?, origin = ?, updated_at = ? "
+            "WHERE id = ? AND owner_id = ? AND other_id = ?",
+            [
+                (r.kind, r.key_kind, r.entry_pk, r.origin, at, known[pair], *pair)
+                for r in same
+                for pair in [(r.owner_id, r.other_id)]
+            ],
+        )
+        if cur.rowcount != len(same):
+            return list(rows)  # (setting the same values again is harmless)
+        done = {(r.owner_id, r.other_id) for r in same}
+        return [r for r in rows if (r.owner_id, r.other_id) not in done]
 
     def list_buddies(
         self, owner_id: str, kind: int | None, offset: int, limit: int

@@ -243,7 +243,8 @@ def test_concurrent_uploads_of_the_same_entries(db: Database) -> None:
     assert [(e, c, n) for _, e, c, n in stored] == [(e, f"{e}v2".encode(), 1) for e in names]
 
 
-# -- MatchRepository.update_rows: by the ids its reads remembered (PostgreSQL), else by pair
+# -- MatchRepository.update_rows: by the ids its reads remembered (PostgreSQL; SQLite when the
+# match key is unchanged, setting no indexed column), else by pair
 
 
 def test_update_rows_by_remembered_ids_and_by_pair(db: Database) -> None:

@@ -253,7 +253,8 @@ def _one(
 
 BOOK_CACHE: list[BookContact] = []
 # Population indices of the timed uploader (the first CN member) and of the warm-up
-# uploader (the next CN member); both register over gRPC.
+# uploader (the next CN member who is not a contact of the timed book); both register
+# over gRPC.
 UPLOADER = [0, 0]
 # The warm-up upload's size (BEFRIEND_BENCH_WARMUP; 0: none) and its serialised chunks.
 WARMUP_BOOK = int(os.environ.get("BEFRIEND_BENCH_WARMUP", "1000"))

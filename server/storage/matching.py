@@ -557,7 +557,10 @@ class MatchRepository:
         unnest joined on the pair, or a lookup of the ids by pair, goes the same way (so
         does this UPDATE as a generic plan if it also compares the pair: 650-890 ms).
 
-        Other rows, and every row on SQLite: one executemany by (owner_id, other_id)."""
+        SQLite: the rows read whose match key stays as read, by rowid, setting no indexed
+        column (``_update_read_rows_sqlite``).
+
+        Other rows: one executemany by (owner_id, other_id)."""
         if not rows:
             return
         at = db_value(self.s, models.table(models.BuddyRow), "updated_at", now)
@@ -609,10 +612,10 @@ class MatchRepository:
         unchanged (a one-way row turned full keeps its key) by rowid, setting no indexed
         column, so that no index entry is rewritten (SQLite rewrites the entries of every
         index holding a column the UPDATE sets, whatever the value: 1,400 such rows among
-        1M, 20 ms by pair setting the key too, 8 ms so). The pair is compared as well: a row
-        deleted since, whose rowid another pair took, is not touched. Returns the rows left
-        for the update by pair: those whose key changed, and all of them when some rowid
-        no longer named its pair."""
+        1M, 20 ms by pair setting the key too, 8 ms so). The pair and the key are compared
+        as well: a row deleted since (its rowid perhaps another pair's now) or rewritten
+        since is not touched. Returns the rows left for the update by pair: those whose key
+        changed, and all of them when some rowid no longer named its pair and key."""
         known, keys = self._read_ids, self._read_keys
         same = [
             r
@@ -623,9 +626,9 @@ class MatchRepository:
             return list(rows)
         cur = self.s.connection().exec_driver_sql(
             "UPDATE buddies SET kind = ?, key_kind = ?, entry_pk = ?, origin = ?, updated_at = ? "
-            "WHERE id = ? AND owner_id = ? AND other_id = ?",
+            "WHERE id = ? AND owner_id = ? AND other_id = ? AND key = ?",
             [
-                (r.kind, r.key_kind, r.entry_pk, r.origin, at, known[pair], *pair)
+                (r.kind, r.key_kind, r.entry_pk, r.origin, at, known[pair], *pair, key_to_db(r.key))
                 for r in same
                 for pair in [(r.owner_id, r.other_id)]
             ],

@@ -291,3 +291,19 @@ def test_update_rows_by_remembered_ids_and_by_pair(db: Database) -> None:
         (r.owner_id, r.other_id): later for r in changed
     }
     assert stamps["a", "c"] == T0
+
+
+def test_update_rows_after_a_key_rewritten_since_the_read(db: Database) -> None:
+    """A row whose key another writer of the transaction changed in place after the read gets
+    the key the update names (SQLite's update by rowid sets no key: it must not match)."""
+    first = BuddyState("a", "b", 2, 5, 1, 1, 1)
+    with db.transaction() as s:
+        MatchRepository(s).insert_rows([first, BuddyState("a", "c", 2, 6, 1, 2, 1)], T0)
+    with db.transaction() as s:
+        repo = MatchRepository(s)
+        assert sorted(repo.member_rows_between("a", ["b", "c"]))[0] == first
+        MatchRepository(s).update_rows([BuddyState("a", "b", 2, 99, 1, 1, 1)], T0)
+        turned = [BuddyState("a", "b", 1, 5, 1, 1, 1), BuddyState("a", "c", 1, 6, 1, 2, 1)]
+        repo.update_rows(turned, T0 + timedelta(hours=1))
+    with db.transaction(readonly=True) as s:
+        assert sorted(MatchRepository(s).rows_involving(["a"])) == turned

@@ -613,8 +613,8 @@ def main() -> None:
         backends.remove("postgres")
         print("PostgreSQL not reachable: SQLite only")
     repeat = int(os.environ.get("BEFRIEND_BENCH_REPEAT", "3"))
-    warm = f"after a warm-up upload of {WARMUP_BOOK:,}" if WARMUP_BOOK else "no warm-up"
-    print(f"each case {repeat}x, a fresh database and server each time, {warm}")
+    warm_up = f"after a warm-up upload of {WARMUP_BOOK:,}" if WARMUP_BOOK else "no warm-up"
+    print(f"each case {repeat}x, a fresh database and server each time, {warm_up}")
     for backend in backends:
         medians = []
         for m in (1, members):

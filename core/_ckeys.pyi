@@ -1,13 +1,18 @@
 """Type stub of the compiled key kernel (``_ckeys.pyx``); the API matches ``_pykeys``."""
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from befriend.core._pykeys import ContactLayout, KeyRow
+from befriend.core._pykeys import ContactLayout, EntryLayout, KeyRow
+
+T = TypeVar("T")
 
 def contact_identities(
     data: bytes, layout: ContactLayout
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...], int]: ...
+def upload_entries(
+    data: bytes, layout: EntryLayout, contact: ContactLayout, make: Callable[..., T], small: int
+) -> tuple[list[T], list[tuple[int, int]]]: ...
 def key_rows(
     user_id: str,
     entry_pks: Sequence[int],

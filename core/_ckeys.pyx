@@ -2,17 +2,17 @@
 """Identity extraction and entry-key rows of uploaded address-book entries (compiled).
 
 Same API and results as the reference ``befriend.core._pykeys`` (which documents the
-semantics): ``contact_identities`` scans a serialised contact's wire bytes, ``key_rows``
-builds the entry_keys rows of a chunk in one pass over its identity columns.
+semantics): ``contact_identities`` scans a serialised contact's wire bytes,
+``upload_entries`` the entries of a serialised upload request, ``key_rows`` builds the entry_keys rows of a chunk in one pass over its identity columns.
 """
 
 import numpy as np
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 
-from befriend.core._pykeys import MAX_VALUE_CHARS, ContactLayout, KeyRow, WireError
+from befriend.core._pykeys import MAX_VALUE_CHARS, ContactLayout, EntryLayout, KeyRow, WireError
 
 ctypedef uint64_t u64
 ctypedef int64_t i64
@@ -125,6 +125,80 @@ def contact_identities(bytes data not None, layout):
     if fixeds:
         mobiles.extend(fixeds)
     return tuple(mobiles), tuple(emails), tuple(ims), flags
+
+
+def upload_entries(bytes data not None, layout, contact, make, Py_ssize_t small):
+    cdef u64 f_entries = layout.entries, f_id = layout.entry_id, f_raw = layout.raw
+    cdef u64 f_media = layout.media_type, f_contact = layout.contact
+    cdef u64 f_hash = layout.content_hash, f_deleted = layout.deleted
+    cdef const uint8_t *d = <const uint8_t *>PyBytes_AS_STRING(data)
+    cdef const char *c = <const char *>d
+    cdef Py_ssize_t pos = 0, end = PyBytes_GET_SIZE(data), stop, n_
+    cdef u64 tag, field, n, value
+    cdef int wire
+    cdef list made = [], notes = []
+    cdef list parts
+    cdef object entry_id, raw, media_type, content_hash, body
+    cdef bint deleted
+    while pos < end:
+        pos = _varint(d, pos, end, &tag)
+        field = tag >> 3
+        wire = <int>(tag & 7)
+        if field != f_entries or wire != 2:
+            pos = _skip(d, pos, end, wire)
+            continue
+        pos = _varint(d, pos, end, &n)
+        if n > <u64>(end - pos):
+            raise WireError("field runs past the end of the message")
+        stop = pos + <Py_ssize_t>n
+        entry_id = media_type = content_hash = ""
+        raw = b""
+        body = None
+        parts = None
+        deleted = False
+        while pos < stop:
+            pos = _varint(d, pos, stop, &tag)
+            field = tag >> 3
+            wire = <int>(tag & 7)
+            if wire == 0 and field == f_deleted:
+                pos = _varint(d, pos, stop, &value)
+                deleted = value != 0
+                continue
+            if wire != 2 or not (field == f_id or field == f_raw or field == f_media
+                                 or field == f_contact or field == f_hash):
+                pos = _skip(d, pos, stop, wire)
+                continue
+            pos = _varint(d, pos, stop, &n)
+            if n > <u64>(stop - pos):
+                raise WireError("field runs past the end of the message")
+            n_ = <Py_ssize_t>n
+            if field == f_raw:
+                raw = PyBytes_FromStringAndSize(c + pos, n_)
+            elif field == f_contact:
+                if body is None:
+                    body = PyBytes_FromStringAndSize(c + pos, n_)
+                else:  # given twice: the records concatenated (a parser merges them)
+                    if parts is None:
+                        parts = [body]
+                    parts.append(PyBytes_FromStringAndSize(c + pos, n_))
+            elif field == f_id:
+                entry_id = PyUnicode_DecodeUTF8(c + pos, n_, NULL)
+            elif field == f_media:
+                media_type = PyUnicode_DecodeUTF8(c + pos, n_, NULL)
+            else:
+                content_hash = PyUnicode_DecodeUTF8(c + pos, n_, NULL).lower()
+            pos += n_
+        if parts is not None:
+            body = b"".join(parts)
+        elif body is None:
+            body = b""
+        phones, emails, ims, flagged = contact_identities(body, contact)
+        if flagged or PyBytes_GET_SIZE(body) > small:
+            notes.append((len(made), flagged))
+        made.append(
+            make(entry_id, raw, media_type, content_hash, body, phones, emails, ims, deleted)
+        )
+    return made, notes
 
 
 cdef inline object _signed(u64 key):

@@ -1,6 +1,6 @@
 """Identity extraction and entry-key rows of uploaded address-book entries (reference).
 
-Two kernels of the upload path, compiled in ``_ckeys.pyx``; this module is the reference
+Three kernels of the upload path, compiled in ``_ckeys.pyx``; this module is the reference
 (``BEFRIEND_PUREPYTHON=1``) and defines the semantics.
 
 ``contact_identities`` reads the identities of one serialised contact straight from its
@@ -9,6 +9,12 @@ protobuf wire bytes, without building message objects. The caller names the fiel
 must be a canonical serialisation (as ``SerializeToString`` writes: one record per repeated
 item); a record whose wire type does not match the layout is skipped, as a parser keeps it
 among the unknown fields.
+
+``upload_entries`` reads the entries of a serialised upload request the same way
+(``EntryLayout``): each entry's fields, its contact's bytes as they are, and the contact's
+identities, made into the caller's record, so a chunk of 500 entries costs no message
+objects. A singular field given twice keeps its last value, as a parser does, and a contact
+given twice is the concatenation of its records (which a parser reads as their merge).
 
 ``key_rows`` turns the normalised identities of a chunk's entries into rows of the reverse
 index (``entry_keys``): for each entry, its phones (in order) then its other identities (in
@@ -20,8 +26,8 @@ already listed is dropped; keys are stored as signed 64-bit integers (two's comp
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -31,6 +37,7 @@ MAX_VALUE_CHARS = 320
 
 # (entry_pk, user_id, kind, key, weak_key, value): an entry_keys row, keys signed, 0 -> None
 KeyRow = tuple[int, str, int, int | None, int | None, str]
+T = TypeVar("T")
 
 
 class ContactLayout(NamedTuple):
@@ -45,6 +52,18 @@ class ContactLayout(NamedTuple):
     im_kind: int  # string in the IM message
     im_id: int  # string in the IM message
     flag_fields: tuple[int, ...]  # fields whose presence sets bit i of the flags
+
+
+class EntryLayout(NamedTuple):
+    """Field numbers of an upload request's repeated entries and of an entry's fields."""
+
+    entries: int  # repeated entry message in the request
+    entry_id: int  # string
+    raw: int  # bytes
+    media_type: int  # string
+    contact: int  # contact message (ContactLayout)
+    content_hash: int  # string, returned lower-cased
+    deleted: int  # bool
 
 
 class WireError(ValueError):
@@ -136,6 +155,72 @@ def contact_identities(
             ims.append(_strings(data, pos, stop, layout.im_kind, layout.im_id))
         pos = stop
     return tuple(mobile + fixed), tuple(emails), tuple(ims), flags
+
+
+def upload_entries(
+    data: bytes, layout: EntryLayout, contact: ContactLayout, make: Callable[..., T], small: int
+) -> tuple[list[T], list[tuple[int, int]]]:
+    """The entries of the serialised request in ``data``, each as ``make(entry_id, raw,
+    media_type, content_hash (lower-cased), contact bytes, phones, e-mails, IM ids,
+    deleted)`` (the identities as ``contact_identities`` reads them), and (index, flags) of
+    each entry whose contact has flags (``contact_identities``' last item) or is longer
+    than ``small`` bytes, in order."""
+    made: list[T] = []
+    notes: list[tuple[int, int]] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        tag, pos = _varint(data, pos, end)
+        field, wire = tag >> 3, tag & 7
+        if field != layout.entries or wire != 2:
+            pos = _skip(data, pos, end, wire)
+            continue
+        n, pos = _varint(data, pos, end)
+        stop = pos + n
+        if stop > end:
+            raise WireError("field runs past the end of the message")
+        entry_id = media_type = content_hash = ""
+        raw = b""
+        parts: list[bytes] = []
+        deleted = False
+        while pos < stop:
+            tag, pos = _varint(data, pos, stop)
+            field, wire = tag >> 3, tag & 7
+            if wire == 0 and field == layout.deleted:
+                value, pos = _varint(data, pos, stop)
+                deleted = value != 0
+                continue
+            if wire != 2 or field not in (
+                layout.entry_id,
+                layout.raw,
+                layout.media_type,
+                layout.contact,
+                layout.content_hash,
+            ):
+                pos = _skip(data, pos, stop, wire)
+                continue
+            n, pos = _varint(data, pos, stop)
+            if pos + n > stop:
+                raise WireError("field runs past the end of the message")
+            value_bytes = data[pos : pos + n]
+            pos += n
+            if field == layout.raw:
+                raw = value_bytes
+            elif field == layout.contact:
+                parts.append(value_bytes)
+            elif field == layout.entry_id:
+                entry_id = value_bytes.decode("utf-8")
+            elif field == layout.media_type:
+                media_type = value_bytes.decode("utf-8")
+            else:
+                content_hash = value_bytes.decode("utf-8").lower()
+        body = b"".join(parts)
+        phones, emails, ims, flagged = contact_identities(body, contact)
+        if flagged or len(body) > small:
+            notes.append((len(made), flagged))
+        made.append(
+            make(entry_id, raw, media_type, content_hash, body, phones, emails, ims, deleted)
+        )
+    return made, notes
 
 
 def _signed(key: int) -> int:

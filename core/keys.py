@@ -9,18 +9,20 @@ documented in ``befriend.core._pykeys``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from befriend.core._impl import load
-from befriend.core._pykeys import MAX_VALUE_CHARS, ContactLayout, KeyRow, WireError
+from befriend.core._pykeys import MAX_VALUE_CHARS, ContactLayout, EntryLayout, KeyRow, WireError
 
 __all__ = [
     "MAX_VALUE_CHARS",
     "ContactLayout",
+    "EntryLayout",
     "KeyRow",
     "WireError",
     "contact_identities",
     "key_rows",
+    "upload_entries",
 ]
 
 _m = load("_ckeys", "_pykeys")
@@ -29,6 +31,20 @@ contact_identities: Callable[
     [bytes, ContactLayout],
     tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...], int],
 ] = _m.contact_identities
+
+T = TypeVar("T")
+
+
+def upload_entries(
+    data: bytes, layout: EntryLayout, contact: ContactLayout, make: Callable[..., T], small: int
+) -> tuple[list[T], list[tuple[int, int]]]:
+    """Each entry of a serialised upload request as ``make(entry_id, raw, media_type,
+    content_hash, contact, phones, emails, ims, deleted)``, and (index, flags) of the
+    entries whose contact has flags or is longer than ``small`` bytes (see ``_pykeys``)."""
+    made: tuple[list[T], list[tuple[int, int]]] = _m.upload_entries(
+        data, layout, contact, make, small
+    )
+    return made
 
 
 def key_rows(

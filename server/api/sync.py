@@ -11,7 +11,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from sqlalchemy.orm import Session
 
-from befriend.core.keys import ContactLayout, contact_identities
+from befriend.core.keys import ContactLayout, EntryLayout, upload_entries
 from befriend.server.api import auth, contactdoc, convert
 from befriend.server.api.backend import Backend, utcnow
 from befriend.server.api.contacts import ContactsApi
@@ -89,34 +89,40 @@ _OUTPUT_ONLY = 0b011  # name, etag: not stored
 _BIRTHDAY = 0b100
 
 
-def _entry(
-    entry: sync_pb2.AddressBookEntry, index: int, rejected: dict[int, Rejection]
-) -> EntryInput:
-    """The domain's view of one wire entry; a malformed contact is noted in ``rejected``."""
-    contact = entry.contact
-    data = contact.SerializeToString(deterministic=True)
-    phones, emails, ims, flags = contact_identities(data, _LAYOUT)
-    if len(data) > _SMALL_CONTACT or flags & _BIRTHDAY:
-        bad = _malformed(index, entry)
-        if bad is not None:
-            rejected[index] = bad
-    if flags & _OUTPUT_ONLY:
-        copy = common_pb2.Contact()
-        copy.CopyFrom(contact)
-        copy.ClearField("name")
-        copy.ClearField("etag")
-        data = copy.SerializeToString(deterministic=True)
-    return EntryInput(
-        entry.entry_id,
-        entry.raw,
-        entry.raw_media_type,
-        entry.content_hash.lower(),
-        data,
-        phones,
-        emails,
-        ims,
-        entry.deleted,
-    )
+_E = sync_pb2.AddressBookEntry
+# Where an upload request's entries and their fields sit, for the compiled wire scan.
+_ENTRIES = EntryLayout(
+    entries=_field(sync_pb2.UploadContactsRequest, "entries"),
+    entry_id=_field(_E, "entry_id"),
+    raw=_field(_E, "raw"),
+    media_type=_field(_E, "raw_media_type"),
+    contact=_field(_E, "contact"),
+    content_hash=_field(_E, "content_hash"),
+    deleted=_field(_E, "deleted"),
+)
+
+
+def _entries(
+    request: sync_pb2.UploadContactsRequest, rejected: dict[int, Rejection]
+) -> list[EntryInput]:
+    """The domain's view of the request's entries, read from its wire bytes by the compiled
+    scan (no message object per entry); a malformed contact is noted in ``rejected``.
+    Only a contact that is big enough to break a size limit, or has a birthday, is checked
+    field by field, and only one that carries an output-only field is rewritten."""
+    data = request.SerializeToString(deterministic=True)
+    entries, notes = upload_entries(data, _ENTRIES, _LAYOUT, EntryInput, _SMALL_CONTACT)
+    for i, flag in notes:
+        if flag & _BIRTHDAY or len(entries[i].contact) > _SMALL_CONTACT:
+            bad = _malformed(i, request.entries[i])
+            if bad is not None:
+                rejected[i] = bad
+        if flag & _OUTPUT_ONLY:
+            copy = common_pb2.Contact()
+            copy.CopyFrom(request.entries[i].contact)
+            copy.ClearField("name")
+            copy.ClearField("etag")
+            entries[i] = entries[i]._replace(contact=copy.SerializeToString(deterministic=True))
+    return entries
 
 
 def _malformed(index: int, entry: sync_pb2.AddressBookEntry) -> Rejection | None:
@@ -137,7 +143,7 @@ def chunk_from(
     stream: StreamState | None = None,
 ) -> Chunk:
     rejected: dict[int, Rejection] = {}
-    entries = [_entry(e, i, rejected) for i, e in enumerate(request.entries)]
+    entries = _entries(request, rejected)
     return Chunk(
         upload_id=request.upload_id,
         sequence=request.sequence_number,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from befriend.core import PUREPYTHON, _pykeys, keys
-from befriend.v1 import common_pb2
+from befriend.v1 import common_pb2, sync_pb2
 
 LAYOUT = keys.ContactLayout(
     mobile=8,
@@ -91,6 +91,105 @@ def test_contact_identities_empty_and_flags() -> None:
     assert keys.contact_identities(c.SerializeToString(), LAYOUT) == (("",), (), (), 2)
     with pytest.raises(keys.WireError):
         keys.contact_identities(b"\x42\x05ab", LAYOUT)
+
+
+# -- upload entries ------------------------------------------------------------------------
+
+ENTRIES = keys.EntryLayout(
+    entries=6, entry_id=1, raw=2, media_type=3, contact=4, content_hash=5, deleted=6
+)
+SMALL = 30  # contacts longer than this many bytes are noted
+
+
+@st.composite
+def upload_requests(draw: Any) -> sync_pb2.UploadContactsRequest:
+    request = sync_pb2.UploadContactsRequest(
+        upload_id=draw(text), sequence_number=draw(st.integers(0, 2**40)), final=True
+    )
+    for _ in range(draw(st.integers(0, 4))):
+        entry = request.entries.add(
+            entry_id=draw(text),
+            raw=draw(st.binary(max_size=20)),
+            raw_media_type=draw(text),
+            content_hash=draw(st.text("0123456789abcdefABCDEF", max_size=8)),
+            deleted=draw(st.booleans()),
+        )
+        if draw(st.booleans()):
+            entry.contact.CopyFrom(draw(contacts()))
+    return request
+
+
+def _fields(*values: Any) -> tuple[Any, ...]:
+    return values
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes([*out, n])
+
+
+def parsed(request: sync_pb2.UploadContactsRequest) -> tuple[list[Any], list[tuple[int, int]]]:
+    """What upload_entries must give, from protobuf's parse of the same bytes."""
+    made, notes = [], []
+    for i, e in enumerate(request.entries):
+        phones, emails, ims, flagged = expected(e.contact)
+        body = e.contact.SerializeToString(deterministic=True)
+        fields = (e.entry_id, e.raw, e.raw_media_type, e.content_hash.lower(), body)
+        made.append((*fields, phones, emails, ims, e.deleted))
+        if flagged or len(body) > SMALL:
+            notes.append((i, flagged))
+    return made, notes
+
+
+@settings(max_examples=300, deadline=None)
+@given(upload_requests(), st.binary(max_size=6))
+def test_upload_entries_match_protobuf(
+    request: sync_pb2.UploadContactsRequest, junk: bytes
+) -> None:
+    assert request.DESCRIPTOR.fields_by_name["entries"].number == ENTRIES.entries
+    data = request.SerializeToString(deterministic=True)
+    for impl in (keys.upload_entries, _pykeys.upload_entries):
+        assert impl(data, ENTRIES, LAYOUT, _fields, SMALL) == parsed(request)
+    # One more entry written as two records of it back to back, with an unknown field and a
+    # known number of another wire type: a parser reads singular fields' last values and
+    # merges the contacts (the scan hands the contacts' records concatenated: other bytes
+    # than a fresh serialisation, the same message).
+    first = request.entries[0] if request.entries else sync_pb2.AddressBookEntry()
+    second = sync_pb2.AddressBookEntry(entry_id="again", raw=b"x")
+    second.contact.mobile_numbers.add(raw="+1 650 253 0000")
+    odd = first.SerializeToString() + second.SerializeToString() + b"\x10\x07\xa0\x06\x01"
+    data += b"\x32" + _varint(len(odd)) + odd + b"\xa0\x06\x01"
+    again = sync_pb2.UploadContactsRequest.FromString(data)
+    want, want_notes = parsed(again)
+    for impl in (keys.upload_entries, _pykeys.upload_entries):
+        got, notes = impl(data, ENTRIES, LAYOUT, _fields, SMALL)
+        # (the flags agree; which contacts are longer than SMALL may not: other bytes)
+        assert [n for n in notes if n[1]] == [n for n in want_notes if n[1]]
+        assert [g[:4] + g[5:] for g in got] == [w[:4] + w[5:] for w in want]
+        assert [common_pb2.Contact.FromString(g[4]) for g in got] == [
+            common_pb2.Contact.FromString(w[4]) for w in want
+        ]
+    # truncated or garbage bytes: both raise WireError or agree
+    for broken in (data[: len(data) // 2] + junk, junk):
+        outcomes: list[object] = []
+        for impl in (keys.upload_entries, _pykeys.upload_entries):
+            try:
+                outcomes.append(impl(broken, ENTRIES, LAYOUT, _fields, SMALL))
+            except (keys.WireError, UnicodeDecodeError) as exc:
+                outcomes.append(type(exc))
+        assert outcomes[0] == outcomes[1]
+
+
+def test_upload_entries_empty() -> None:
+    assert keys.upload_entries(b"", ENTRIES, LAYOUT, _fields, SMALL) == ([], [])
+    one = sync_pb2.UploadContactsRequest(entries=[sync_pb2.AddressBookEntry()])
+    assert keys.upload_entries(one.SerializeToString(), ENTRIES, LAYOUT, _fields, SMALL) == (
+        [("", b"", "", "", b"", (), (), (), False)],
+        [],
+    )
 
 
 # -- key rows ------------------------------------------------------------------------------

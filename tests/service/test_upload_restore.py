@@ -284,6 +284,23 @@ async def test_malformed_entries_are_rejected_one_by_one(session: Session, db: D
     assert count(db, models.ContactEntry) == 1
 
 
+async def test_output_only_fields_are_not_stored(session: Session) -> None:
+    """A contact's name and etag are the server's to give: an upload carrying them stores
+    the contact without them (the rest byte for byte), and a valid birthday stays."""
+    named = entry(1, name="users/someone/contacts/9", etag='W/"7"')
+    named.contact.birthday.year, named.contact.birthday.month = 1990, 2
+    named.contact.birthday.day = 14
+    plain = entry(2)
+    acks = await session.upload(chunks([named, plain], "named"))
+    assert not acks[-1].rejections and acks[-1].acknowledged_entry_count == 2
+    restored = {e.entry_id: e.contact for e in await session.restore()}
+    expected = common_pb2.Contact()
+    expected.CopyFrom(named.contact)
+    expected.ClearField("name")
+    expected.ClearField("etag")
+    assert restored == {"e1": expected, "e2": plain.contact}
+
+
 async def test_books_are_private(running_server: RunningServer, session: Session) -> None:
     await session.upload(chunks([entry(1)], "mine"))
     books = await session.stub.ListAddressBooks(

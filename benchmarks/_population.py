@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -224,35 +224,33 @@ class Loader:
         self.fix_sequences(["identities"])
         return n
 
-    def holders_of(self, pop: Population, holder_indices: Sequence[int], key: int) -> int:
-        """One address book per holder with one entry holding ``key`` (e.g. the members
-        who hold a benchmark uploader back). Holders must already be loaded members."""
+    def holders_of(self, pop: Population, holding: Mapping[int, Sequence[int]]) -> int:
+        """One address book per holder with one entry per key it holds (``holding``: holder
+        index -> keys; e.g. the members who hold benchmark uploaders back). Holders must
+        already be loaded members."""
         ts = self._ts
-        dbkey = key_to_db(key)
-        e164 = f"+{key}"
         books = (
             (n + 1, pop.user_id(h), "phone", 1, "bench", 1, 1, ts, ts)
-            for n, h in enumerate(holder_indices)
+            for n, h in enumerate(holding)
         )
-        self.insert(
-            "address_books",
-            BOOK_COLUMNS,
-            books,
-        )
-        raw = f"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Uploader\r\nTEL:{e164}\r\nEND:VCARD\r\n"
+        self.insert("address_books", BOOK_COLUMNS, books)
+        held = [
+            (n + 1, h, j, key) for n, h in enumerate(holding) for j, key in enumerate(holding[h])
+        ]
+
+        def card(key: int) -> bytes:
+            return (
+                f"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Uploader\r\nTEL:+{key}\r\nEND:VCARD\r\n".encode()
+            )
+
         entries = (
-            (n + 1, n + 1, pop.user_id(h), "e0", raw.encode(), "text/vcard", "0" * 64, b"", ts, ts)
-            for n, h in enumerate(holder_indices)
+            (e + 1, book, pop.user_id(h), f"e{j}", card(key), "text/vcard", "0" * 64, b"", ts, ts)
+            for e, (book, h, j, key) in enumerate(held)
         )
-        self.insert(
-            "contact_entries",
-            ENTRY_COLUMNS,
-            entries,
-        )
-        weak = key % 10_000_000
+        self.insert("contact_entries", ENTRY_COLUMNS, entries)
         keys = (
-            (n + 1, n + 1, pop.user_id(h), PHONE, dbkey, weak, e164)
-            for n, h in enumerate(holder_indices)
+            (e + 1, e + 1, pop.user_id(h), PHONE, key_to_db(key), key % 10_000_000, f"+{key}")
+            for e, (_, h, _, key) in enumerate(held)
         )
         n = self.insert(
             "entry_keys", ("id", "entry_pk", "user_id", "kind", "key", "weak_key", "value"), keys

@@ -58,20 +58,31 @@ cdef inline Py_ssize_t _skip(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end,
     return pos
 
 
+cdef inline Py_ssize_t _span(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end,
+                             Py_ssize_t *stop) except -1:
+    """The start of the length-delimited value whose length is at ``pos``; its end in
+    ``stop``."""
+    cdef u64 n
+    pos = _varint(d, pos, end, &n)
+    if n > <u64>(end - pos):
+        raise WireError("field runs past the end of the message")
+    stop[0] = pos + <Py_ssize_t>n
+    return pos
+
+
 cdef tuple _strings(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end, u64 a, u64 b):
     cdef object va = "", vb = ""
-    cdef u64 tag, field, n
+    cdef u64 tag, field
+    cdef Py_ssize_t stop
     cdef int wire
     while pos < end:
         pos = _varint(d, pos, end, &tag)
         field = tag >> 3
         wire = <int>(tag & 7)
         if wire == 2 and (field == a or field == b):
-            pos = _varint(d, pos, end, &n)
-            if n > <u64>(end - pos):
-                raise WireError("field runs past the end of the message")
-            text = PyUnicode_DecodeUTF8(<const char *>d + pos, <Py_ssize_t>n, NULL)
-            pos += <Py_ssize_t>n
+            pos = _span(d, pos, end, &stop)
+            text = PyUnicode_DecodeUTF8(<const char *>d + pos, stop - pos, NULL)
+            pos = stop
             if field == a:
                 va = text
             if field == b:
@@ -95,7 +106,7 @@ def contact_identities(bytes data not None, layout):
         flag_numbers[i] = flag_fields[i]
     cdef const uint8_t *d = <const uint8_t *>PyBytes_AS_STRING(data)
     cdef Py_ssize_t pos = 0, end = PyBytes_GET_SIZE(data), stop
-    cdef u64 tag, field, n
+    cdef u64 tag, field
     cdef int wire
     cdef long flags = 0
     cdef list mobiles = [], fixeds = [], emails = [], ims = []
@@ -109,10 +120,7 @@ def contact_identities(bytes data not None, layout):
         if wire != 2:
             pos = _skip(d, pos, end, wire)
             continue
-        pos = _varint(d, pos, end, &n)
-        if n > <u64>(end - pos):
-            raise WireError("field runs past the end of the message")
-        stop = pos + <Py_ssize_t>n
+        pos = _span(d, pos, end, &stop)
         if field == mobile:
             mobiles.append(_strings(d, pos, stop, phone_raw, <u64>-1)[0])
         elif field == fixed:
@@ -133,8 +141,8 @@ def upload_entries(bytes data not None, layout, contact, make, Py_ssize_t small)
     cdef u64 f_hash = layout.content_hash, f_deleted = layout.deleted
     cdef const uint8_t *d = <const uint8_t *>PyBytes_AS_STRING(data)
     cdef const char *c = <const char *>d
-    cdef Py_ssize_t pos = 0, end = PyBytes_GET_SIZE(data), stop, n_
-    cdef u64 tag, field, n, value
+    cdef Py_ssize_t pos = 0, end = PyBytes_GET_SIZE(data), stop, start, value_end, n_
+    cdef u64 tag, field, value
     cdef int wire
     cdef list made = [], notes = []
     cdef list parts
@@ -147,10 +155,7 @@ def upload_entries(bytes data not None, layout, contact, make, Py_ssize_t small)
         if field != f_entries or wire != 2:
             pos = _skip(d, pos, end, wire)
             continue
-        pos = _varint(d, pos, end, &n)
-        if n > <u64>(end - pos):
-            raise WireError("field runs past the end of the message")
-        stop = pos + <Py_ssize_t>n
+        pos = _span(d, pos, end, &stop)
         entry_id = media_type = content_hash = ""
         raw = b""
         body = None
@@ -168,10 +173,8 @@ def upload_entries(bytes data not None, layout, contact, make, Py_ssize_t small)
                                  or field == f_contact or field == f_hash):
                 pos = _skip(d, pos, stop, wire)
                 continue
-            pos = _varint(d, pos, stop, &n)
-            if n > <u64>(stop - pos):
-                raise WireError("field runs past the end of the message")
-            n_ = <Py_ssize_t>n
+            start = pos = _span(d, pos, stop, &value_end)
+            n_ = value_end - start
             if field == f_raw:
                 raw = PyBytes_FromStringAndSize(c + pos, n_)
             elif field == f_contact:

@@ -100,6 +100,14 @@ def _skip(data: bytes, pos: int, end: int, wire: int) -> int:
     return pos
 
 
+def _span(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(start, stop) of the length-delimited value whose length is at ``pos``."""
+    n, pos = _varint(data, pos, end)
+    if pos + n > end:
+        raise WireError("field runs past the end of the message")
+    return pos, pos + n
+
+
 def _strings(data: bytes, pos: int, end: int, a: int, b: int) -> tuple[str, str]:
     """The last values of string fields ``a`` and ``b`` of the message in data[pos:end]."""
     va = vb = ""
@@ -107,11 +115,8 @@ def _strings(data: bytes, pos: int, end: int, a: int, b: int) -> tuple[str, str]
         tag, pos = _varint(data, pos, end)
         field, wire = tag >> 3, tag & 7
         if wire == 2 and field in (a, b):
-            n, pos = _varint(data, pos, end)
-            if pos + n > end:
-                raise WireError("field runs past the end of the message")
-            text = data[pos : pos + n].decode("utf-8")
-            pos += n
+            start, pos = _span(data, pos, end)
+            text = data[start:pos].decode("utf-8")
             if field == a:
                 va = text
             if field == b:
@@ -141,10 +146,7 @@ def contact_identities(
         if wire != 2:
             pos = _skip(data, pos, end, wire)
             continue
-        n, pos = _varint(data, pos, end)
-        stop = pos + n
-        if stop > end:
-            raise WireError("field runs past the end of the message")
+        pos, stop = _span(data, pos, end)
         if field == layout.mobile:
             mobile.append(_strings(data, pos, stop, layout.phone_raw, -1)[0])
         elif field == layout.fixed:
@@ -174,10 +176,7 @@ def upload_entries(
         if field != layout.entries or wire != 2:
             pos = _skip(data, pos, end, wire)
             continue
-        n, pos = _varint(data, pos, end)
-        stop = pos + n
-        if stop > end:
-            raise WireError("field runs past the end of the message")
+        pos, stop = _span(data, pos, end)
         entry_id = media_type = content_hash = ""
         raw = b""
         parts: list[bytes] = []
@@ -198,11 +197,8 @@ def upload_entries(
             ):
                 pos = _skip(data, pos, stop, wire)
                 continue
-            n, pos = _varint(data, pos, stop)
-            if pos + n > stop:
-                raise WireError("field runs past the end of the message")
-            value_bytes = data[pos : pos + n]
-            pos += n
+            start, pos = _span(data, pos, stop)
+            value_bytes = data[start:pos]
             if field == layout.raw:
                 raw = value_bytes
             elif field == layout.contact:

@@ -3,7 +3,8 @@
 
 Same API and results as the reference ``befriend.core._pykeys`` (which documents the
 semantics): ``contact_identities`` scans a serialised contact's wire bytes,
-``upload_entries`` the entries of a serialised upload request, ``key_rows`` builds the entry_keys rows of a chunk in one pass over its identity columns.
+``upload_entries`` the entries of a serialised upload request, and ``key_rows`` builds the
+entry_keys rows of a chunk in one pass over its identity columns.
 """
 
 import numpy as np
@@ -141,7 +142,7 @@ def upload_entries(bytes data not None, layout, contact, make, Py_ssize_t small)
     cdef u64 f_hash = layout.content_hash, f_deleted = layout.deleted
     cdef const uint8_t *d = <const uint8_t *>PyBytes_AS_STRING(data)
     cdef const char *c = <const char *>d
-    cdef Py_ssize_t pos = 0, end = PyBytes_GET_SIZE(data), stop, start, value_end, n_
+    cdef Py_ssize_t pos = 0, end = PyBytes_GET_SIZE(data), stop, value_end, n_
     cdef u64 tag, field, value
     cdef int wire
     cdef list made = [], notes = []
@@ -173,8 +174,8 @@ def upload_entries(bytes data not None, layout, contact, make, Py_ssize_t small)
                                  or field == f_contact or field == f_hash):
                 pos = _skip(d, pos, stop, wire)
                 continue
-            start = pos = _span(d, pos, stop, &value_end)
-            n_ = value_end - start
+            pos = _span(d, pos, stop, &value_end)
+            n_ = value_end - pos
             if field == f_raw:
                 raw = PyBytes_FromStringAndSize(c + pos, n_)
             elif field == f_contact:

@@ -103,35 +103,60 @@ def requests(
     return out
 
 
-def _stream_upload(target: str, token: str, wire: list[bytes]) -> tuple[float, list[float], int]:
-    """The client side of one upload, run in its own process (so that the server process
-    does only the server's work): stream the serialised chunks on one UploadContacts call;
-    returns (seconds from the first send to the last ack, each chunk's time, acked)."""
+async def _send(
+    target: str, token: str, wire: list[bytes], ready: asyncio.Event
+) -> tuple[list[float], int]:
+    """Stream the serialised chunks on one UploadContacts call once ``ready`` is set (the
+    channel open, the requests parsed); returns (the time of each ack, ``perf_counter``, and
+    the entries acknowledged). The upload must commit with no entry rejected."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = sync_pb2_grpc.SyncServiceStub(channel)
+        md = (("authorization", f"Bearer {token}"),)
+        reqs = [sync_pb2.UploadContactsRequest.FromString(w) for w in wire]
 
-    async def go() -> tuple[float, list[float], int]:
-        async with grpc.aio.insecure_channel(target) as channel:
-            stub = sync_pb2_grpc.SyncServiceStub(channel)
-            md = (("authorization", f"Bearer {token}"),)
-            reqs = [sync_pb2.UploadContactsRequest.FromString(w) for w in wire]
+        async def feed() -> AsyncIterator[sync_pb2.UploadContactsRequest]:
+            for r in reqs:
+                yield r
 
-            async def feed() -> AsyncIterator[sync_pb2.UploadContactsRequest]:
-                for r in reqs:
-                    yield r
+        await ready.wait()
+        marks: list[float] = []
+        acked, committed = 0, False
+        async for ack in stub.UploadContacts(feed(), metadata=md):
+            marks.append(time.perf_counter())
+            acked, committed = ack.acknowledged_entry_count, ack.committed
+            if ack.rejections:
+                raise SystemExit(f"upload rejected entries: {list(ack.rejections)[:3]}")
+        if not committed:
+            raise SystemExit("upload did not commit")
+        return marks, acked
 
-            marks: list[float] = []
-            acked, committed = 0, False
-            t0 = time.perf_counter()
-            async for ack in stub.UploadContacts(feed(), metadata=md):
-                marks.append(time.perf_counter())
-                acked, committed = ack.acknowledged_entry_count, ack.committed
-                if ack.rejections:
-                    raise SystemExit(f"upload rejected entries: {list(ack.rejections)[:3]}")
-            if not committed:
-                raise SystemExit("upload did not commit")
-            chunks = [b - a for a, b in zip([t0, *marks], marks, strict=False)]
-            return marks[-1] - t0, chunks, acked
+
+Sent = tuple[float, list[list[float]], int]  # start, each upload's ack times, entries acked
+
+
+def _stream_uploads(target: str, uploads: list[tuple[str, list[bytes]]]) -> Sent:
+    """The client side of uploads, run in its own process (so that the server process does
+    only the server's work): every (token, serialised chunks) on its own channel and stream,
+    all at once; returns (the start, each upload's ack times, the entries acknowledged)."""
+
+    async def go() -> Sent:
+        ready = asyncio.Event()
+        tasks = [asyncio.create_task(_send(target, token, wire, ready)) for token, wire in uploads]
+        await asyncio.sleep(0.2)  # channels open, requests parsed
+        t0 = time.perf_counter()
+        ready.set()
+        done = await asyncio.gather(*tasks)
+        return t0, [marks for marks, _ in done], sum(acked for _, acked in done)
 
     return asyncio.run(go())
+
+
+def _stream_upload(target: str, token: str, wire: list[bytes]) -> tuple[float, list[float], int]:
+    """One upload by ``_stream_uploads``: (seconds from the first send to the last ack, each
+    chunk's time, entries acknowledged)."""
+    t0, (marks,), acked = _stream_uploads(target, [(token, wire)])
+    chunks = [b - a for a, b in zip([t0, *marks], marks, strict=False)]
+    return marks[-1] - t0, chunks, acked
 
 
 def _ready() -> None:
@@ -263,10 +288,12 @@ WARMUP_BOOK = int(os.environ.get("BEFRIEND_BENCH_WARMUP", "1000"))
 WARMUP_WIRE: list[bytes] = []
 
 
-def _load_others(loader: Loader, pop: Population, members: int) -> None:
-    """Every member but the uploaders (who register over gRPC)."""
+def _load_others(
+    loader: Loader, pop: Population, members: int, skip: Sequence[int] = UPLOADER
+) -> None:
+    """Every member but those of ``skip`` (the uploaders, who register over gRPC)."""
     start = 0
-    for u in sorted(set(UPLOADER)):
+    for u in sorted(set(skip)):
         if u > start:
             loader.members(pop, start, u)
         start = u + 1
@@ -274,47 +301,12 @@ def _load_others(loader: Loader, pop: Population, members: int) -> None:
         loader.members(pop, start, members)
 
 
-def _stream_uploads(target: str, uploads: list[tuple[str, list[bytes]]]) -> tuple[float, int]:
-    """The client side of concurrent uploads, in its own process: every (token, serialised
-    chunks) on its own channel and UploadContacts stream at once; returns (seconds from the
-    first send to the last ack, contacts acknowledged)."""
-
-    async def one(token: str, wire: list[bytes]) -> int:
-        async with grpc.aio.insecure_channel(target) as channel:
-            stub = sync_pb2_grpc.SyncServiceStub(channel)
-            reqs = [sync_pb2.UploadContactsRequest.FromString(w) for w in wire]
-
-            async def feed() -> AsyncIterator[sync_pb2.UploadContactsRequest]:
-                for r in reqs:
-                    yield r
-
-            await ready.wait()
-            acked, committed = 0, False
-            md = (("authorization", f"Bearer {token}"),)
-            async for ack in stub.UploadContacts(feed(), metadata=md):
-                acked, committed = ack.acknowledged_entry_count, ack.committed
-            if not committed:
-                raise SystemExit("a concurrent upload did not commit")
-            return acked
-
-    async def go() -> tuple[float, int]:
-        tasks = [asyncio.create_task(one(token, wire)) for token, wire in uploads]
-        await asyncio.sleep(0.2)  # channels open, requests parsed
-        t0 = time.perf_counter()
-        ready.set()
-        acked = await asyncio.gather(*tasks)
-        return time.perf_counter() - t0, sum(acked)
-
-    ready = asyncio.Event()
-    return asyncio.run(go())
-
-
 async def _concurrent_uploads(
-    url: str, pop: Population, uploaders: list[int], warm_up: int, size: int
+    url: str, pop: Population, books: dict[int, list[BookContact]], warm_up: int
 ) -> tuple[float, float, int]:
-    """Each of ``uploaders`` registers (and, first, ``warm_up`` uploads its untimed warm-up
-    book), then all upload their ``size``-contact books at once from a client process, each
-    on its own channel; returns (wall seconds of the uploads, the server process's CPU
+    """Each uploader of ``books`` registers (and, first, ``warm_up`` uploads its untimed
+    warm-up book), then all upload their books at once from a client process, each on its
+    own channel; returns (wall seconds of the uploads, the server process's CPU
     seconds, contacts acknowledged)."""
     loop = asyncio.get_running_loop()
     spawn = multiprocessing.get_context("spawn")
@@ -326,13 +318,14 @@ async def _concurrent_uploads(
                 token = await _register(port, pop, warm_up)
                 await loop.run_in_executor(pool, _stream_upload, target, token, WARMUP_WIRE)
             uploads = []
-            for u in uploaders:
+            for u, book in books.items():
                 token = await _register(port, pop, u)
-                entries = [to_entry(f"c{j:06d}", bc) for j, bc in enumerate(pop.book(u, size))]
+                entries = [to_entry(f"c{j:06d}", bc) for j, bc in enumerate(book)]
                 wire = [r.SerializeToString() for r in requests(entries, f"bench-concurrent-{u}")]
                 uploads.append((token, wire))
             cpu = time.process_time()
-            wall, acked = await loop.run_in_executor(pool, _stream_uploads, target, uploads)
+            t0, marks, acked = await loop.run_in_executor(pool, _stream_uploads, target, uploads)
+            wall = max(m[-1] for m in marks) - t0
             return wall, time.process_time() - cpu, acked
 
 
@@ -342,33 +335,30 @@ def _concurrent(backend: str, members: int, pop: Population, n: int, size: int) 
     its number in a book of theirs); returns the aggregate contacts/s."""
     from befriend.server.storage.db import Database
 
-    uploaders: list[int] = []
+    books: dict[int, list[BookContact]] = {}  # uploader -> its book
     booked: set[int] = set()
     for i in range(members):  # CN members none of whose books names another uploader
         if pop.country_of(i).region != "CN" or i in booked:
             continue
-        book = {bc.index for bc in pop.book(i, size)}
-        if book.isdisjoint(uploaders):
-            uploaders.append(i)
-            booked |= book
-        if len(uploaders) > n:  # the last one uploads the warm-up book
-            break
-    *uploaders, warm_up = uploaders
+        book = pop.book(i, size)
+        names = {bc.index for bc in book}
+        if names.isdisjoint(books):
+            if len(books) == n:  # one more: it uploads the warm-up book
+                warm_up = i
+                break
+            books[i] = book
+            booked |= names
+    else:
+        raise SystemExit(f"fewer than {n + 1} members with disjoint books")
 
     def go(url: str) -> float:
         db = Database(url)
         db.migrate()
         loader = Loader(db)
-        start = 0
-        for u in [*sorted(uploaders), warm_up]:  # every member but the uploaders
-            if u > start:
-                loader.members(pop, start, u)
-            start = u + 1
-        if start < members:
-            loader.members(pop, start, members)
+        _load_others(loader, pop, members, [*books, warm_up])
         holding: dict[int, list[int]] = {}
-        for u in uploaders:
-            for bc in pop.book(u, size):
+        for u, book in books.items():
+            for bc in book:
                 if bc.reciprocal:
                     holding.setdefault(bc.index, []).append(pop.key(u))
         loader.holders_of(pop, holding)
@@ -379,7 +369,7 @@ def _concurrent(backend: str, members: int, pop: Population, n: int, size: int) 
         gc.collect()
         gc.freeze()
         try:
-            wall, cpu, acked = asyncio.run(_concurrent_uploads(url, pop, uploaders, warm_up, size))
+            wall, cpu, acked = asyncio.run(_concurrent_uploads(url, pop, books, warm_up))
         finally:
             gc.unfreeze()
         print(

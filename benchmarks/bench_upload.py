@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import cProfile
 import gc
+import glob
 import io
 import multiprocessing
 import os
@@ -78,6 +79,7 @@ class Run:
     # ListBuddies after the upload, ms: the first call (it derives the phonebook part), then
     # the medians of the first page (member matches) and of a page of phonebook buddies
     list_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    db_cpu_s: float = 0.0  # the local PostgreSQL server's processes (0 on SQLite)
 
     @property
     def rate(self) -> float:
@@ -194,13 +196,30 @@ async def _upload(url: str, pop: Population, reqs: list[sync_pb2.UploadContactsR
             t = time.perf_counter()
             token = await _register(port, pop, UPLOADER[0])
             register_s = time.perf_counter() - t
-            cpu = time.process_time()
+            cpu, db_cpu = time.process_time(), _database_cpu()
             total, chunks, acked = await loop.run_in_executor(
                 pool, _stream_upload, f"127.0.0.1:{port}", token, wire
             )
             cpu = time.process_time() - cpu  # the server process's CPU time only
+            db_cpu = _database_cpu() - db_cpu
             lists = await loop.run_in_executor(pool, _list_latency, f"127.0.0.1:{port}", token)
-            return Run("", 0.0, register_s, total, chunks, acked, cpu, lists)
+            return Run("", 0.0, register_s, total, chunks, acked, cpu, lists, db_cpu)
+
+
+def _database_cpu() -> float:
+    """Seconds of CPU the local PostgreSQL server's processes have used (their scheduler
+    statistics; 0 where /proc does not tell, and on SQLite, whose work is the server's)."""
+    total = 0
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                if "(postgres)" not in f.read(64):
+                    continue
+            with open(stat.replace("/stat", "/schedstat")) as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended meanwhile
+    return total / 1e9
 
 
 def _list_latency(target: str, token: str) -> tuple[float, float, float]:
@@ -393,7 +412,8 @@ def _print(run: Run) -> None:
         f"{run.label:<36} {run.acked:>7,} contacts in {run.total_s:7.3f} s "
         f"{run.rate:>9,.0f} contacts/s  chunk p50 {statistics.median(body) * 1e3:6.1f} ms "
         f"max {body[-1] * 1e3:6.1f} ms  final {run.chunks_s[-1] * 1e3:7.1f} ms  "
-        f"CPU {run.cpu_s:.3f} s = {run.acked / run.cpu_s:,.0f}/CPU-s  "
+        f"CPU {run.cpu_s:.3f} s = {run.acked / run.cpu_s:,.0f}/CPU-s, database CPU "
+        f"{run.db_cpu_s:.3f} s  "
         f"(register {run.register_s * 1e3:.0f} ms; setup {run.load_s:.0f} s, not measured); "
         f"ListBuddies first call {run.list_ms[0]:.1f} ms, then p50 first page "
         f"{run.list_ms[1]:.1f} ms, phonebook page {run.list_ms[2]:.1f} ms",

@@ -39,7 +39,7 @@ from befriend.server.records import (
     UploadRecord,
     UploadState,
 )
-from befriend.server.storage.addressbooks import AddressBookRepository, KeyDelta
+from befriend.server.storage.addressbooks import AddressBookRepository, KeyDelta, KnownEntries
 from befriend.server.storage.changes import ORIGIN_DEVICE_UPLOAD, ChangeStamp
 from befriend.server.storage.repositories import AccountRepository, key_from_db
 
@@ -69,15 +69,20 @@ class StreamState:
     uploader's region (read at the first chunk) and, for the key quota, the exact keys the
     user's books hold (read at the first quota check, then kept up to date with what the
     stream adds). Keys another stream adds meanwhile count as new again (never fewer
-    charged); a key deleted elsewhere meanwhile still counts as held."""
+    charged); a key deleted elsewhere meanwhile still counts as held. And the entries of the
+    book an upload of the stream filled from empty, while no one else writes the user's
+    contacts (``KnownEntries``)."""
 
     region: str = ""
     held_keys: set[int] | None = None
+    book: KnownEntries = field(default_factory=KnownEntries)  # the entries of its book
 
     def rolled_back(self) -> None:
         """A transaction that applied chunks of this stream rolled back: the held keys it
-        added may not be held after all, so they are read again at the next quota check."""
+        added may not be held after all, so they are read again at the next quota check,
+        and the book's entries are no longer known."""
         self.held_keys = None
+        self.book = KnownEntries()
 
 
 @dataclass
@@ -370,6 +375,7 @@ def apply_chunk(
     if batch.upload_id != chunk.upload_id:
         batch.flush(books, user_id)
         batch.upload_id, batch.upload = chunk.upload_id, None
+    stream = chunk.stream if chunk.stream is not None else StreamState()
     found = batch.upload
     if found is None:
         found = books.upload(user_id, chunk.upload_id)
@@ -389,6 +395,7 @@ def apply_chunk(
         )
         found = books.upload(user_id, chunk.upload_id)
         assert found is not None
+        stream.book = KnownEntries(book_pk, probe=True)  # an empty book is known from here
     upload_pk, book_pk, upload = found
     if chunk.book_id and chunk.book_id != upload.book_id:
         raise InvalidArgument.field(
@@ -435,7 +442,6 @@ def apply_chunk(
     delta = KeyDelta()
     if deleted:
         books.delete_entries(book_pk, deleted, stamp, now, delta)
-    stream = chunk.stream if chunk.stream is not None else StreamState()
     if not stream.region:
         stream.region = accounts.region_of(user_id)
     keys = chunk_keys(live, stream.region)
@@ -454,6 +460,7 @@ def apply_chunk(
         stamp,
         lambda old, provenance, new: remerge(old, provenance, new, stream.region),
         delta,
+        stream.book,
     )
     state = UploadState.COMMITTED if chunk.final else UploadState.IN_PROGRESS
     if chunk.final and upload.mode == UploadMode.FULL_SNAPSHOT:

@@ -66,6 +66,42 @@ class KeyDelta:
             self.keys.update(key_from_db(k) for k in stored if k is not None)
 
 
+@dataclass
+class KnownEntries:
+    """The entries of one book as an upload stream knows them (entry_id -> primary key),
+    while it is the only writer of its user's contacts, so that its chunks insert without
+    asking PostgreSQL which of their entry_ids the book holds (``_insert_new_pg``).
+
+    Known from the first chunk of an upload that found its book empty. The knowledge holds
+    while the user's change number moves only by this stream's transactions: every writer
+    of a user's contacts takes that number (``ChangeStamp``), under the row lock that
+    orders them. A number that moved otherwise means another writer came between, and the
+    entries are then unknown for the rest of the stream. ``entries`` may name more than the
+    book holds (an entry deleted since stays named, and is then only looked up), never
+    fewer: a named entry takes the in-place path of ``upsert_entries``, which reads it."""
+
+    book_pk: int = 0
+    entries: dict[str, int] | None = None  # None: not known
+    seq: int = 0  # the user's change number with which they were last known
+    probe: bool = False  # the next write looks whether the book is empty
+
+    def current(self, book_pk: int, seq: int) -> dict[str, int] | None:
+        """The entries, if still known when this transaction writes with change number
+        ``seq`` (the number of the stream's last write, in the same transaction, or the
+        next one)."""
+        if self.entries is None or self.book_pk != book_pk:
+            return None
+        if seq not in (self.seq, self.seq + 1):
+            self.entries = None
+            return None
+        self.seq = seq
+        return self.entries
+
+    def gave_back(self) -> None:
+        """This transaction gave its change number back."""
+        self.seq -= 1
+
+
 def key_row_dicts(
     user_id: str, keyed: Sequence[tuple[int, Sequence[EntryKeyRecord]]]
 ) -> list[dict[str, Any]]:
@@ -468,6 +504,7 @@ class AddressBookRepository:
         book_pk: int,
         constants: dict[str, Any],
         rows: Sequence[tuple[str, bytes, str, str, bytes]],
+        known: KnownEntries | None = None,
     ) -> dict[str, int]:
         """PostgreSQL: insert the ``rows`` (over _ENTRY_COLUMNS, with the ``constants``) whose
         entry_id the book does not hold; returns entry_id -> primary key of those inserted
@@ -486,10 +523,57 @@ class AddressBookRepository:
         concurrent upload to the same book waits for this transaction, and its read (a new
         snapshot per statement under READ COMMITTED) then sees these rows as held. A writer
         breaking that rule would meet uq_contact_entries_book_entry: an IntegrityError that
-        rolls the transaction back (nothing half-written)."""
+        rolls the transaction back (nothing half-written).
+
+        With ``known`` entries of the book (``KnownEntries``) the query only draws the new
+        keys from the sequence: 0.8 instead of 2.6 ms per 500 entries."""
         wanted = list(dict.fromkeys(row[0] for row in rows))
-        found = (
-            self.s.connection()
+        seq = int(constants["change_seq"])
+        if known is not None and known.probe and known.book_pk == book_pk:
+            known.probe = False  # after the stamp: no writer can add to the book meanwhile
+            empty = self.s.connection().exec_driver_sql(
+                "SELECT NOT EXISTS (SELECT 1 FROM contact_entries WHERE book_pk = %s)",
+                (book_pk,),
+            )
+            if empty.scalar_one():
+                known.entries, known.seq = {}, seq
+        entries = known.current(book_pk, seq) if known is not None else None
+        found: list[tuple[str | None, int]]
+        if entries is not None:
+            found = [(e, entries[e]) for e in wanted if e in entries]
+            found += [
+                (None, pk)
+                for (pk,) in self.s.connection().exec_driver_sql(
+                    "SELECT nextval((SELECT pg_get_serial_sequence('contact_entries', "
+                    "'id')::regclass)) FROM generate_series(1, %s)",
+                    (len(wanted) - len(found),),
+                )
+            ]
+        else:
+            found = self._held_and_new_pg(book_pk, wanted)
+        held = {entry_id for entry_id, _ in found if entry_id is not None}
+        fresh = iter(sorted(pk for entry_id, pk in found if entry_id is None))
+        t = models.table(models.ContactEntry)
+        shared = tuple(db_value(self.s, t, c, v) for c, v in constants.items())
+        inserted: dict[str, int] = {}
+        new_rows: list[tuple[Any, ...]] = []
+        for row in rows:
+            entry_id = row[0]
+            if entry_id in held or entry_id in inserted:
+                continue
+            pk = inserted[entry_id] = next(fresh)
+            new_rows.append((pk, *shared, *row))
+        insert_tuples(self.s, t, ("id", *constants, *_ENTRY_COLUMNS), new_rows)
+        if entries is not None:
+            entries.update(inserted)
+        return inserted
+
+    def _held_and_new_pg(self, book_pk: int, wanted: list[str]) -> list[tuple[str | None, int]]:
+        """(entry_id, pk) of each of ``wanted`` the book holds, then (None, a new pk from
+        the sequence) for each of the others."""
+        return [
+            (entry_id, pk)
+            for entry_id, pk in self.s.connection()
             .exec_driver_sql(
                 # One probe of the (book_pk, entry_id) unique index per entry id (a LATERAL
                 # subquery, OFFSET 0 keeps it from being flattened): with ``entry_id =
@@ -509,21 +593,7 @@ class AddressBookRepository:
                 (wanted, book_pk, len(wanted)),
             )
             .all()
-        )
-        held = {entry_id for entry_id, _ in found if entry_id is not None}
-        fresh = iter(sorted(pk for entry_id, pk in found if entry_id is None))
-        t = models.table(models.ContactEntry)
-        shared = tuple(db_value(self.s, t, c, v) for c, v in constants.items())
-        inserted: dict[str, int] = {}
-        new_rows: list[tuple[Any, ...]] = []
-        for row in rows:
-            entry_id = row[0]
-            if entry_id in held or entry_id in inserted:
-                continue
-            pk = inserted[entry_id] = next(fresh)
-            new_rows.append((pk, *shared, *row))
-        insert_tuples(self.s, t, ("id", *constants, *_ENTRY_COLUMNS), new_rows)
-        return inserted
+        ]
 
     def write_entries(
         self,
@@ -538,13 +608,15 @@ class AddressBookRepository:
         stamp: ChangeStamp,
         remerge: Remerge | None = None,
         delta: KeyDelta | None = None,
+        known: KnownEntries | None = None,
     ) -> int:
         """``upsert_entries`` for an upload chunk (``hashes[i]``: the content hash of
         ``entries[i]``): the entries the book lacks are inserted by one statement that skips
         the ones it holds (PostgreSQL: one lookup and one COPY, ``_insert_new_pg``), and
         their keys by one bulk insert (``key_rows`` maps the entries' primary keys, -1 for
         none, to their entry_keys rows); only the entries the book held go through
-        ``upsert_entries`` (``key_records`` turns their rows into records).
+        ``upsert_entries`` (``key_records`` turns their rows into records). ``known``: what
+        the upload stream knows of the book (PostgreSQL; see ``KnownEntries``).
         Returns how many entries changed."""
         if not entries:
             return 0
@@ -566,7 +638,7 @@ class AddressBookRepository:
             for x, h in zip(entries, hashes, strict=True)
         ]
         if self.s.get_bind().dialect.name == "postgresql":
-            inserted = self._insert_new_pg(book_pk, constants, rows)
+            inserted = self._insert_new_pg(book_pk, constants, rows, known)
         else:
             inserted = dict(
                 (entry_id, pk)
@@ -582,6 +654,8 @@ class AddressBookRepository:
             )
         if not inserted and unstamped:
             stamp.give_back()  # nothing new: the number goes to the first real change
+            if known is not None:
+                known.gave_back()
         pks = [inserted.get(x.entry_id, -1) for x in entries]
         held = [i for i, pk in enumerate(pks) if pk < 0]
         new_rows = key_rows(pks)

@@ -158,3 +158,31 @@ def test_stream_state_and_quota(db: Database, user: None) -> None:
     _apply(db, _chunk("up", 2, entries[:1], daily_key_quota=4, stream=stream))
     _apply(db, _chunk("up", 3, entries[1:2], daily_key_quota=4))
     assert set(_rows(db)) == {"e0", "e1"}
+
+
+def test_stream_knows_the_book_it_filled_until_another_writer_comes(
+    db: Database, user: None
+) -> None:
+    """A stream whose upload found its book empty knows the book's entries, so on
+    PostgreSQL its next chunks insert without asking which entry ids the book holds. Once
+    another writer of the user's contacts comes between two of its transactions, it asks
+    again: an entry that writer added is updated in place, not inserted a second time."""
+    pg = db.engine.dialect.name == "postgresql"
+    stream = StreamState()
+    _apply(db, _chunk("up", 1, [_entry("a", ("13800138000",))], stream=stream))
+    if pg:
+        assert stream.book.entries is not None and set(stream.book.entries) == {"a"}
+    # the stream's own entry again, changed, and a new one: a keeps its id
+    first = _rows(db)["a"]
+    a2, b = _entry("a", ("13800138000",), b"c2"), _entry("b", ("13800138001",))
+    _apply(db, _chunk("up", 2, [a2, b], stream=stream))
+    assert _rows(db)["a"][0] == first[0] and set(_rows(db)) == {"a", "b"}
+    if pg:
+        assert stream.book.entries is not None and set(stream.book.entries) == {"a", "b"}
+    # another upload of the same book adds x; then the stream sends x too
+    _apply(db, _chunk("other", 1, [_entry("x", ("13800138002",))]))
+    x_pk = _rows(db)["x"][0]
+    _apply(db, _chunk("up", 3, [_entry("x", ("13800138002",), b"mine")], stream=stream))
+    rows = _rows(db)
+    assert set(rows) == {"a", "b", "x"} and rows["x"][0] == x_pk
+    assert stream.book.entries is None

@@ -257,6 +257,8 @@ class BuddyRow(Base):
     __table_args__ = (
         UniqueConstraint("owner_id", "other_id", "key", name="uq_buddies_owner_other_key"),
         Index("ix_buddies_other_id", "other_id"),
+        # room on each page for rows rewritten in place (HOT updates; migration 0011)
+        {"postgresql_with": {"fillfactor": 90}},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

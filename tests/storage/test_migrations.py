@@ -108,3 +108,15 @@ def test_upgrade_through_0007_and_0008_keeps_books_and_member_rows(empty_url: st
     assert indexes["ix_entry_keys_user_key"] == ["user_id", "key", "entry_pk", "kind"]
     assert "ix_entry_keys_user_id" not in indexes and "ix_entry_keys_key" in indexes
     engine.dispose()
+
+
+def test_buddies_pages_keep_room_for_rows_rewritten_in_place(db: Database) -> None:
+    """PostgreSQL (migration 0011): buddies rows turned full or re-pointed stay on their
+    page, their index entries untouched."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL storage parameter")
+    with db.engine.connect() as conn:
+        options = conn.execute(
+            text("SELECT reloptions FROM pg_class WHERE relname = 'buddies'")
+        ).scalar_one()
+    assert options == ["fillfactor=90"]

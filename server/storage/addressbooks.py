@@ -525,32 +525,16 @@ class AddressBookRepository:
         breaking that rule would meet uq_contact_entries_book_entry: an IntegrityError that
         rolls the transaction back (nothing half-written).
 
-        With ``known`` entries of the book (``KnownEntries``) the query only draws the new
-        keys from the sequence: 0.8 instead of 2.6 ms per 500 entries."""
+        With the book's entries ``known`` (``KnownEntries``) only the new primary keys are
+        drawn: 0.8 instead of 2.6 ms per 500 entries."""
         wanted = list(dict.fromkeys(row[0] for row in rows))
-        seq = int(constants["change_seq"])
-        if known is not None and known.probe and known.book_pk == book_pk:
-            known.probe = False  # after the stamp: no writer can add to the book meanwhile
-            empty = self.s.connection().exec_driver_sql(
-                "SELECT NOT EXISTS (SELECT 1 FROM contact_entries WHERE book_pk = %s)",
-                (book_pk,),
-            )
-            if empty.scalar_one():
-                known.entries, known.seq = {}, seq
-        entries = known.current(book_pk, seq) if known is not None else None
+        entries = self._known_entries(book_pk, int(constants["change_seq"]), known)
         found: list[tuple[str | None, int]]
-        if entries is not None:
-            found = [(e, entries[e]) for e in wanted if e in entries]
-            found += [
-                (None, pk)
-                for (pk,) in self.s.connection().exec_driver_sql(
-                    "SELECT nextval((SELECT pg_get_serial_sequence('contact_entries', "
-                    "'id')::regclass)) FROM generate_series(1, %s)",
-                    (len(wanted) - len(found),),
-                )
-            ]
-        else:
+        if entries is None:
             found = self._held_and_new_pg(book_pk, wanted)
+        else:
+            found = [(e, entries[e]) for e in wanted if e in entries]
+            found += [(None, pk) for pk in self._new_pks_pg(len(wanted) - len(found))]
         held = {entry_id for entry_id, _ in found if entry_id is not None}
         fresh = iter(sorted(pk for entry_id, pk in found if entry_id is None))
         t = models.table(models.ContactEntry)
@@ -567,6 +551,36 @@ class AddressBookRepository:
         if entries is not None:
             entries.update(inserted)
         return inserted
+
+    def _known_entries(
+        self, book_pk: int, seq: int, known: KnownEntries | None
+    ) -> dict[str, int] | None:
+        """The book's entries if ``known`` knows them for this write (change number ``seq``,
+        taken already: no other writer can add to the book until this transaction ends),
+        looking first whether the book is empty when ``known`` asks to."""
+        if known is None:
+            return None
+        if known.probe and known.book_pk == book_pk:
+            known.probe = False
+            empty = self.s.connection().exec_driver_sql(
+                "SELECT NOT EXISTS (SELECT 1 FROM contact_entries WHERE book_pk = %s)",
+                (book_pk,),
+            )
+            if empty.scalar_one():
+                known.entries, known.seq = {}, seq
+        return known.current(book_pk, seq)
+
+    def _new_pks_pg(self, count: int) -> list[int]:
+        """``count`` new contact_entries primary keys, drawn from the table's sequence."""
+        return list(
+            self.s.connection()
+            .exec_driver_sql(
+                "SELECT nextval((SELECT pg_get_serial_sequence('contact_entries', 'id')"
+                "::regclass)) FROM generate_series(1, %s)",
+                (count,),
+            )
+            .scalars()
+        )
 
     def _held_and_new_pg(self, book_pk: int, wanted: list[str]) -> list[tuple[str | None, int]]:
         """(entry_id, pk) of each of ``wanted`` the book holds, then (None, a new pk from

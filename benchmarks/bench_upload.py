@@ -31,8 +31,9 @@ server process's aggregate throughput.
 (the same calls as the servicer) timed by phase (parse, convert, apply, match, commit) and by
 SQL statement; ``BEFRIEND_BENCH_PROFILE=1`` adds a cProfile of it too (listing
 ``BEFRIEND_BENCH_PROFILE_LINES`` server functions, default 25). The server process's CPU
-time during the upload is printed beside the wall time: on a shared machine contacts per
-CPU-second vary less than contacts/s.
+time during the upload is printed beside the wall time (on a shared machine contacts per
+CPU-second vary less than contacts/s), and so is the CPU time of a local PostgreSQL
+server's processes: when the two add up to the wall time, nothing overlapped.
 """
 
 from __future__ import annotations

@@ -571,16 +571,14 @@ class AddressBookRepository:
         return known.current(book_pk, seq)
 
     def _new_pks_pg(self, count: int) -> list[int]:
-        """``count`` new contact_entries primary keys, drawn from the table's sequence."""
-        return list(
-            self.s.connection()
-            .exec_driver_sql(
-                "SELECT nextval((SELECT pg_get_serial_sequence('contact_entries', 'id')"
-                "::regclass)) FROM generate_series(1, %s)",
-                (count,),
-            )
-            .scalars()
+        """``count`` new contact_entries primary keys, drawn from the table's sequence (as one
+        array: a row per key cost a fetch and a row object each)."""
+        drawn = self.s.connection().exec_driver_sql(
+            "SELECT ARRAY(SELECT nextval((SELECT pg_get_serial_sequence('contact_entries', "
+            "'id')::regclass)) FROM generate_series(1, %s))",
+            (count,),
         )
+        return list(drawn.scalar_one())
 
     def _held_and_new_pg(self, book_pk: int, wanted: list[str]) -> list[tuple[str | None, int]]:
         """(entry_id, pk) of each of ``wanted`` the book holds, then (None, a new pk from

@@ -219,7 +219,7 @@ def load(db: Database, pop: Population, m: Model, st: State, books: int) -> None
     loader.phone_entries(m.user_ids, m.owner, m.keys, 1)
     loader.buddy_rows(m.user_ids, st.owner, st.other, st.kind, st.key, st.entry)
     t = time.perf_counter()
-    loader.analyze()
+    loader.settle()
     print(f"  ANALYZE {time.perf_counter() - t:.0f} s", flush=True)
 
 

@@ -150,7 +150,7 @@ def _load(db: Database, pop: Population, entries: int) -> tuple[float, float]:
     t = time.perf_counter()
     loader.entry_keys(pop, owners, BOOK)
     if not db.is_sqlite:
-        loader.analyze()
+        loader.settle()
     else:
         with db.engine.begin() as conn:
             conn.execute(text("ANALYZE"))

@@ -501,7 +501,7 @@ def _analyze(url: str) -> None:
 
     db = Database(url)
     if not db.is_sqlite:
-        Loader(db).analyze()
+        Loader(db).settle()
     db.dispose()
 
 

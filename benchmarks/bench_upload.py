@@ -273,7 +273,7 @@ def _one(
             assert len(holders) == n_rec
             loader.holders_of(pop, {h: [pop.key(UPLOADER[0])] for h in holders})
             if not db.is_sqlite:
-                loader.analyze()
+                loader.settle()
         load_s = time.perf_counter() - t
         db.dispose()
         os.sync()  # the setup's writes reach the disk now, not during the timed upload
@@ -383,7 +383,7 @@ def _concurrent(backend: str, members: int, pop: Population, n: int, size: int) 
                     holding.setdefault(bc.index, []).append(pop.key(u))
         loader.holders_of(pop, holding)
         if not db.is_sqlite:
-            loader.analyze()
+            loader.settle()
         db.dispose()
         os.sync()
         gc.collect()
@@ -500,7 +500,7 @@ def _breakdown(
             holders = [c.index for c in BOOK_CACHE if c.reciprocal]
             loader.holders_of(pop, {h: [pop.key(UPLOADER[0])] for h in holders})
             if not db.is_sqlite:
-                loader.analyze()
+                loader.settle()
         me = pop.member(UPLOADER[0])
         registry = Registry()
         with db.transaction() as s:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -221,6 +222,7 @@ def match_user(
     origin: int,
     *,
     keys: Collection[int] | None = None,
+    book_rows: dict[str, list[tuple[Any, ...]]] | None = None,
 ) -> list[tuple[str, int, str]]:
     """Bring the buddy rows involving ``user_id`` up to date; return the events written.
 
@@ -230,7 +232,8 @@ def match_user(
     contacts it changed) recomputes only what those keys can affect, with the same result:
     the rows between the user and the members owning one of them. Empty ``keys``: nothing
     to do. With the weak-key fallback on, the whole books are matched (weak keys
-    are not tracked per change).
+    are not tracked per change). ``book_rows``: for ``keys=None``, the user's
+    ``repo.book_key_rows`` as the caller read them, holding the matching lock already.
 
     Matches run one at a time (``serialize_matching``, until the transaction ends): two
     users adding each other at the same moment would otherwise each read the other's book
@@ -239,7 +242,9 @@ def match_user(
     if keys is not None and not keys and not registry.weak:
         return []
     if keys is None or registry.weak:
-        return match_users(repo, registry, [user_id], now, origin)
+        return match_users(
+            repo, registry, [user_id], now, origin, book_rows=book_rows if keys is None else None
+        )
     repo.serialize_matching()
     # The restricted match never grows with the size of the books. The callers whose keys
     # can be most of the books (an upload's final match, ``match_pending``) choose the
@@ -248,10 +253,10 @@ def match_user(
 
 
 # An upload's keys are matched once, when its final chunk commits (``match_upload``): by
-# one pass over the whole books when they are at least this share of the user's key rows
-# (three range reads and one probe per member, against ~5 index probes per key for the
-# restricted match), by the restricted match otherwise; up to RESTRICTED_KEYS keys always
-# take the restricted match without counting the books.
+# one pass over the whole books when they are at least this share of the user's exact key
+# rows (three range reads and one probe per member, against ~5 index probes per key for
+# the restricted match), by the restricted match otherwise; up to RESTRICTED_KEYS keys
+# always take the restricted match without reading the books.
 WHOLE_BOOK_SHARE = 0.25
 RESTRICTED_KEYS = 1_000
 
@@ -294,11 +299,16 @@ def match_pending(
     if taken is None and not changed:
         return []
     todo = (taken or set()) | {int(k) for k in keys}
-    many = len(todo) > RESTRICTED_KEYS
-    whole = many and len(todo) >= WHOLE_BOOK_SHARE * repo.book_key_count(user_id)
-    return match_user(
-        repo, registry, user_id, now, ORIGIN_ADDRESS_BOOK, keys=None if whole else todo
-    )
+    if len(todo) > RESTRICTED_KEYS and not registry.weak:
+        # The whole-book pass reads the books' rows anyway: read first, they decide (a count
+        # of them before cost a range scan of its own, 7 ms for a 10,000-contact book).
+        repo.serialize_matching()
+        rows = repo.book_key_rows([user_id])
+        if len(todo) >= WHOLE_BOOK_SHARE * len(rows[user_id]):
+            return match_user(
+                repo, registry, user_id, now, ORIGIN_ADDRESS_BOOK, keys=None, book_rows=rows
+            )
+    return match_user(repo, registry, user_id, now, ORIGIN_ADDRESS_BOOK, keys=todo)
 
 
 def match_users(
@@ -307,11 +317,14 @@ def match_users(
     user_ids: Sequence[str],
     now: datetime,
     origin: int,
+    *,
+    book_rows: dict[str, list[tuple[Any, ...]]] | None = None,
 ) -> list[Event]:
     """``match_user(keys=None)`` of each of ``user_ids`` in turn, with the same rows and
     events as those calls made one after the other, but one statement per read for all of
     them and one per kind of write: the refresh job's batches, the holders of a released
-    number.
+    number. ``book_rows``: ``repo.book_key_rows(user_ids)``, read by a caller that holds
+    the matching lock already.
 
     The rules run user by user, in order, on a copy of the rows read (the books,
     identities and decisions they read are never written by matching); each user's
@@ -322,10 +335,11 @@ def match_users(
     users = list(dict.fromkeys(user_ids))
     if not users:
         return []
-    repo.serialize_matching()
+    if book_rows is None:
+        repo.serialize_matching()
     # Only the rows naming a member matter to the rules (``_first_naming``): book keys are
     # made of those alone, found by their key as stored (signed).
-    key_rows = repo.book_key_rows(users)
+    key_rows = book_rows if book_rows is not None else repo.book_key_rows(users)
     owner_of = _owners(
         repo,
         registry,

@@ -298,12 +298,6 @@ class MatchRepository:
         """The user's last change number: every change to the user's books takes one."""
         return current_seq(self.s, user_id)[0]
 
-    def book_key_count(self, user_id: str) -> int:
-        """How many key rows (exact or not) the user's books hold: one index range count."""
-        hint = "" if self._pg() else " INDEXED BY ix_entry_keys_user_key"
-        ((n,),) = self._rows(f"SELECT count(*) FROM entry_keys{hint} WHERE user_id = %s", user_id)
-        return int(n)
-
     def book_keys(self, user_id: str) -> list[BookKey]:
         """Exact keys in every book of the user, in entry order."""
         return self.book_keys_of([user_id])[user_id]

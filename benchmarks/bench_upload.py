@@ -459,7 +459,7 @@ def _time_driver_calls(statements: dict[str, list[float]], outer: _Outer) -> Non
         setattr(module, name, wrapper)
 
     for module in (addressbooks, matching, bulk):
-        for name in ("insert_tuples", "insert_returning", "bulk_insert", "bulk_update"):
+        for name in ("insert_tuples", "insert_values", "bulk_insert", "bulk_update"):
             if hasattr(module, name):
                 timed(module, name, lambda _s, table, *_, n=name: f"{n}({table.name})")
     timed(matching.MatchRepository, "_rows", lambda _self, sql, *_: " ".join(sql.split())[:60])

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from befriend.server.records import (
@@ -24,8 +24,8 @@ from befriend.server.storage.bulk import (
     bulk_insert,
     bulk_update,
     db_value,
-    insert_returning,
     insert_tuples,
+    insert_values,
 )
 from befriend.server.storage.changes import ChangeStamp
 from befriend.server.storage.repositories import key_from_db, key_to_db
@@ -73,7 +73,7 @@ class KeyDelta:
 class KnownEntries:
     """The entries of one book as an upload stream knows them (entry_id -> primary key),
     while it is the only writer of its user's contacts, so that its chunks insert without
-    asking PostgreSQL which of their entry_ids the book holds (``_insert_new_pg``).
+    asking the database which of their entry_ids the book holds (``_insert_new``).
 
     Known from the first chunk of an upload that found its book empty. The knowledge holds
     while the user's change number moves only by this stream's transactions: every writer
@@ -502,46 +502,65 @@ class AddressBookRepository:
                 )
         return len(changed) + len(fresh)
 
-    def _insert_new_pg(
+    def _insert_new(
         self,
         book_pk: int,
         constants: dict[str, Any],
         rows: Sequence[tuple[str, bytes, str, str, bytes]],
         known: KnownEntries | None = None,
     ) -> dict[str, int]:
-        """PostgreSQL: insert the ``rows`` (over _ENTRY_COLUMNS, with the ``constants``) whose
-        entry_id the book does not hold; returns entry_id -> primary key of those inserted
-        (an entry_id given twice is inserted once, as INSERT … ON CONFLICT DO NOTHING did).
+        """Insert the ``rows`` (over _ENTRY_COLUMNS, with the ``constants``) whose entry_id
+        the book does not hold; returns entry_id -> primary key of those inserted (an
+        entry_id given twice is inserted once, as INSERT … ON CONFLICT DO NOTHING does).
 
-        One query reads which entry_ids the book holds and draws a primary key from the
-        table's sequence for each of the others, then one binary COPY writes the new rows
-        with their keys: ~35 % less database time than one INSERT … SELECT unnest(…) ON
-        CONFLICT DO NOTHING RETURNING (71 -> 45 ms for 4,000 rows), which checks and
-        returns row by row. Keys are handed out in entry order, as that INSERT did.
+        With the book's entries ``known`` (``KnownEntries``) the held ones are known and
+        only new primary keys are drawn (``_new_pks``); the rows then go in as they are,
+        with their keys. Otherwise the database is asked: SQLite by one INSERT … ON
+        CONFLICT DO NOTHING RETURNING per batch; PostgreSQL by one query that reads which
+        entry_ids the book holds and draws a key for each of the others
+        (``_held_and_new_pg``), then one binary COPY of the new rows: ~35 % less database
+        time than one INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING RETURNING (71 -> 45
+        ms for 4,000 rows), which checks and returns row by row. Keys are handed out in
+        entry order, as that INSERT did. Known entries, PostgreSQL: 0.8 instead of 2.6 ms
+        per 500 entries; SQLite: 47 instead of 61 ms for the 10,000 of the upload
+        benchmark's book (its breakdown, medians of 3 alternated runs).
 
         No other transaction can insert one of these entry_ids between the read and the
-        COPY: every writer of a user's contacts (uploads, merges, user edits) takes the
+        insert: every writer of a user's contacts (uploads, merges, user edits) takes the
         user's change number first, which locks the user's change_counters row until it
-        commits (``ChangeStamp``), and ``write_entries`` takes it before calling this. So a
-        concurrent upload to the same book waits for this transaction, and its read (a new
-        snapshot per statement under READ COMMITTED) then sees these rows as held. A writer
-        breaking that rule would meet uq_contact_entries_book_entry: an IntegrityError that
-        rolls the transaction back (nothing half-written).
-
-        With the book's entries ``known`` (``KnownEntries``) only the new primary keys are
-        drawn: 0.8 instead of 2.6 ms per 500 entries."""
-        wanted = list(dict.fromkeys(row[0] for row in rows))
+        commits (``ChangeStamp``; SQLite has one writer at a time anyway), and
+        ``write_entries`` takes it before calling this. So a concurrent upload to the same
+        book waits for this transaction, and its read (a new snapshot per statement under
+        READ COMMITTED) then sees these rows as held. A writer breaking that rule would
+        meet uq_contact_entries_book_entry: an IntegrityError that rolls the transaction
+        back (nothing half-written)."""
+        t = models.table(models.ContactEntry)
         entries = self._known_entries(book_pk, int(constants["change_seq"]), known)
+        pg = self.s.get_bind().dialect.name == "postgresql"
+        if entries is None and not pg:
+            return {
+                entry_id: pk
+                for pk, entry_id in insert_values(
+                    self.s,
+                    t,
+                    constants,
+                    _ENTRY_COLUMNS,
+                    rows,
+                    conflict=("book_pk", "entry_id"),
+                    returning=("id", "entry_id"),
+                )
+            }
+        wanted = list(dict.fromkeys(row[0] for row in rows))
         found: list[tuple[str | None, int]]
         if entries is None:
             found = self._held_and_new_pg(book_pk, wanted)
         else:
             found = [(e, entries[e]) for e in wanted if e in entries]
-            found += [(None, pk) for pk in self._new_pks_pg(len(wanted) - len(found))]
+            found += [(None, pk) for pk in self._new_pks(len(wanted) - len(found))]
         held = {entry_id for entry_id, _ in found if entry_id is not None}
         fresh = iter(sorted(pk for entry_id, pk in found if entry_id is None))
-        t = models.table(models.ContactEntry)
-        shared = tuple(db_value(self.s, t, c, v) for c, v in constants.items())
+        # PostgreSQL's COPY takes the constants in every row; SQLite's VALUES binds them once.
+        shared = tuple(db_value(self.s, t, c, v) for c, v in constants.items()) if pg else ()
         inserted: dict[str, int] = {}
         new_rows: list[tuple[Any, ...]] = []
         for row in rows:
@@ -550,7 +569,10 @@ class AddressBookRepository:
                 continue
             pk = inserted[entry_id] = next(fresh)
             new_rows.append((pk, *shared, *row))
-        insert_tuples(self.s, t, ("id", *constants, *_ENTRY_COLUMNS), new_rows)
+        if pg:
+            insert_tuples(self.s, t, ("id", *constants, *_ENTRY_COLUMNS), new_rows)
+        else:
+            insert_values(self.s, t, constants, ("id", *_ENTRY_COLUMNS), new_rows)
         if entries is not None:
             entries.update(inserted)
         return inserted
@@ -565,22 +587,27 @@ class AddressBookRepository:
             return None
         if known.probe and known.book_pk == book_pk:
             known.probe = False
-            empty = self.s.connection().exec_driver_sql(
-                "SELECT NOT EXISTS (SELECT 1 FROM contact_entries WHERE book_pk = %s)",
-                (book_pk,),
-            )
-            if empty.scalar_one():
+            e = models.ContactEntry
+            if not self.s.execute(select(exists().where(e.book_pk == book_pk))).scalar_one():
                 known.entries, known.seq = {}, seq
         return known.current(book_pk, seq)
 
-    def _new_pks_pg(self, count: int) -> list[int]:
-        """``count`` new contact_entries primary keys, drawn from the table's sequence (as one
-        array: a row per key cost a fetch and a row object each)."""
-        drawn = self.s.connection().exec_driver_sql(
-            f"SELECT ARRAY(SELECT {_NEXT_ENTRY_PK} FROM generate_series(1, %s))",
-            (count,),
-        )
-        return list(drawn.scalar_one())
+    def _new_pks(self, count: int) -> list[int]:
+        """``count`` new contact_entries primary keys. PostgreSQL: drawn from the table's
+        sequence (as one array: a row per key cost a fetch and a row object each). SQLite:
+        the next ones after the largest ever handed out (its AUTOINCREMENT counter, which
+        the insert of these keys moves on; no other writer can meanwhile)."""
+        conn = self.s.connection()
+        if conn.dialect.name == "postgresql":
+            drawn = conn.exec_driver_sql(
+                f"SELECT ARRAY(SELECT {_NEXT_ENTRY_PK} FROM generate_series(1, %s))",
+                (count,),
+            )
+            return list(drawn.scalar_one())
+        last = conn.exec_driver_sql(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'contact_entries'"
+        ).scalar()
+        return list(range(int(last or 0) + 1, int(last or 0) + count + 1))
 
     def _held_and_new_pg(self, book_pk: int, wanted: list[str]) -> list[tuple[str | None, int]]:
         """(entry_id, pk) of each of ``wanted`` the book holds, then (None, a new pk from
@@ -622,19 +649,17 @@ class AddressBookRepository:
         known: KnownEntries | None = None,
     ) -> int:
         """``upsert_entries`` for an upload chunk (``hashes[i]``: the content hash of
-        ``entries[i]``): the entries the book lacks are inserted by one statement that skips
-        the ones it holds (PostgreSQL: one lookup and one COPY, ``_insert_new_pg``), and
-        their keys by one bulk insert (``key_rows`` maps the entries' primary keys, -1 for
-        none, to their entry_keys rows); only the entries the book held go through
-        ``upsert_entries`` (``key_records`` turns their rows into records). ``known``: what
-        the upload stream knows of the book (PostgreSQL; see ``KnownEntries``).
+        ``entries[i]``): the entries the book lacks are inserted skipping the ones it holds
+        (``_insert_new``), and their keys by one bulk insert (``key_rows`` maps the entries'
+        primary keys, -1 for none, to their entry_keys rows); only the entries the book held
+        go through ``upsert_entries`` (``key_records`` turns their rows into records).
+        ``known``: what the upload stream knows of the book (see ``KnownEntries``).
         Returns how many entries changed."""
         if not entries:
             return 0
-        e = models.ContactEntry
         unstamped = not stamp.taken
         # The change number first: it locks the user's change counter until commit, which
-        # every writer of the user's contacts takes before inserting (see _insert_new_pg).
+        # every writer of the user's contacts takes before inserting (see _insert_new).
         constants = {
             "book_pk": book_pk,
             "user_id": user_id,
@@ -648,21 +673,7 @@ class AddressBookRepository:
             (x.entry_id, x.raw, x.media_type, h, x.contact)
             for x, h in zip(entries, hashes, strict=True)
         ]
-        if self.s.get_bind().dialect.name == "postgresql":
-            inserted = self._insert_new_pg(book_pk, constants, rows, known)
-        else:
-            inserted = dict(
-                (entry_id, pk)
-                for pk, entry_id in insert_returning(
-                    self.s,
-                    models.table(e),
-                    constants,
-                    _ENTRY_COLUMNS,
-                    rows,
-                    conflict=("book_pk", "entry_id"),
-                    returning=("id", "entry_id"),
-                )
-            )
+        inserted = self._insert_new(book_pk, constants, rows, known)
         if not inserted and unstamped:
             stamp.give_back()  # nothing new: the number goes to the first real change
             if known is not None:

@@ -155,44 +155,43 @@ def _sqlite_values_sql(head: str, consts: int, width: int, rows: int, tail: str)
     return f"{head} VALUES {', '.join(groups)} {tail}"
 
 
-def insert_returning(
+def insert_values(
     session: Session,
     table: Table,
     constants: Mapping[str, Any],
     columns: Sequence[str],
     rows: Sequence[Sequence[Any]],
     *,
-    conflict: Sequence[str],
-    returning: Sequence[str],
+    conflict: Sequence[str] = (),
+    returning: Sequence[str] = (),
 ) -> list[tuple[Any, ...]]:
     """Insert ``rows`` (tuples over ``columns``, values needing no bind processing) with the
-    ``constants`` (bound once, as the ORM binds them) in one statement per batch; rows whose
-    ``conflict`` columns clash with a stored row are skipped. Returns the ``returning``
-    columns of the inserted rows. SQLite only: one multi-row VALUES statement (the constants
-    are shared numbered parameters). PostgreSQL writes such rows by a lookup and a binary
-    COPY instead (``AddressBookRepository._insert_new_pg``)."""
+    ``constants`` (bound once, as the ORM binds them) in one statement per batch; with
+    ``conflict``, rows whose ``conflict`` columns clash with a stored row are skipped.
+    Returns the ``returning`` columns of the inserted rows (none without). SQLite only: one
+    multi-row VALUES statement (the constants are shared numbered parameters). PostgreSQL
+    writes such rows by a binary COPY instead (``AddressBookRepository._insert_new``)."""
     if not rows:
         return []
     conn = session.connection()
     dialect = conn.dialect
     if dialect.name != "sqlite":
-        raise NotImplementedError("insert_returning is SQLite's path")
+        raise NotImplementedError("insert_values is SQLite's path")
     quote = dialect.identifier_preparer.quote
     consts = [db_value(session, table, c, v) for c, v in constants.items()]
     names = ", ".join(quote(c) for c in [*constants, *columns])
-    on_conflict = f"ON CONFLICT ({', '.join(quote(c) for c in conflict)}) DO NOTHING"
-    back = f"RETURNING {', '.join(quote(c) for c in returning)}"
+    tail = ""
+    if conflict:
+        tail = f"ON CONFLICT ({', '.join(quote(c) for c in conflict)}) DO NOTHING"
+    if returning:
+        tail += f" RETURNING {', '.join(quote(c) for c in returning)}"
     out: list[tuple[Any, ...]] = []
     width = len(columns)
     batch = max(1, (30_000 - len(consts)) // width)  # SQLite's host-parameter limit is 32,766
     for start in range(0, len(rows), batch):
         part = rows[start : start + batch]
         sql = _sqlite_values_sql(
-            f"INSERT INTO {table.name} ({names})",
-            len(consts),
-            width,
-            len(part),
-            f"{on_conflict} {back}",
+            f"INSERT INTO {table.name} ({names})", len(consts), width, len(part), tail
         )
         params: list[Any] = list(consts)
         for row in part:

@@ -5,6 +5,7 @@ per-stream state (region, held keys for the quota)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -163,26 +164,45 @@ def test_stream_state_and_quota(db: Database, user: None) -> None:
 def test_stream_knows_the_book_it_filled_until_another_writer_comes(
     db: Database, user: None
 ) -> None:
-    """A stream whose upload found its book empty knows the book's entries, so on
-    PostgreSQL its next chunks insert without asking which entry ids the book holds. Once
-    another writer of the user's contacts comes between two of its transactions, it asks
-    again: an entry that writer added is updated in place, not inserted a second time."""
-    pg = db.engine.dialect.name == "postgresql"
+    """A stream whose upload found its book empty knows the book's entries, so its next
+    chunks insert without asking which entry ids the book holds. Once another writer of
+    the user's contacts comes between two of its transactions, it asks again: an entry
+    that writer added is updated in place, not inserted a second time."""
     stream = StreamState()
     _apply(db, _chunk("up", 1, [_entry("a", ("13800138000",))], stream=stream))
-    if pg:
-        assert stream.book.entries is not None and set(stream.book.entries) == {"a"}
+    assert stream.book.entries is not None and set(stream.book.entries) == {"a"}
     # the stream's own entry again, changed, and a new one: a keeps its id
     first = _rows(db)["a"]
     a2, b = _entry("a", ("13800138000",), b"c2"), _entry("b", ("13800138001",))
     _apply(db, _chunk("up", 2, [a2, b], stream=stream))
     assert _rows(db)["a"][0] == first[0] and set(_rows(db)) == {"a", "b"}
-    if pg:
-        assert stream.book.entries is not None and set(stream.book.entries) == {"a", "b"}
+    assert stream.book.entries is not None and set(stream.book.entries) == {"a", "b"}
     # another upload of the same book adds x; then the stream sends x too
     _apply(db, _chunk("other", 1, [_entry("x", ("13800138002",))]))
     x_pk = _rows(db)["x"][0]
+    assert x_pk > _rows(db)["b"][0]  # after the keys the stream chose itself
     _apply(db, _chunk("up", 3, [_entry("x", ("13800138002",), b"mine")], stream=stream))
     rows = _rows(db)
     assert set(rows) == {"a", "b", "x"} and rows["x"][0] == x_pk
     assert stream.book.entries is None
+
+
+def test_known_entries_never_take_an_id_handed_out_before(db: Database, user: None) -> None:
+    """Entries a stream inserts with keys it chose (its book known empty) get ids above
+    every id ever handed out, a deleted entry's included: ids name contacts
+    (users/u/contacts/N), so one is never given to another contact."""
+    stream = StreamState()
+    entries = [_entry(f"e{i}", (f"1380013810{i}",)) for i in range(3)]
+    _apply(db, _chunk("up", 1, entries, stream=stream))
+    assert stream.book.entries is not None  # the keys were the stream's own
+    ids = _rows(db)
+    assert sorted(ids[e][0] for e in ("e0", "e1", "e2")) == [ids[e][0] for e in ("e0", "e1", "e2")]
+    gone = ids["e2"][0]
+    _apply(db, _chunk("up", 2, [_entry("e2", ())._replace(deleted=True)], stream=stream))
+    assert "e2" not in _rows(db)
+    # a new stream, into another empty book: its first id comes after the deleted one
+    other = StreamState()
+    chunk = _chunk("up2", 1, [_entry("n0", ("13800138200",))], stream=other)
+    _apply(db, replace(chunk, book_id="second"))
+    assert other.book.entries is not None
+    assert _rows(db)["n0"][0] > gone

@@ -70,7 +70,7 @@ def _lookup(
     """(distinct keys, the registry's identity pk of each or EMPTY_KEY, the pks found)."""
     arr = np.unique(keys if isinstance(keys, np.ndarray) else np.fromiter(keys, dtype=np.uint64))
     hits = registry.lookup(repo, arr) if arr.size else arr
-    return arr, hits, [int(p) for p in hits[hits != EMPTY_KEY]]
+    return arr, hits, hits[hits != EMPTY_KEY].tolist()
 
 
 def _owners(
@@ -88,7 +88,8 @@ def _confirmed(
     """key -> owner of the registry's hits that the database confirms (``found``: identity
     pk -> (user, key) as stored now)."""
     out: dict[int, str] = {}
-    for key, pk in zip(arr.tolist(), hits.tolist(), strict=True):
+    hit = hits != EMPTY_KEY  # (most of a book's keys are no member's)
+    for key, pk in zip(arr[hit].tolist(), hits[hit].tolist(), strict=True):
         # A hit counts only while the identity still carries that key: a cached entry can
         # outlive its identity (SQLite reuses a deleted row's pk for the next identity).
         owner = found.get(pk)

@@ -2,16 +2,16 @@
 
 For each database (SQLite file under a temp dir; PostgreSQL when reachable) and each member
 table size (an empty member table as the baseline, then ``BEFRIEND_BENCH_MEMBERS``, default
-1,000,000), a fresh database is migrated and bulk-loaded (setup, not measured: see
-``benchmarks/_population.py``), a real server starts in this process on 127.0.0.1:0, one
-member (the population's first CN member) registers over gRPC and, from a client in a
-separate process (so that the server's process does the server's work only, as the target
-is per server process), uploads a ``BEFRIEND_BENCH_BOOK`` (default 10,000) contact book in
-500-entry chunks on one UploadContacts stream. Each chunk also matches the keys it added
-(buddy matching). Reported: contacts/s for the whole upload (one server process), time per
-chunk (median / max of the non-final chunks) and of the final chunk. Baselines in the same
-run: normalisation alone (``normalize_many`` over the book's raw numbers) and the same upload
-against the empty member table.
+1,000,000), a fresh database is migrated, bulk-loaded and settled (setup, not measured: see
+``benchmarks/_population.py``, ``Loader.settle``), a real server starts in this process on
+127.0.0.1:0, one member (the population's first CN member) registers over gRPC and, from a
+client in a separate process (so that the server's process does the server's work only, as
+the target is per server process), uploads a ``BEFRIEND_BENCH_BOOK`` (default 10,000)
+contact book in 500-entry chunks on one UploadContacts stream. Each chunk also matches the
+keys it added (buddy matching). Reported: contacts/s for the whole upload (one server
+process), time per chunk (median / max of the non-final chunks) and of the final chunk.
+Baselines in the same run: normalisation alone (``normalize_many`` over the book's raw
+numbers) and the same upload against the empty member table.
 
 Each case runs ``BEFRIEND_BENCH_REPEAT`` times (default 3), each on a fresh database and
 server, and the verdict takes the median. Before the timed upload, a second member uploads

@@ -149,11 +149,7 @@ def _load(db: Database, pop: Population, entries: int) -> tuple[float, float]:
     owners = min(pop.config.members, max(1, entries // BOOK))
     t = time.perf_counter()
     loader.entry_keys(pop, owners, BOOK)
-    if not db.is_sqlite:
-        loader.settle()
-    else:
-        with db.engine.begin() as conn:
-            conn.execute(text("ANALYZE"))
+    loader.settle()
     return t_members, time.perf_counter() - t
 
 

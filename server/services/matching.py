@@ -243,9 +243,7 @@ def match_user(
     if keys is not None and not keys and not registry.weak:
         return []
     if keys is None or registry.weak:
-        return match_users(
-            repo, registry, [user_id], now, origin, book_rows=book_rows if keys is None else None
-        )
+        return match_users(repo, registry, [user_id], now, origin, book_rows=book_rows)
     repo.serialize_matching()
     # The restricted match never grows with the size of the books. The callers whose keys
     # can be most of the books (an upload's final match, ``match_pending``) choose the

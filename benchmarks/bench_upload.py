@@ -33,7 +33,9 @@ SQL statement; ``BEFRIEND_BENCH_PROFILE=1`` adds a cProfile of it too (listing
 ``BEFRIEND_BENCH_PROFILE_LINES`` server functions, default 25). The server process's CPU
 time during the upload is printed beside the wall time (on a shared machine contacts per
 CPU-second vary less than contacts/s), and so is the CPU time of a local PostgreSQL
-server's processes: when the two add up to the wall time, nothing overlapped.
+server's processes (the concurrent case's too): when the two add up to the wall time,
+nothing overlapped. Their sum over the wall time is printed as "cores busy" (1.00: one
+waited for the other throughout; the machine's core count at most).
 """
 
 from __future__ import annotations
@@ -85,6 +87,16 @@ class Run:
     @property
     def rate(self) -> float:
         return self.acked / self.total_s
+
+    @property
+    def busy(self) -> float:
+        return _busy(self.cpu_s, self.db_cpu_s, self.total_s)
+
+
+def _busy(cpu_s: float, db_cpu_s: float, wall_s: float) -> float:
+    """Cores the server and database processes kept busy on average during the upload: 1.0
+    when one waits for the other throughout (nothing overlaps), up to the machine's cores."""
+    return (cpu_s + db_cpu_s) / wall_s
 
 
 def requests(
@@ -323,11 +335,11 @@ def _load_others(
 
 async def _concurrent_uploads(
     url: str, pop: Population, books: dict[int, list[BookContact]], warm_up: int
-) -> tuple[float, float, int]:
+) -> tuple[float, float, float, int]:
     """Each uploader of ``books`` registers (and, first, ``warm_up`` uploads its untimed
     warm-up book), then all upload their books at once from a client process, each on its
     own channel; returns (wall seconds of the uploads, the server process's CPU
-    seconds, contacts acknowledged)."""
+    seconds, the database's CPU seconds, contacts acknowledged)."""
     loop = asyncio.get_running_loop()
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
@@ -343,10 +355,10 @@ async def _concurrent_uploads(
                 entries = [to_entry(f"c{j:06d}", bc) for j, bc in enumerate(book)]
                 wire = [r.SerializeToString() for r in requests(entries, f"bench-concurrent-{u}")]
                 uploads.append((token, wire))
-            cpu = time.process_time()
+            cpu, db_cpu = time.process_time(), _database_cpu()
             t0, marks, acked = await loop.run_in_executor(pool, _stream_uploads, target, uploads)
             wall = max(m[-1] for m in marks) - t0
-            return wall, time.process_time() - cpu, acked
+            return wall, time.process_time() - cpu, _database_cpu() - db_cpu, acked
 
 
 def _concurrent(backend: str, members: int, pop: Population, n: int, size: int) -> float:
@@ -389,13 +401,14 @@ def _concurrent(backend: str, members: int, pop: Population, n: int, size: int) 
         gc.collect()
         gc.freeze()
         try:
-            wall, cpu, acked = asyncio.run(_concurrent_uploads(url, pop, books, warm_up))
+            wall, cpu, db_cpu, acked = asyncio.run(_concurrent_uploads(url, pop, books, warm_up))
         finally:
             gc.unfreeze()
         print(
             f"{backend}, {n} concurrent uploads of {size:,} contacts, {members - n - 1:,} other "
             f"members: {acked:,} contacts in {wall:.3f} s = {acked / wall:,.0f} contacts/s "
-            f"(server CPU {cpu:.3f} s = {acked / cpu:,.0f}/CPU-s)",
+            f"(server CPU {cpu:.3f} s = {acked / cpu:,.0f}/CPU-s, database CPU {db_cpu:.3f} s, "
+            f"cores busy {_busy(cpu, db_cpu, wall):.2f})",
             flush=True,
         )
         return acked / wall
@@ -414,7 +427,7 @@ def _print(run: Run) -> None:
         f"{run.rate:>9,.0f} contacts/s  chunk p50 {statistics.median(body) * 1e3:6.1f} ms "
         f"max {body[-1] * 1e3:6.1f} ms  final {run.chunks_s[-1] * 1e3:7.1f} ms  "
         f"CPU {run.cpu_s:.3f} s = {run.acked / run.cpu_s:,.0f}/CPU-s, database CPU "
-        f"{run.db_cpu_s:.3f} s  "
+        f"{run.db_cpu_s:.3f} s, cores busy {run.busy:.2f}  "
         f"(register {run.register_s * 1e3:.0f} ms; setup {run.load_s:.0f} s, not measured); "
         f"ListBuddies first call {run.list_ms[0]:.1f} ms, then p50 first page "
         f"{run.list_ms[1]:.1f} ms, phonebook page {run.list_ms[2]:.1f} ms",

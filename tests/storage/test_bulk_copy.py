@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from befriend.server.records import EntryInput, EntryKeyRecord, IdentityKind
 from befriend.server.storage import models
 from befriend.server.storage.addressbooks import AddressBookRepository, KeyRow
-from befriend.server.storage.bulk import bulk_insert, db_value, insert_tuples
+from befriend.server.storage.bulk import bulk_insert, db_value, insert_tuples, insert_values
 from befriend.server.storage.changes import ORIGIN_DEVICE_UPLOAD
 from befriend.server.storage.db import Database
 from befriend.server.storage.matching import BuddyState, MatchRepository
@@ -134,6 +134,40 @@ def test_insert_tuples_round_trips(db: Database) -> None:
     events = _stored(db, e, e.c.user_id == "u1")
     assert [r[1:] for r in events] == [("u1", 1, "u2", T1)] * 2
     assert events[0][4].utcoffset() == timedelta(0)
+
+
+def test_bulk_writes_past_one_statement_store_every_row_once(db: Database) -> None:
+    """More rows than one multi-row statement takes on SQLite (a few full batches and a
+    partial one): every row stored once, in order; with constants, a conflict clause and
+    RETURNING, each batch's new rows returned and the clashing ones skipped."""
+    _user(db, "u1")
+    t = models.table(models.EntryKey)
+    rows = [(n, "u1", 1, key_to_db(BIG - n), None, f"+{n}") for n in range(5_001)]
+    with db.transaction() as s:
+        insert_tuples(s, t, ("entry_pk", "user_id", "kind", "key", "weak_key", "value"), rows)
+    assert [r[1:] for r in _stored(db, t, t.c.user_id == "u1")] == rows
+    if not db.is_sqlite:
+        return  # insert_values is SQLite's path
+    e = models.table(models.ContactEntry)
+    constants = {k: v for k, v in _entry(1, "").items() if k not in ("entry_id", "raw")}
+    with db.transaction() as s:
+        first = insert_values(
+            s, e, constants, ("entry_id", "raw"), [(f"e{n}", b"r") for n in range(0, 3_000, 2)]
+        )
+        again = insert_values(
+            s,
+            e,
+            constants,
+            ("entry_id", "raw"),
+            [(f"e{n}", b"r") for n in range(3_000)],
+            conflict=("book_pk", "entry_id"),
+            returning=("entry_id",),
+        )
+    assert first == []
+    assert sorted(again) == sorted((f"e{n}",) for n in range(1, 3_000, 2))
+    stored = _stored(db, e, e.c.book_pk == 1)
+    assert sorted(r[3] for r in stored) == sorted(f"e{n}" for n in range(3_000))
+    assert {(r[2], r[9], r[12]) for r in stored} == {("u1", T0, 2_000_000_000)}
 
 
 # -- AddressBookRepository.write_entries: PostgreSQL looks up held entry ids and COPYs the rest

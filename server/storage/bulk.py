@@ -211,21 +211,20 @@ def insert_values(
         tail = f"ON CONFLICT ({', '.join(quote(c) for c in conflict)}) DO NOTHING"
     if returning:
         tail += f" RETURNING {', '.join(quote(c) for c in returning)}"
-    out: list[tuple[Any, ...]] = []
+    head = f"INSERT INTO {table.name} ({names})"
     width = len(consts) + len(columns)
-    for start, count in _sqlite_batches(len(rows), width):
-        part = rows[start : start + count]
-        sql = _sqlite_values_sql(f"INSERT INTO {table.name} ({names})", width, len(part), tail)
-        params: list[Any] = []
-        for row in part:
-            params.extend(consts)
-            params.extend(row)
-        # At the DBAPI cursor: SQLAlchemy's result fetches the returned rows one by one.
-        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            out.extend(cur.execute(sql, params).fetchall())
-        finally:
-            cur.close()
+    out: list[tuple[Any, ...]] = []
+    # At the DBAPI cursor: SQLAlchemy's result fetches the returned rows one by one.
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for start, count in _sqlite_batches(len(rows), width):
+            params: list[Any] = []
+            for row in rows[start : start + count]:
+                params.extend(consts)
+                params.extend(row)
+            out.extend(cur.execute(_sqlite_values_sql(head, width, count, tail), params).fetchall())
+    finally:
+        cur.close()
     return out
 
 

@@ -209,12 +209,13 @@ class BefriendServer:
         log.info("server.stopped")
 
     async def run(self) -> None:
-        """Serve until SIGTERM/SIGINT, then shut down gracefully."""
-        await self.start()
+        """Serve until SIGTERM/SIGINT, then shut down gracefully. The handlers go in before
+        start-up, so a signal during it stops the server once it has started."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        await self.start()
         await stop.wait()
         log.info("server.draining", grace_seconds=self.settings.grace_seconds)
         await self.stop()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
@@ -32,7 +34,11 @@ def _run_one(settings: Settings, worker: int = 0) -> None:
 
 
 def _supervise(settings: Settings) -> int:
-    """Run ``settings.workers`` processes on one port (SO_REUSEPORT); forward SIGTERM."""
+    """Run ``settings.workers`` processes on one port (SO_REUSEPORT) and forward SIGTERM and
+    SIGINT to them. A worker that exits on its own (a port taken, a crash) stops the rest:
+    the server runs with all its workers or not at all. Returns 0 when every worker ended
+    cleanly after a forwarded signal (one killed by that signal before it could install its
+    handler counts as clean), else 1."""
     if settings.port == 0:
         log.error("serve.workers_need_fixed_port")
         return 2
@@ -46,17 +52,32 @@ def _supervise(settings: Settings) -> int:
     ]
     for p in procs:
         p.start()
+    forwarded: set[int] = set()
 
     def forward(signum: int, _frame: object) -> None:
+        forwarded.add(signum)
         for p in procs:
-            if p.pid is not None and p.is_alive():
-                os.kill(p.pid, signum)
+            if p.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signum)  # type: ignore[arg-type]
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for p in procs:
-        p.join()
-    return max((p.exitcode or 0) for p in procs)
+    failed = False
+    running = list(procs)
+    while running:
+        for ended in multiprocessing.connection.wait([p.sentinel for p in running]):
+            p = next(p for p in running if p.sentinel == ended)
+            p.join()
+            running.remove(p)
+            clean = p.exitcode == 0 or (forwarded and -(p.exitcode or 0) in forwarded)
+            if not clean:
+                failed = True
+                log.error("serve.worker_failed", worker=p.name, exitcode=p.exitcode)
+            if not forwarded:  # a worker ended on its own: stop the others
+                failed = True
+                forward(signal.SIGTERM, None)
+    return 1 if failed else 0
 
 
 def serve_main(argv: Sequence[str]) -> int:

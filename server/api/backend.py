@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from befriend.server.api import auth
 from befriend.server.errors import Aborted, InvalidArgument
+from befriend.server.observability import log
 from befriend.server.services.registry import Registry
 from befriend.server.storage.db import Database
 from befriend.server.storage.repositories import IdempotencyRepository
@@ -39,6 +40,12 @@ def request_fingerprint(request: Message) -> str:
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
+def _log_failure(future: Future[object]) -> None:
+    exc = None if future.cancelled() else future.exception()
+    if exc is not None:
+        log.error("background.failed", exc_info=exc)
+
+
 class Backend:
     def __init__(
         self,
@@ -59,8 +66,9 @@ class Backend:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
 
     def spawn(self, fn: Callable[[], object]) -> None:
-        """Run background work (e.g. a refresh job) on the database threads."""
-        self.executor.submit(fn)
+        """Run background work (e.g. a refresh job) on the database threads; a failure is
+        logged, since nobody awaits the result."""
+        self.executor.submit(fn).add_done_callback(_log_failure)
 
     async def read(self, fn: Callable[[Session], T]) -> T:
         def work() -> T:

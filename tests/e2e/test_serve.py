@@ -165,14 +165,47 @@ def test_sigterm_lets_a_slow_call_finish_and_refuses_new_ones(
 
 
 def test_workers_share_the_port(tmp_path: Path) -> None:
-    s = start(tmp_path, "--workers", "2")
+    # metrics on ephemeral ports: worker i's port + i might be taken on a busy machine
+    s = start(tmp_path, "--workers", "2", "--metrics-port", "0")
     try:
         with Client(s.target) as client:
             for i in range(6):
                 client.account.register(display_name=f"W{i}", phone_numbers=[f"+861390000100{i}"])
             assert client.health() == "SERVING"
         s.proc.send_signal(signal.SIGTERM)
-        assert s.proc.wait(timeout=30) == 0
+        code = s.proc.wait(timeout=30)
+        assert code == 0, s.proc.stderr.read()  # type: ignore[union-attr]
     finally:
         if s.proc.poll() is None:
             s.proc.kill()
+
+
+def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
+    # worker 1's metrics port (port + 1) is taken: the server must not limp on with one
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics = int(taken.getsockname()[1]) - 1
+        env = {**os.environ, "BEFRIEND_DATABASE_URL": f"sqlite:///{tmp_path / 'befriend.db'}"}
+        proc = subprocess.run(
+            [
+                BEFRIEND,
+                "serve",
+                "--port",
+                str(free_port()),
+                "--metrics-port",
+                str(metrics),
+                "--workers",
+                "2",
+                "--log-format",
+                "json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert proc.returncode == 1, proc.stderr
+    failed = [json.loads(line) for line in proc.stderr.splitlines() if "worker_failed" in line]
+    assert [(f["worker"], f["exitcode"]) for f in failed] == [("befriend-worker-1", 1)]

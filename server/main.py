@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import cast
 
 from befriend.server import config
 from befriend.server.config import Settings
@@ -64,12 +65,11 @@ def _supervise(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     failed = False
-    running = list(procs)
+    running = {p.sentinel: p for p in procs}
     while running:
-        for ended in multiprocessing.connection.wait([p.sentinel for p in running]):
-            p = next(p for p in running if p.sentinel == ended)
+        for ended in multiprocessing.connection.wait(list(running)):
+            p = running.pop(cast(int, ended))  # the sentinels given
             p.join()
-            running.remove(p)
             clean = p.exitcode == 0 or (forwarded and -(p.exitcode or 0) in forwarded)
             if not clean:
                 failed = True

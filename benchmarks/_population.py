@@ -67,6 +67,8 @@ ENTRY_COLUMNS = (
     "created_at",
     "updated_at",
 )
+# entry_keys: each loaded entry has one row, its first (ordinal 0)
+KEY_COLUMNS = ("entry_pk", "ordinal", "user_id", "kind", "key", "weak_key", "value")
 _I64 = 1 << 63
 
 
@@ -262,13 +264,11 @@ class Loader:
         )
         self.insert("contact_entries", ENTRY_COLUMNS, entries)
         keys = (
-            (e + 1, e + 1, pop.user_id(h), PHONE, key_to_db(key), key % 10_000_000, f"+{key}")
+            (e + 1, 0, pop.user_id(h), PHONE, key_to_db(key), key % 10_000_000, f"+{key}")
             for e, (_, h, _, key) in enumerate(held)
         )
-        n = self.insert(
-            "entry_keys", ("id", "entry_pk", "user_id", "kind", "key", "weak_key", "value"), keys
-        )
-        self.fix_sequences(["address_books", "contact_entries", "entry_keys"])
+        n = self.insert("entry_keys", KEY_COLUMNS, keys)
+        self.fix_sequences(["address_books", "contact_entries"])
         return n
 
     def entry_keys(self, pop: Population, owners: int, size: int, *, progress: bool = True) -> int:
@@ -282,10 +282,8 @@ class Loader:
         user_ids = [pop.user_id(i) for i in range(pop.config.members)]
         t0 = time.perf_counter()
         with self.db.engine.connect() as conn:
-            next_id = (
-                int(conn.execute(text("SELECT COALESCE(max(id), 0) FROM entry_keys")).scalar_one())
-                + 1
-            )
+            last = conn.execute(text("SELECT COALESCE(max(entry_pk), 0) FROM entry_keys"))
+            next_id = int(last.scalar_one()) + 1
         first_id = next_id
         per = max(1, 200_000 // size)  # owners per block
 
@@ -298,16 +296,15 @@ class Loader:
                 weak = (keys % np.uint64(10_000_000)).astype(np.int64).tolist()
                 signed = _signed(keys)
                 for j, (oi, k, w) in enumerate(zip(o.tolist(), signed, weak, strict=True)):
-                    yield (next_id + j, next_id + j, user_ids[oi], PHONE, k, w, f"+{k}")
+                    yield (next_id + j, 0, user_ids[oi], PHONE, k, w, f"+{k}")
                 next_id += len(signed)
                 if progress and base // per % 25 == 0:
                     done = next_id - first_id
                     rate = done / max(time.perf_counter() - t0, 1e-9)
                     print(f"  entry_keys: {done:,} rows, {rate:,.0f} rows/s", flush=True)
 
-        cols = ("id", "entry_pk", "user_id", "kind", "key", "weak_key", "value")
         indexes = _drop_entry_key_indexes(self.db)
-        n = self.insert("entry_keys", cols, rows())
+        n = self.insert("entry_keys", KEY_COLUMNS, rows())
         t1 = time.perf_counter()
         _create_indexes(self.db, indexes)
         if progress:
@@ -316,7 +313,6 @@ class Loader:
                 f"indexes rebuilt in {time.perf_counter() - t1:.0f} s",
                 flush=True,
             )
-        self.fix_sequences(["entry_keys"])
         return n
 
 
@@ -461,7 +457,7 @@ class ArrayLoader(Loader):
     ) -> int:
         """contact_entries + entry_keys: entry ``j`` of the arrays is contact_entries row
         ``first_id + j`` (minimal: empty raw and contact) in the book of ``owner[j]``, with
-        one entry_keys row (same id) holding the phone key ``keys[j]``."""
+        one entry_keys row (its first) holding the phone key ``keys[j]``."""
         ts = self._ts
         n = owner.shape[0]
         step = 500_000
@@ -481,9 +477,8 @@ class ArrayLoader(Loader):
                 for j, o, key, w in zip(
                     range(first_id + s, first_id + s + len(own)), own, signed, weak, strict=True
                 ):
-                    yield (j, j, user_ids[o], PHONE, key, w, f"+{key}")
+                    yield (j, 0, user_ids[o], PHONE, key, w, f"+{key}")
 
-        key_cols = ("id", "entry_pk", "user_id", "kind", "key", "weak_key", "value")
         self._bulk(
             ["contact_entries"],
             bulk,
@@ -494,11 +489,11 @@ class ArrayLoader(Loader):
         out = self._bulk(
             ["entry_keys"],
             bulk,
-            lambda: self.insert("entry_keys", key_cols, key_rows()),
+            lambda: self.insert("entry_keys", KEY_COLUMNS, key_rows()),
             progress,
             "entry_keys",
         )
-        self.fix_sequences(["address_books", "contact_entries", "entry_keys"])
+        self.fix_sequences(["address_books", "contact_entries"])
         return out
 
     def buddy_rows(

@@ -58,6 +58,7 @@ from befriend.v1 import account_pb2, account_pb2_grpc, common_pb2, sync_pb2, syn
 from benchmarks._population import (
     BOOK_COLUMNS,
     ENTRY_COLUMNS,
+    KEY_COLUMNS,
     USER_COLUMNS,
     Loader,
     pg_reachable,
@@ -217,13 +218,13 @@ def load_buddies(loader: Loader, buddies: int) -> None:
     )
     loader.insert(
         "entry_keys",
-        ("id", "entry_pk", "user_id", "kind", "key", "weak_key", "value"),
+        KEY_COLUMNS,
         (
-            (i + 1, i + 1, uid[i], PHONE, key_to_db(a_key), a_key % 10_000_000, A_E164)
+            (i + 1, 0, uid[i], PHONE, key_to_db(a_key), a_key % 10_000_000, A_E164)
             for i in range(buddies)
         ),
     )
-    loader.fix_sequences(["identities", "address_books", "contact_entries", "entry_keys"])
+    loader.fix_sequences(["identities", "address_books", "contact_entries"])
 
 
 # -- measurement ----------------------------------------------------------------------------

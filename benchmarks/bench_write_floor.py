@@ -40,8 +40,8 @@ ENTRY_COLUMNS = (
 ENTRY_TYPES = ["int8", "int8", "varchar", "varchar", "bytea", "varchar", "varchar", "bytea"]
 ENTRY_TYPES += ["int8", "timestamptz", "timestamptz", "int4", "int8", "int2", "varchar"]
 ENTRY_TYPES += ["varchar"]
-KEY_COLUMNS = "id, entry_pk, user_id, kind, key, weak_key, value"
-KEY_TYPES = ["int8", "int8", "varchar", "int2", "int8", "int8", "varchar"]
+KEY_COLUMNS = "entry_pk, ordinal, user_id, kind, key, weak_key, value"
+KEY_TYPES = ["int8", "int2", "varchar", "int2", "int8", "int8", "varchar"]
 BUDDY_COLUMNS = "owner_id, other_id, kind, key, key_kind, entry_pk, origin, created_at, updated_at"
 BUDDY_TYPES = ["varchar", "varchar", "int2", "int8", "int2", "int8", "int2"]
 BUDDY_TYPES += ["timestamptz", "timestamptz"]
@@ -61,7 +61,7 @@ class Upload:
         rng = random.Random(n)
         now: Any = datetime.now(UTC) if pg else datetime.now(UTC).isoformat(" ")
         user = uuid.uuid4().hex
-        pk0, key0 = 1 + n * CONTACTS, 1 + n * KEYS
+        pk0 = 1 + n * CONTACTS
         tail = (1, now, now, 1, 1, 1, "bench-device", "")  # upload, times, version, change
         self.entries = [
             (pk0 + i, pk0, user, f"c{i:06d}", rng.randbytes(150), "text/vcard", hash_, body, *tail)
@@ -71,7 +71,9 @@ class Upload:
         self.keys = []
         for j in range(KEYS):
             key = 8613000000000 + rng.randrange(10**10)
-            self.keys.append((key0 + j, pk0 + j % CONTACTS, user, 1, key, key % 10**7, f"+{key}"))
+            self.keys.append(
+                (pk0 + j % CONTACTS, j // CONTACTS, user, 1, key, key % 10**7, f"+{key}")
+            )
         members = [uuid.uuid4().hex for _ in range(NEW_PAIRS)]
         self.buddies = [(user, m, 1, rng.getrandbits(62), 1, pk0, 1, now, now) for m in members]
         self.turned = [(m, user, 2, rng.getrandbits(62), 1, 1, 1, now, now) for m in members]
@@ -98,7 +100,7 @@ def _pg_run(conn: Any, up: Upload, lean: bool) -> float:
             copy(
                 cur, f"COPY contact_entries ({ENTRY_COLUMNS}, keys)", [*ENTRY_TYPES, "bytea"], rows
             )
-            keys = [(k[4], k[1]) for k in up.keys]
+            keys = [(k[4], k[0]) for k in up.keys]
             copy(cur, "COPY lean_keys (key, entry_pk)", ["int8", "int8"], keys)
         else:
             copy(cur, f"COPY contact_entries ({ENTRY_COLUMNS})", ENTRY_TYPES, up.entries)
@@ -131,7 +133,7 @@ def _sqlite_run(conn: sqlite3.Connection, up: Upload, lean: bool) -> float:
     if lean:
         rows = [(*e, p) for e, p in zip(up.entries, up.packed, strict=True)]
         insert("contact_entries", f"{ENTRY_COLUMNS}, keys", rows)
-        insert("lean_keys", "key, entry_pk", [(k[4], k[1]) for k in up.keys])
+        insert("lean_keys", "key, entry_pk", [(k[4], k[0]) for k in up.keys])
     else:
         insert("contact_entries", ENTRY_COLUMNS, up.entries)
         insert("entry_keys", KEY_COLUMNS, up.keys)

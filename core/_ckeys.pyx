@@ -282,13 +282,14 @@ def key_rows(
                 if not _listed(rows, first, phone_kind, value):
                     key = _signed(p_key[p]) if ok else None
                     weak = _signed(p_weak[p])
-                    rows.append((pk, user_id, phone_kind, key, weak, value))
+                    rows.append((pk, user_id, phone_kind, key, weak, value, len(rows) - first))
             p += 1
         while o < no and o_owner[o] == i:
             if live:
                 kind = o_kind[o]
                 value = values[o]
                 if not _listed(rows, first, kind, value):
-                    rows.append((pk, user_id, kind, _signed(o_key[o]), None, value))
+                    rows.append((pk, user_id, kind, _signed(o_key[o]), None, value,
+                                 len(rows) - first))
             o += 1
     return rows

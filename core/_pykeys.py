@@ -20,7 +20,9 @@ given twice is the concatenation of its records (which a parser reads as their m
 index (``entry_keys``): for each entry, its phones (in order) then its other identities (in
 order); a phone that did not normalise keeps only its weak key (none: no row) and its raw
 string (cut to 320 characters) as the value; an identity whose (kind, value) the entry
-already listed is dropped; keys are stored as signed 64-bit integers (two's complement).
+already listed is dropped; keys are stored as signed 64-bit integers (two's complement);
+each row carries its ordinal among its entry's rows (0, 1, …: the identities' order, which
+the table's primary key (entry_pk, ordinal) keeps, so rows may be written in any order).
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
 MAX_VALUE_CHARS = 320
 
-# (entry_pk, user_id, kind, key, weak_key, value): an entry_keys row, keys signed, 0 -> None
-KeyRow = tuple[int, str, int, int | None, int | None, str]
+# (entry_pk, user_id, kind, key, weak_key, value, ordinal): an entry_keys row, keys signed,
+# 0 -> None
+KeyRow = tuple[int, str, int, int | None, int | None, str, int]
 T = TypeVar("T")
 
 
@@ -275,13 +278,14 @@ def key_rows(
                 value = phone_e164[p] if ok else phone_raw[p][:MAX_VALUE_CHARS]
                 if not any(r[2] == phone_kind and r[5] == value for r in rows[first:]):
                     key = _signed(p_key[p]) if ok and p_key[p] else None
-                    rows.append((pk, user_id, phone_kind, key, p_weak[p] or None, value))
+                    weak = p_weak[p] or None
+                    rows.append((pk, user_id, phone_kind, key, weak, value, len(rows) - first))
             p += 1
         while o < len(o_owner) and o_owner[o] == i:
             if pk >= 0:
                 kind, value = o_kind[o], other_value[o]
                 if not any(r[2] == kind and r[5] == value for r in rows[first:]):
                     key = _signed(o_key[o]) if o_key[o] else None
-                    rows.append((pk, user_id, kind, key, None, value))
+                    rows.append((pk, user_id, kind, key, None, value, len(rows) - first))
             o += 1
     return rows

@@ -62,8 +62,9 @@ def key_rows(
     other_key: Any,
     other_value: Sequence[str],
 ) -> list[KeyRow]:
-    """entry_keys rows ``(entry_pk, user_id, kind, key, weak_key, value)`` of the entries
-    whose ``entry_pks[i]`` is >= 0, from the chunk's identity columns (see ``_pykeys``)."""
+    """entry_keys rows ``(entry_pk, user_id, kind, key, weak_key, value, ordinal)`` of the
+    entries whose ``entry_pks[i]`` is >= 0, from the chunk's identity columns (see
+    ``_pykeys``)."""
     rows: list[KeyRow] = _m.key_rows(
         user_id,
         entry_pks,

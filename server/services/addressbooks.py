@@ -354,7 +354,7 @@ def _records(rows: Sequence[KeyRow]) -> list[EntryKeyRecord]:
         EntryKeyRecord(
             IdentityKind(kind), key_from_db(key) if key is not None else None, weak, value
         )
-        for _, _, kind, key, weak, value in rows
+        for _, _, kind, key, weak, value, _ in rows
     ]
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
+from befriend.core.keys import KeyRow
 from befriend.server.records import (
     BookRecord,
     EntryInput,
@@ -31,6 +32,7 @@ from befriend.server.storage.changes import ChangeStamp
 from befriend.server.storage.repositories import key_from_db, key_to_db
 
 _BATCH = 500  # rows per IN (...) list
+T = TypeVar("T")
 
 # (stored contact, its provenance, the device's new contact) -> (contact to store, its
 # provenance, names of the fields that changed, the stored contact's identity keys when they
@@ -40,9 +42,9 @@ Remerge = Callable[
     [bytes, Any, bytes], tuple[bytes, Any, list[str], Sequence[EntryKeyRecord] | None]
 ]
 
-# entry_keys rows (entry_pk, user_id, kind, key as stored, weak_key, value)
-KeyRow = tuple[int, str, int, int | None, int | None, str]
-_KEY_COLUMNS = ("entry_pk", "user_id", "kind", "key", "weak_key", "value")
+# entry_keys columns of a KeyRow: (entry_pk, user_id, kind, key as stored, weak_key, value,
+# ordinal)
+_KEY_COLUMNS = ("entry_pk", "user_id", "kind", "key", "weak_key", "value", "ordinal")
 # contact_entries columns of an uploaded entry (beside the constants of its chunk)
 _ENTRY_COLUMNS = ("entry_id", "raw", "raw_media_type", "content_hash", "contact")
 # A new contact_entries primary key (PostgreSQL). The sequence is looked up once, by a
@@ -105,22 +107,37 @@ class KnownEntries:
         self.seq -= 1
 
 
-def key_row_dicts(
-    user_id: str, keyed: Sequence[tuple[int, Sequence[EntryKeyRecord]]]
-) -> list[dict[str, Any]]:
-    """entry_keys rows for bulk_insert from (entry pk, its identity records)."""
-    return [
-        {
-            "entry_pk": pk,
-            "user_id": user_id,
-            "kind": int(k.kind),
-            "key": key_to_db(k.key) if k.key is not None else None,
-            "weak_key": k.weak_key,
-            "value": k.value,
-        }
-        for pk, keys in keyed
-        for k in keys
-    ]
+def key_rows_of(
+    user_id: str, keyed: Iterable[tuple[int, Sequence[EntryKeyRecord]]]
+) -> list[KeyRow]:
+    """entry_keys rows from (entry pk, its identity records in order)."""
+    rows: list[KeyRow] = []
+    for pk, keys in keyed:
+        for ordinal, k in enumerate(keys):
+            key = None if k.key is None else key_to_db(k.key)
+            rows.append((pk, user_id, int(k.kind), key, k.weak_key, k.value, ordinal))
+    return rows
+
+
+def _first_of_each(items: Sequence[T], name: Callable[[T], str]) -> Sequence[T]:
+    """``items`` without those whose name an earlier one had (the same list if none)."""
+    seen: dict[str, T] = {}
+    for item in items:
+        seen.setdefault(name(item), item)
+    return items if len(seen) == len(items) else list(seen.values())
+
+
+def _stored_key(row: KeyRow) -> int:
+    key = row[3]
+    return -(1 << 63) - 1 if key is None else key  # (weak-only rows first)
+
+
+def insert_key_rows(session: Session, rows: Sequence[KeyRow]) -> None:
+    """Insert entry_keys rows in key order: each key index (the key's, the user's) then
+    takes them in order, leaf after leaf, not at random places (13,000 rows into 260,000:
+    PostgreSQL 106 -> 85 ms, SQLite 145 -> 79 ms; see migration 0012)."""
+    ordered: list[KeyRow] = sorted(rows, key=_stored_key)
+    insert_tuples(session, models.table(models.EntryKey), _KEY_COLUMNS, ordered)
 
 
 def _key_tuple(k: EntryKeyRecord) -> tuple[Any, ...]:
@@ -316,7 +333,7 @@ class AddressBookRepository:
             rows.extend(
                 tuple(r)  # type: ignore[misc]
                 for r in self.s.execute(
-                    select(k.entry_pk, k.id, k.kind, k.key, k.weak_key, k.value).where(
+                    select(k.entry_pk, k.ordinal, k.kind, k.key, k.weak_key, k.value).where(
                         k.entry_pk.in_(entry_pks[i : i + _BATCH])
                     )
                 )
@@ -355,22 +372,13 @@ class AddressBookRepository:
         if old == new:
             return False
         self.s.execute(delete(models.EntryKey).where(models.EntryKey.entry_pk == entry_pk))
-        if new:
-            bulk_insert(
-                self.s,
-                models.table(models.EntryKey),
-                [
-                    {
-                        "entry_pk": entry_pk,
-                        "user_id": user_id,
-                        "kind": kind,
-                        "key": key,
-                        "weak_key": weak,
-                        "value": value,
-                    }
-                    for kind, key, weak, value in new
-                ],
-            )
+        insert_key_rows(
+            self.s,
+            [
+                (entry_pk, user_id, kind, key, weak, value, ordinal)
+                for ordinal, (kind, key, weak, value) in enumerate(new)
+            ],
+        )
         if delta is not None:
             delta.note([row[1] for row in old] + [row[1] for row in new])
         return True
@@ -390,9 +398,11 @@ class AddressBookRepository:
         place (the contact keeps its id and provenance; ``remerge`` combines the stored
         contact with the device's new version; its entry_keys rows are rewritten only when
         its identities changed), unchanged ones only join this upload. The keys of the rows
-        inserted and deleted go to ``delta``. Returns how many entries changed."""
+        inserted and deleted go to ``delta``. An entry_id given twice is written once, as
+        given first (as ``write_entries`` does). Returns how many entries changed."""
         if not entries:
             return 0
+        entries = _first_of_each(entries, lambda item: item[0].entry_id)
         e = models.ContactEntry
         ids = [entry.entry_id for entry, _ in entries]
         stored: dict[str, tuple[int, str, bytes, Any]] = {}
@@ -491,9 +501,9 @@ class AddressBookRepository:
                     )
                 )
             rekeyed.extend((pk_of[entry.entry_id], keys) for entry, keys in fresh)
-        key_rows = key_row_dicts(user_id, rekeyed)
+        key_rows = key_rows_of(user_id, rekeyed)
         if key_rows:
-            bulk_insert(self.s, models.table(models.EntryKey), key_rows)
+            insert_key_rows(self.s, key_rows)
             if delta is not None:
                 delta.note(
                     key_to_db(k.key) if k.key is not None else None
@@ -653,10 +663,14 @@ class AddressBookRepository:
         (``_insert_new``), and their keys by one bulk insert (``key_rows`` maps the entries'
         primary keys, -1 for none, to their entry_keys rows); only the entries the book held
         go through ``upsert_entries`` (``key_records`` turns their rows into records).
-        ``known``: what the upload stream knows of the book (see ``KnownEntries``).
-        Returns how many entries changed."""
+        ``known``: what the upload stream knows of the book (see ``KnownEntries``). An
+        entry_id given twice is written once, as given first. Returns how many entries
+        changed."""
         if not entries:
             return 0
+        firsts = _first_of_each(range(len(entries)), lambda i: entries[i].entry_id)
+        if len(firsts) < len(entries):
+            entries, hashes = [entries[i] for i in firsts], [hashes[i] for i in firsts]
         unstamped = not stamp.taken
         # The change number first: it locks the user's change counter until commit, which
         # every writer of the user's contacts takes before inserting (see _insert_new).
@@ -681,7 +695,7 @@ class AddressBookRepository:
         pks = [inserted.get(x.entry_id, -1) for x in entries]
         held = [i for i, pk in enumerate(pks) if pk < 0]
         new_rows = key_rows(pks)
-        insert_tuples(self.s, models.table(models.EntryKey), _KEY_COLUMNS, new_rows)
+        insert_key_rows(self.s, new_rows)
         if delta is not None:
             delta.note(row[3] for row in new_rows)
         if not held:

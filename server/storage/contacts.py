@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from befriend.server.records import EntryKeyRecord
 from befriend.server.storage import models
+from befriend.server.storage.addressbooks import insert_key_rows, key_rows_of
 from befriend.server.storage.changes import ChangeStamp, current_seq
-from befriend.server.storage.repositories import key_to_db
 
 # Kinds of change-feed rows, in their order within one change number.
 KIND_CONTACT = 0
@@ -225,21 +225,7 @@ class ContactRepository:
 
     def replace_keys(self, user_id: str, contact_id: int, keys: Sequence[EntryKeyRecord]) -> None:
         self.s.execute(delete(models.EntryKey).where(models.EntryKey.entry_pk == contact_id))
-        if keys:
-            self.s.execute(
-                insert(models.EntryKey),
-                [
-                    {
-                        "entry_pk": contact_id,
-                        "user_id": user_id,
-                        "kind": int(k.kind),
-                        "key": key_to_db(k.key) if k.key is not None else None,
-                        "weak_key": k.weak_key,
-                        "value": k.value,
-                    }
-                    for k in keys
-                ],
-            )
+        insert_key_rows(self.s, key_rows_of(user_id, [(contact_id, keys)]))
 
     # -- change feed ------------------------------------------------------------------
     def seq(self, user_id: str) -> tuple[int, int]:

@@ -269,8 +269,8 @@ class MatchRepository:
     def _book_rows(
         self, users: Sequence[str], columns: str, where: str
     ) -> dict[str, list[tuple[Any, ...]]]:
-        """user -> the user's key rows matching ``where`` as ``(entry_pk, id, *columns)``
-        (several users: the user id last), in entry order (entry pk, then row id), for each
+        """user -> the user's key rows matching ``where`` as ``(entry_pk, ordinal, *columns)``
+        (several users: the user id last), in entry order (entry pk, then ordinal), for each
         of ``users``. Read through the (user, key) index and sorted here: given an ORDER BY,
         SQLite would rather walk the whole table in entry_pk order than sort the users'
         rows. Several users' rows are sorted together (an entry's rows are all its user's)
@@ -278,14 +278,14 @@ class MatchRepository:
         read = f"FROM entry_keys{'' if self._pg() else ' INDEXED BY ix_entry_keys_user_key'}"
         if len(users) == 1:  # (an upload's match: no user column to fetch for every row)
             rows = self._rows(
-                f"SELECT entry_pk, id, {columns} {read} WHERE user_id = %s AND {where}",
+                f"SELECT entry_pk, ordinal, {columns} {read} WHERE user_id = %s AND {where}",
                 users[0],
             )
             rows.sort()
             return {users[0]: rows}
         out: dict[str, list[tuple[Any, ...]]] = {u: [] for u in users}
         rows = self._rows(
-            f"SELECT entry_pk, id, {columns}, user_id {read} "
+            f"SELECT entry_pk, ordinal, {columns}, user_id {read} "
             f"WHERE {self._in('user_id', 'text')} AND {where}",
             self._list(sorted(set(users))),
         )
@@ -351,7 +351,7 @@ class MatchRepository:
                     models.EntryKey.kind == int(IdentityKind.PHONE),
                     models.EntryKey.key.in_(part),
                 )
-                .order_by(models.EntryKey.entry_pk, models.EntryKey.id)
+                .order_by(models.EntryKey.entry_pk, models.EntryKey.ordinal)
             )
             for k, entry_pk, value, contact in rows:
                 key = key_from_db(k) if k is not None else -1
@@ -368,7 +368,7 @@ class MatchRepository:
         hint = "" if self._pg() else " INDEXED BY ix_entry_keys_weak_key"
         rows = self._rows(
             f"SELECT user_id, entry_pk, weak_key FROM entry_keys{hint} "
-            f"WHERE {self._in('weak_key')} AND key IS NULL ORDER BY entry_pk, id",
+            f"WHERE {self._in('weak_key')} AND key IS NULL ORDER BY entry_pk, ordinal",
             self._list(weak_keys),
         )
         return [(u, BookKey(e, WEAK_MATCH, w)) for u, e, w in rows]
@@ -380,7 +380,7 @@ class MatchRepository:
             return []
         sql = (
             "SELECT user_id, entry_pk, kind, key FROM entry_keys "
-            f"WHERE {self._in('key')} ORDER BY entry_pk, id"
+            f"WHERE {self._in('key')} ORDER BY entry_pk, ordinal"
         )
         wanted = self._list(key_to_db(k) for k in keys)
         rows = self._rows(sql, wanted)
@@ -397,23 +397,24 @@ class MatchRepository:
 
     def book_rows_with_keys(self, user_id: str, keys: Sequence[int]) -> list[BookKey]:
         """The user's exact key rows whose key is one of ``keys``, in entry order (entry pk,
-        then row id: the order ``book_keys`` gives); one probe of the (user, key) index per
+        then ordinal: the order ``book_keys`` gives); one probe of the (user, key) index per
         key."""
         wanted = sorted({key_to_db(k) for k in keys})
         if not wanted:
             return []
         if self._pg():
             rows = self._rows(
-                "SELECT h.entry_pk, h.id, h.kind, h.key "
+                "SELECT h.entry_pk, h.ordinal, h.kind, h.key "
                 "FROM unnest(%s::bigint[]) AS k(key) CROSS JOIN LATERAL "
-                "(SELECT entry_pk, id, kind, key FROM entry_keys "
+                "(SELECT entry_pk, ordinal, kind, key FROM entry_keys "
                 "WHERE user_id = %s AND key = k.key OFFSET 0) AS h",
                 wanted,
                 user_id,
             )
         else:
             rows = self._rows(
-                "SELECT entry_pk, id, kind, key FROM entry_keys INDEXED BY ix_entry_keys_user_key "
+                "SELECT entry_pk, ordinal, kind, key FROM entry_keys "
+                "INDEXED BY ix_entry_keys_user_key "
                 f"WHERE user_id = %s AND {self._in('key')}",
                 user_id,
                 self._list(wanted),
@@ -439,22 +440,22 @@ class MatchRepository:
             return []
         if self._pg():
             found = self._rows(
-                "SELECT h.user_id, h.entry_pk, h.id, h.kind, h.key "
+                "SELECT h.user_id, h.entry_pk, h.ordinal, h.kind, h.key "
                 "FROM unnest(%s::text[]) AS u(id) CROSS JOIN unnest(%s::bigint[]) AS k(key) "
-                "CROSS JOIN LATERAL (SELECT user_id, entry_pk, id, kind, key FROM entry_keys "
+                "CROSS JOIN LATERAL (SELECT user_id, entry_pk, ordinal, kind, key FROM entry_keys "
                 "WHERE user_id = u.id AND key = k.key OFFSET 0) AS h",
                 ids,
                 wanted,
             )
         else:
             found = self._rows(
-                "SELECT user_id, entry_pk, id, kind, key FROM entry_keys "
+                "SELECT user_id, entry_pk, ordinal, kind, key FROM entry_keys "
                 "INDEXED BY ix_entry_keys_user_key "
                 f"WHERE {self._in('user_id', 'text')} AND {self._in('key')}",
                 self._list(ids),
                 self._list(wanted),
             )
-        rows = sorted((entry_pk, row_id, u, kind, k) for u, entry_pk, row_id, kind, k in found)
+        rows = sorted((entry_pk, n, u, kind, k) for u, entry_pk, n, kind, k in found)
         return [(u, BookKey(entry_pk, kind, key_from_db(k))) for entry_pk, _, u, kind, k in rows]
 
     def member_rows_between(self, user_id: str, others: Sequence[str]) -> list[BuddyState]:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from befriend.server.records import EntryKeyRecord, IdentityKind, IdentityRecord, UserRecord
 from befriend.server.storage import models
-from befriend.server.storage.addressbooks import key_row_dicts
+from befriend.server.storage.addressbooks import insert_key_rows, key_rows_of
 from befriend.server.storage.bulk import bulk_insert, bulk_update
 from befriend.server.storage.changes import ChangeStamp
 from befriend.server.storage.repositories import key_from_db, key_to_db
@@ -171,7 +171,7 @@ class MergeRepository:
         ``only``, just those keys (looked up through the key index)."""
         k, e = models.EntryKey, models.ContactEntry
         query = (
-            select(k.entry_pk, k.kind, k.key, k.value)
+            select(k.entry_pk, k.ordinal, k.kind, k.key, k.value)
             .join(e, e.id == k.entry_pk)
             .where(e.book_pk == book_pk, k.key.is_not(None), k.kind.in_(list(kinds)))
         )
@@ -183,14 +183,13 @@ class MergeRepository:
                 query.where(k.key.in_(wanted[i : i + _BATCH]))
                 for i in range(0, len(wanted), _BATCH)
             ]
-        rows = [
-            (pk, kind, key_from_db(key), value)
+        found = sorted(  # by entry, each entry's keys in their order
+            (pk, ordinal, kind, key_from_db(key), value)
             for batch in batches
-            for pk, kind, key, value in self.s.execute(batch)
+            for pk, ordinal, kind, key, value in self.s.execute(batch)
             if key is not None
-        ]
-        rows.sort(key=lambda r: r[0])  # by entry, each entry's keys in stored order
-        return rows
+        )
+        return [(pk, kind, key, value) for pk, _, kind, key, value in found]
 
     def entry_count(self, book_pk: int) -> int:
         e = models.ContactEntry
@@ -332,9 +331,7 @@ class MergeRepository:
             self.s.execute(
                 delete(models.EntryKey).where(models.EntryKey.entry_pk.in_(pks[i : i + _BATCH]))
             )
-        rows = key_row_dicts(user_id, keyed)
-        if rows:
-            bulk_insert(self.s, models.table(models.EntryKey), rows)
+        insert_key_rows(self.s, key_rows_of(user_id, keyed))
         return changed | {k.key for _, keys in keyed for k in keys if k.key is not None}
 
     def delete_contacts(self, pks: Sequence[int], stamp: ChangeStamp, now: datetime) -> int:

@@ -190,7 +190,14 @@ class ContactEntry(Base):
 
 
 class EntryKey(Base):
-    """Normalised identities of an entry: the reverse index "who holds this key"."""
+    """Normalised identities of an entry: the reverse index "who holds this key".
+
+    Keyed by (entry, ordinal): an entry's rows are numbered 0, 1, … in the order of its
+    identities (migration 0012). So the rows of an entry are found through the primary key
+    (no index of their own, no sequence value per row), and a batch of rows can be written
+    in key order, each key index then filled in order instead of at random places. SQLite
+    stores the table clustered by that key (WITHOUT ROWID), so its indexes carry the
+    ordinal and a whole-book read of entry, ordinal, kind and key needs no table lookup."""
 
     __tablename__ = "entry_keys"
     __table_args__ = (
@@ -202,13 +209,14 @@ class EntryKey(Base):
             sqlite_where=text("key IS NULL"),
             postgresql_where=text("key IS NULL"),
         ),
-        Index("ix_entry_keys_entry_pk", "entry_pk"),
         # every column a whole-book read needs (migration 0010): read from the index alone
         Index("ix_entry_keys_user_key", "user_id", "key", "entry_pk", "kind"),
+        {"sqlite_with_rowid": False},
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    entry_pk: Mapped[int] = mapped_column(BigId)  # contact_entries.id (no foreign key)
+    # contact_entries.id (no foreign key), and the row's place among its entry's rows
+    entry_pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    ordinal: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     user_id: Mapped[str] = mapped_column(String(32))
     kind: Mapped[int] = mapped_column(SmallInteger)  # IdentityKind
     key: Mapped[int | None] = mapped_column(BigInteger)  # None: could not be normalised

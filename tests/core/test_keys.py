@@ -222,7 +222,8 @@ def chunks(draw: Any) -> dict[str, Any]:
 
 
 def oracle(c: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """The upload path's rules written plainly: per entry, its records, then dedupe."""
+    """The upload path's rules written plainly: per entry, its records, then dedupe, each
+    row numbered within its entry."""
     rows = []
     for i, pk in enumerate(c["entry_pks"]):
         records = []
@@ -235,12 +236,12 @@ def oracle(c: dict[str, Any]) -> list[tuple[Any, ...]]:
         for j, owner in enumerate(c["other_owner"]):
             if owner == i:
                 records.append((c["other_kind"][j], c["other_key"][j], None, c["other_value"][j]))
-        seen = set()
+        seen: list[tuple[int, str]] = []
         for kind, key, weak, value in records:
             if pk >= 0 and (kind, value) not in seen:
-                seen.add((kind, value))
                 signed = key - TOP if key is not None and key >= 2**63 else key
-                rows.append((pk, "u1", kind, signed, weak, value))
+                rows.append((pk, "u1", kind, signed, weak, value, len(seen)))
+                seen.append((kind, value))
     return rows
 
 

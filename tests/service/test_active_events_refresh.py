@@ -223,7 +223,7 @@ def _reference(db: Database) -> tuple[list[str], Edges]:
         for k in s.scalars(
             select(models.EntryKey)
             .where(models.EntryKey.key.is_not(None))
-            .order_by(models.EntryKey.entry_pk, models.EntryKey.id)
+            .order_by(models.EntryKey.entry_pk, models.EntryKey.ordinal)
         ):
             assert k.key is not None
             books.setdefault(k.user_id, {}).setdefault(k.entry_pk, []).append(key_from_db(k.key))
@@ -302,24 +302,22 @@ async def test_refresh_scan_equals_a_python_reference(db: Database, seed: int) -
         )
         s.flush()
         key_rows = [
-            (pk, u, None if rng.random() < 0.1 else rng.choice(pool))
+            (pk, n, u, None if rng.random() < 0.1 else rng.choice(pool))
             for pk, (_, u) in zip(entry_pks, entries, strict=True)
-            for _ in range(rng.randint(1, 4))
+            for n in range(rng.randint(1, 4))
         ]
-        rng.shuffle(key_rows)  # ids and insertion order unrelated to entry order
+        rng.shuffle(key_rows)  # insertion order unrelated to entry order
         s.add_all(
             models.EntryKey(
-                id=i,
                 entry_pk=pk,
+                ordinal=n,
                 user_id=u,
                 kind=1,
                 key=None if k is None else key_to_db(k),
                 weak_key=1234567,
                 value=str(k),
             )
-            for i, (pk, u, k) in zip(
-                rng.sample(range(1, 100_000), len(key_rows)), key_rows, strict=True
-            )
+            for pk, n, u, k in key_rows
         )
     dirty, want = _reference(db)
     assert _scan(db) == dirty == sorted({o for o, _ in want} | {t for _, t in want})

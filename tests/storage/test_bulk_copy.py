@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from befriend.core.keys import KeyRow
 from befriend.server.records import EntryInput, EntryKeyRecord, IdentityKind
 from befriend.server.storage import models
-from befriend.server.storage.addressbooks import AddressBookRepository, KeyRow
+from befriend.server.storage.addressbooks import AddressBookRepository
 from befriend.server.storage.bulk import bulk_insert, db_value, insert_tuples, insert_values
 from befriend.server.storage.changes import ORIGIN_DEVICE_UPLOAD
 from befriend.server.storage.db import Database
@@ -55,9 +56,14 @@ def _entry(book: int, entry_id: str, **over: Any) -> dict[str, Any]:
     return row
 
 
+# entry_keys' columns in table order
+_KEY_TABLE_COLUMNS = ("entry_pk", "ordinal", "user_id", "kind", "key", "weak_key", "value")
+
+
 def _stored(db: Database, table: Any, where: Any) -> list[tuple[Any, ...]]:
     with db.transaction(readonly=True) as s:
-        return [tuple(r) for r in s.execute(select(table).where(where).order_by(table.c[0]))]
+        query = select(table).where(where).order_by(*table.primary_key.columns)
+        return [tuple(r) for r in s.execute(query)]
 
 
 def test_bulk_insert_stores_every_type_as_the_orm_does(db: Database) -> None:
@@ -115,14 +121,14 @@ def test_insert_tuples_round_trips(db: Database) -> None:
     _user(db, "u1")
     t = models.table(models.EntryKey)
     rows = [
-        (1, "u1", 1, key_to_db(BIG), None, "+8613800000000"),
-        (1, "u1", 2, key_to_db(5), 1234567, ODD),
-        (2, "u1", 3, None, (1 << 63) - 1, ""),
+        (1, 0, "u1", 1, key_to_db(BIG), None, "+8613800000000"),
+        (1, 1, "u1", 2, key_to_db(5), 1234567, ODD),
+        (2, 0, "u1", 3, None, (1 << 63) - 1, ""),
     ]
     with db.transaction() as s:
-        insert_tuples(s, t, ("entry_pk", "user_id", "kind", "key", "weak_key", "value"), rows)
+        insert_tuples(s, t, _KEY_TABLE_COLUMNS, rows)
     stored = _stored(db, t, t.c.user_id == "u1")
-    assert [r[1:] for r in stored] == rows
+    assert stored == rows
     assert key_from_db(stored[0][4]) == BIG
     # datetimes as db_value gives them (the buddy and event writers)
     e = models.table(models.BuddyEvent)
@@ -142,10 +148,10 @@ def test_bulk_writes_past_one_statement_store_every_row_once(db: Database) -> No
     RETURNING, each batch's new rows returned and the clashing ones skipped."""
     _user(db, "u1")
     t = models.table(models.EntryKey)
-    rows = [(n, "u1", 1, key_to_db(BIG - n), None, f"+{n}") for n in range(5_001)]
+    rows = [(n, 0, "u1", 1, key_to_db(BIG - n), None, f"+{n}") for n in range(5_001)]
     with db.transaction() as s:
-        insert_tuples(s, t, ("entry_pk", "user_id", "kind", "key", "weak_key", "value"), rows)
-    assert [r[1:] for r in _stored(db, t, t.c.user_id == "u1")] == rows
+        insert_tuples(s, t, _KEY_TABLE_COLUMNS, rows)
+    assert _stored(db, t, t.c.user_id == "u1") == rows
     if not db.is_sqlite:
         return  # insert_values is SQLite's path
     e = models.table(models.ContactEntry)
@@ -181,13 +187,15 @@ def _inputs(names: list[str], version: str = "") -> list[EntryInput]:
 
 
 def _key_rows(pks: Sequence[int]) -> list[KeyRow]:
-    return [(pk, "u1", 1, key_to_db(BIG - i), None, f"+{i}") for i, pk in enumerate(pks) if pk >= 0]
+    return [
+        (pk, "u1", 1, key_to_db(BIG - i), None, f"+{i}", 0) for i, pk in enumerate(pks) if pk >= 0
+    ]
 
 
 def _records(rows: Sequence[KeyRow]) -> list[EntryKeyRecord]:
     return [
         EntryKeyRecord(IdentityKind(kind), key_from_db(k) if k is not None else None, w, v)
-        for _, _, kind, k, w, v in rows
+        for _, _, kind, k, w, v, _ in rows
     ]
 
 

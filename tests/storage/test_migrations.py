@@ -95,9 +95,9 @@ def test_upgrade_through_0007_and_0008_keeps_books_and_member_rows(empty_url: st
             (11, "e1", b"\x01\x02", 5),
             (12, "e2", b"\x04\x05", 5),
         ]
-        assert rows("SELECT id, entry_pk, key FROM entry_keys ORDER BY id") == [
-            (21, 11, 8613900000002),
-            (22, 12, 8613800000000),
+        assert rows("SELECT entry_pk, ordinal, key FROM entry_keys ORDER BY entry_pk") == [
+            (11, 0, 8613900000002),
+            (12, 0, 8613800000000),
         ]
         assert rows("SELECT owner_id, other_id, kind FROM buddies") == [("a", "b", 2)]
         assert rows("SELECT user_id, other_id FROM buddy_events") == [("b", "a")]
@@ -107,6 +107,69 @@ def test_upgrade_through_0007_and_0008_keeps_books_and_member_rows(empty_url: st
     indexes = {i["name"]: i["column_names"] for i in found.get_indexes("entry_keys")}
     assert indexes["ix_entry_keys_user_key"] == ["user_id", "key", "entry_pk", "kind"]
     assert "ix_entry_keys_user_id" not in indexes and "ix_entry_keys_key" in indexes
+    engine.dispose()
+
+
+_KEYS_0011 = [  # (id, entry_pk, key): entry 11's rows inserted out of their id order
+    (30, 11, 8613900000030),
+    (10, 11, 8613900000010),
+    (20, 11, 8613900000020),
+    (15, 12, 8613900000015),
+]
+
+
+def test_0012_numbers_each_entrys_key_rows_in_id_order_and_back(empty_url: str) -> None:
+    """0012 keys entry_keys by (entry_pk, ordinal), the ordinals following the old ids;
+    its downgrade gives the rows ids in that order again, and new rows take ids after
+    them."""
+    engine = create_engine(empty_url)
+    _upgrade(engine, "0011")
+    insert = (
+        "INSERT INTO entry_keys (id, entry_pk, user_id, kind, key, weak_key, value) "
+        "VALUES (:id, :pk, 'a', 1, :key, NULL, 'v')"
+    )
+    with engine.begin() as conn:
+        for pk_, entry_pk, key in _KEYS_0011:
+            conn.execute(text(insert), {"id": pk_, "pk": entry_pk, "key": key})
+    _upgrade(engine, "head")
+    with engine.connect() as conn:
+        found = conn.execute(
+            text("SELECT entry_pk, ordinal, key FROM entry_keys ORDER BY entry_pk, ordinal")
+        ).all()
+    assert [tuple(r) for r in found] == [
+        (11, 0, 8613900000010),
+        (11, 1, 8613900000020),
+        (11, 2, 8613900000030),
+        (12, 0, 8613900000015),
+    ]
+    indexes = {i["name"] for i in inspect(engine).get_indexes("entry_keys")}
+    assert indexes == {"ix_entry_keys_key", "ix_entry_keys_weak_key", "ix_entry_keys_user_key"}
+    assert inspect(engine).get_pk_constraint("entry_keys")["constrained_columns"] == [
+        "entry_pk",
+        "ordinal",
+    ]
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0011")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO entry_keys (entry_pk, user_id, kind, key, weak_key, value) "
+                "VALUES (13, 'a', 1, 8613900000099, NULL, 'v')"
+            )
+        )
+        back = conn.execute(text("SELECT id, entry_pk, key FROM entry_keys ORDER BY id")).all()
+    assert [tuple(r) for r in back] == [
+        (1, 11, 8613900000010),
+        (2, 11, 8613900000020),
+        (3, 11, 8613900000030),
+        (4, 12, 8613900000015),
+        (5, 13, 8613900000099),
+    ]
+    assert "ix_entry_keys_entry_pk" in {
+        i["name"] for i in inspect(engine).get_indexes("entry_keys")
+    }
     engine.dispose()
 
 

@@ -190,6 +190,27 @@ class Loader:
                     )
                 )
 
+    def entries_after_keys(self) -> None:
+        """New contact_entries ids start past every entry_pk of entry_keys (after
+        ``entry_keys``, whose rows point at entries it does not materialise)."""
+        with self.db.engine.begin() as conn:
+            last = int(
+                conn.execute(text("SELECT COALESCE(max(entry_pk), 0) FROM entry_keys")).scalar_one()
+            )
+            if self.db.is_sqlite:
+                conn.execute(text("DELETE FROM sqlite_sequence WHERE name = 'contact_entries'"))
+                conn.execute(
+                    text("INSERT INTO sqlite_sequence (name, seq) VALUES ('contact_entries', :n)"),
+                    {"n": last},
+                )
+            else:
+                conn.execute(
+                    text(
+                        "SELECT setval(pg_get_serial_sequence('contact_entries', 'id'), :n, false)"
+                    ),
+                    {"n": last + 1},
+                )
+
     def settle(self) -> None:
         """After a bulk load, the state a long-running server's database is in by the time
         it serves, as its autovacuum and checkpointer would leave it: fresh statistics

@@ -129,7 +129,7 @@ def _lookups(db: Database, pop: Population, n: int, label: str) -> None:
             plan = conn.execute(
                 text(
                     "EXPLAIN (ANALYZE, BUFFERS) SELECT user_id, entry_pk, kind, key "
-                    "FROM entry_keys WHERE key IN (:k) ORDER BY entry_pk"
+                    "FROM entry_keys WHERE key IN (:k) ORDER BY entry_pk, ordinal"
                 ),
                 {"k": held[-1]},
             ).all()

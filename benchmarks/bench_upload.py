@@ -56,6 +56,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import grpc
+from sqlalchemy import bindparam, text
 
 from befriend.clients import AsyncClient
 from befriend.clients.population import BookContact, Population, PopulationConfig, to_entry
@@ -284,6 +285,7 @@ def _one(
             holders = [c.index for c in BOOK_CACHE if c.reciprocal]
             assert len(holders) == n_rec
             loader.holders_of(pop, {h: [pop.key(UPLOADER[0])] for h in holders})
+            _load_stored(loader, pop, members, UPLOADER)
             if not db.is_sqlite:
                 loader.settle()
         load_s = time.perf_counter() - t
@@ -301,6 +303,8 @@ def _one(
             gc.unfreeze()
         run.load_s = load_s
         run.label = f"{backend}, {members - 1 if members > 1 else 0:,} other members"
+        if STORED and members > 1:
+            run.label += f" x {STORED} stored entries"
         return run
 
     if backend == "sqlite":
@@ -320,6 +324,12 @@ WARMUP_BOOK = int(os.environ.get("BEFRIEND_BENCH_WARMUP", "1000"))
 WARMUP_WIRE: list[bytes] = []
 
 
+# Phonebook entries stored per other member before the upload (BEFRIEND_BENCH_STORED; 0:
+# none): rows of the reverse index only, so the upload's key rows go into key indexes of
+# ``members x STORED`` entries, as they would on a server whose members have books.
+STORED = int(os.environ.get("BEFRIEND_BENCH_STORED", "0"))
+
+
 def _load_others(
     loader: Loader, pop: Population, members: int, skip: Sequence[int] = UPLOADER
 ) -> None:
@@ -331,6 +341,22 @@ def _load_others(
         start = u + 1
     if start < members:
         loader.members(pop, start, members)
+
+
+def _load_stored(loader: Loader, pop: Population, members: int, skip: Sequence[int]) -> None:
+    """STORED phonebook entries of each member but those of ``skip`` (after the holders'
+    books: these entries take the ids after theirs)."""
+    if STORED:
+        loader.entry_keys(pop, members, STORED, progress=False)
+        with loader.db.engine.begin() as conn:
+            skipped = [pop.user_id(u) for u in set(skip)]
+            conn.execute(
+                text("DELETE FROM entry_keys WHERE user_id IN :u").bindparams(
+                    bindparam("u", expanding=True)
+                ),
+                {"u": skipped},
+            )
+        loader.entries_after_keys()
 
 
 async def _concurrent_uploads(
@@ -394,6 +420,7 @@ def _concurrent(backend: str, members: int, pop: Population, n: int, size: int) 
                 if bc.reciprocal:
                     holding.setdefault(bc.index, []).append(pop.key(u))
         loader.holders_of(pop, holding)
+        _load_stored(loader, pop, members, [*books, warm_up])
         if not db.is_sqlite:
             loader.settle()
         db.dispose()
@@ -512,6 +539,7 @@ def _breakdown(
             _load_others(loader, pop, members)
             holders = [c.index for c in BOOK_CACHE if c.reciprocal]
             loader.holders_of(pop, {h: [pop.key(UPLOADER[0])] for h in holders})
+            _load_stored(loader, pop, members, UPLOADER)
             if not db.is_sqlite:
                 loader.settle()
         me = pop.member(UPLOADER[0])

@@ -193,11 +193,10 @@ class EntryKey(Base):
     """Normalised identities of an entry: the reverse index "who holds this key".
 
     Keyed by (entry, ordinal): an entry's rows are numbered 0, 1, … in the order of its
-    identities (migration 0012). So the rows of an entry are found through the primary key
-    (no index of their own, no sequence value per row), and a batch of rows can be written
-    in key order, each key index then filled in order instead of at random places. SQLite
-    stores the table clustered by that key (WITHOUT ROWID), so its indexes carry the
-    ordinal and a whole-book read of entry, ordinal, kind and key needs no table lookup."""
+    identities (migration 0012). So the rows of an entry are found through the primary key,
+    with no index of their own and no sequence value per row. SQLite stores the table
+    clustered by that key (WITHOUT ROWID), so its indexes carry the ordinal and a whole-book
+    read of entry, ordinal, kind and key needs no table lookup."""
 
     __tablename__ = "entry_keys"
     __table_args__ = (

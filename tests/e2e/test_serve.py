@@ -54,6 +54,28 @@ class Served:
 
 
 def start(tmp_path: Path, *extra: str) -> Served:
+    """``befriend serve`` on free ports, SERVING. A port free_port() released can be taken
+    before the server binds it (by another process, or by the server's own ephemeral
+    sockets): a server that exits failing to bind is started again on other ports."""
+    for attempt in range(3):
+        served = _launch(tmp_path, *extra)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if served.proc.poll() is not None:
+                err = served.proc.stderr.read()  # type: ignore[union-attr]
+                if attempt < 2 and ("Failed to bind" in err or "in use" in err):
+                    break
+                raise AssertionError(f"server exited {served.proc.returncode}: {err}")
+            if cli("health", env=served.env).returncode == 0:
+                return served
+            time.sleep(0.2)
+        else:
+            served.proc.kill()
+            raise AssertionError("server did not become SERVING within 60 s")
+    raise AssertionError("unreachable")
+
+
+def _launch(tmp_path: Path, *extra: str) -> Served:
     port, metrics = free_port(), free_port()
     env = {
         **os.environ,
@@ -70,16 +92,7 @@ def start(tmp_path: Path, *extra: str) -> Served:
         stderr=subprocess.PIPE,
         text=True,
     )
-    served = Served(proc, port, metrics, env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited {proc.returncode}: {proc.stderr.read()}")  # type: ignore[union-attr]
-        if cli("health", env=env).returncode == 0:
-            return served
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not become SERVING within 60 s")
+    return Served(proc, port, metrics, env)
 
 
 @pytest.fixture

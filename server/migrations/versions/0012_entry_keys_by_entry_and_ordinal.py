@@ -9,10 +9,9 @@ b-trees (the id key, entry_pk, key, the user's (user, key, entry, kind) and, for
 unnormalisable numbers, the weak key) and took a sequence value. The id only ordered an
 entry's identities; the entry_pk index only found an entry's rows. Both are now the primary
 key (entry_pk, ordinal): an entry's rows are numbered 0, 1, … in the order of its
-identities. Measured with 13,000 rows written by binary COPY into 260,000 (PostgreSQL): 93
--> 81 ms. The ordinal also lets a batch of rows go in key order (the order no longer comes
-from the insert), so the key indexes are filled in order rather than at random leaves:
-PostgreSQL 106 -> 85 ms, SQLite 145 -> 79 ms for the same rows.
+identities. Measured with 13,000 rows written by binary COPY into 260,000 (PostgreSQL,
+medians of 16 alternated): 93 -> 81 ms; in the upload benchmark's breakdown (1M members),
+the 20 COPYs of an upload's key rows took 63 and 75 ms before, 57 and 59 ms after.
 
 SQLite stores the table WITHOUT ROWID, clustered by the new key: its secondary indexes
 carry (entry_pk, ordinal) instead of a row id, so the whole-book read through

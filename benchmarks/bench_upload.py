@@ -21,7 +21,11 @@ as a long-running server is; a server's very first upload paid 10-20 ms more for
 
 With members loaded, the uploader's reciprocal contacts (40 % of the 35 % member contacts)
 hold the uploader's number in their own books, so registration and matching see real
-holders. ``BEFRIEND_BENCH_DB=sqlite`` (or ``postgres``) runs one database only.
+holders. ``BEFRIEND_BENCH_STORED`` (default 0) gives every other member that many stored
+phonebook entries, as rows of the reverse index only (``Loader.entry_keys``): the upload's
+key rows then go into key indexes of members x STORED entries, as on a server whose members
+have books (30: the reverse-lookup benchmark's 30M). ``BEFRIEND_BENCH_DB=sqlite`` (or
+``postgres``) runs one database only.
 Then ``BEFRIEND_BENCH_CONCURRENT`` members (default 4; 0: none) upload
 ``BEFRIEND_BENCH_CONCURRENT_BOOK`` contacts each (default: the book's size) at once to one
 server process, from one client process, each on its own channel (the members holding an

@@ -127,6 +127,17 @@ def _first_of_each(items: Sequence[T], name: Callable[[T], str]) -> Sequence[T]:
     return items if len(seen) == len(items) else list(seen.values())
 
 
+def _skip_repeats(pks: list[int]) -> None:
+    """Mark -2 each primary key of ``pks`` after its first: an entry_id inserted once but
+    given twice, whose first copy is the one written (keys included)."""
+    seen: set[int] = set()
+    for i, pk in enumerate(pks):
+        if pk >= 0:
+            if pk in seen:
+                pks[i] = -2
+            seen.add(pk)
+
+
 def insert_key_rows(session: Session, rows: Sequence[KeyRow]) -> None:
     """Insert entry_keys rows (``key_rows_of``, ``ChunkKeys.rows``)."""
     insert_tuples(session, models.table(models.EntryKey), _KEY_COLUMNS, rows)
@@ -660,9 +671,6 @@ class AddressBookRepository:
         changed."""
         if not entries:
             return 0
-        firsts = _first_of_each(range(len(entries)), lambda i: entries[i].entry_id)
-        if len(firsts) < len(entries):
-            entries, hashes = [entries[i] for i in firsts], [hashes[i] for i in firsts]
         unstamped = not stamp.taken
         # The change number first: it locks the user's change counter until commit, which
         # every writer of the user's contacts takes before inserting (see _insert_new).
@@ -684,14 +692,16 @@ class AddressBookRepository:
             stamp.give_back()  # nothing new: the number goes to the first real change
             if known is not None:
                 known.gave_back()
-        pks = [inserted.get(x.entry_id, -1) for x in entries]
-        held = [i for i, pk in enumerate(pks) if pk < 0]
+        pks = [inserted.get(x.entry_id, -1) for x in entries]  # -1: held by the book
+        if len(pks) - pks.count(-1) > len(inserted):
+            _skip_repeats(pks)
+        held = [i for i, pk in enumerate(pks) if pk == -1]
         new_rows = key_rows(pks)
         insert_key_rows(self.s, new_rows)
         if delta is not None:
             delta.note(row[3] for row in new_rows)
         if not held:
-            return len(entries)
+            return len(entries) - pks.count(-2)
         # Entries the book held (an earlier upload, or an earlier chunk of this one): compare,
         # update in place or only move them to this upload, as upsert_entries does.
         mark = [-1] * len(entries)
@@ -718,7 +728,7 @@ class AddressBookRepository:
             remerge,
             delta,
         )
-        return len(entries) - len(held) + changed
+        return len(entries) - pks.count(-2) - len(held) + changed
 
     def drop_entries_not_in_upload(
         self,

@@ -252,7 +252,10 @@ def test_write_entries_an_entry_id_twice_in_one_call_is_stored_once(db: Database
     entries = _inputs(["a", "b"]) + _inputs(["a"], "v2")
     with db.transaction() as s:
         _write(s, book, entries)
-    assert [(e, c) for _, e, c, _ in _entries(db)] == [("a", b"a"), ("b", b"b")]
+    assert [(e, c, n) for _, e, c, n in _entries(db)] == [("a", b"a", 1), ("b", b"b", 1)]
+    with db.transaction() as s:  # held now: the update path takes the first copy too
+        _write(s, book, _inputs(["a"], "v3") + _inputs(["a"], "v4"))
+    assert [(e, c, n) for _, e, c, n in _entries(db)] == [("a", b"av3", 1), ("b", b"b", 1)]
 
 
 def test_concurrent_uploads_of_the_same_entries(db: Database) -> None:

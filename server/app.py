@@ -26,7 +26,7 @@ from befriend.server.api.friendship import FriendshipServicer
 from befriend.server.api.handlers import service_handler
 from befriend.server.api.sync import SyncServicer
 from befriend.server.config import Settings
-from befriend.server.observability import log
+from befriend.server.observability import BindError, log
 from befriend.server.services import refresh, retention
 from befriend.server.storage.db import Database
 from befriend.server.storage.matching import MatchRepository
@@ -128,9 +128,12 @@ class BefriendServer:
         registry = self.backend.registry
         members = await self.backend.read(lambda s: registry.warm(MatchRepository(s)))
         settle_collector()
-        self.port = self.server.add_insecure_port(self.settings.address)
+        try:
+            self.port = self.server.add_insecure_port(self.settings.address)
+        except RuntimeError as exc:  # grpc's "Failed to bind to address …"
+            raise BindError("gRPC", self.settings.address) from exc
         if self.port == 0:
-            raise OSError(f"could not bind {self.settings.address}")
+            raise BindError("gRPC", self.settings.address)
         await self.server.start()
         self._schedule()
         for name in ["", *self.services]:

@@ -15,23 +15,29 @@ from typing import cast
 
 from befriend.server import config
 from befriend.server.config import Settings
-from befriend.server.observability import configure_logging, log, start_metrics_server
+from befriend.server.observability import BindError, configure_logging, log, start_metrics_server
 from befriend.server.storage.db import Database
 
 
 def _run_one(settings: Settings, worker: int = 0) -> None:
+    """Serve in this process; a port that cannot be bound ends it with exit code 1 and one
+    ``serve.bind_failed`` log line (no traceback)."""
     configure_logging(settings.log_level, settings.log_format)
-    if settings.metrics_port >= 0:
-        port = settings.metrics_port + worker if settings.metrics_port else 0
-        bound = start_metrics_server(settings.metrics_host, port)
-        log.info("metrics.started", port=bound, worker=worker)
     from befriend.server.app import BefriendServer
 
     async def main() -> None:
         # The grpc.aio server must be created inside the running loop.
         await BefriendServer(settings).run()
 
-    asyncio.run(main())
+    try:
+        if settings.metrics_port >= 0:
+            port = settings.metrics_port + worker if settings.metrics_port else 0
+            bound = start_metrics_server(settings.metrics_host, port)
+            log.info("metrics.started", port=bound, worker=worker)
+        asyncio.run(main())
+    except BindError as exc:
+        log.error("serve.bind_failed", listener=exc.what, address=exc.address, worker=worker)
+        raise SystemExit(1) from None
 
 
 def _supervise(settings: Settings) -> int:

@@ -53,11 +53,22 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     )
 
 
+class BindError(Exception):
+    """A port the server was told to listen on could not be bound (in use, or not ours)."""
+
+    def __init__(self, what: str, address: str) -> None:
+        super().__init__(f"cannot listen on {address} ({what}): in use or not permitted")
+        self.what, self.address = what, address
+
+
 def start_metrics_server(host: str, port: int) -> int | None:
     """Serve /metrics; returns the bound port, or None when disabled (port < 0)."""
     if port < 0:
         return None
-    server, _thread = start_http_server(port, addr=host)
+    try:
+        server, _thread = start_http_server(port, addr=host)
+    except OSError as exc:
+        raise BindError("metrics", f"{host}:{port}") from exc
     return int(server.server_port)
 
 

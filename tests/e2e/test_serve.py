@@ -63,7 +63,7 @@ def start(tmp_path: Path, *extra: str) -> Served:
         while time.monotonic() < deadline:
             if served.proc.poll() is not None:
                 err = served.proc.stderr.read()  # type: ignore[union-attr]
-                if attempt < 2 and ("Failed to bind" in err or "in use" in err):
+                if attempt < 2 and "serve.bind_failed" in err:
                     break
                 raise AssertionError(f"server exited {served.proc.returncode}: {err}")
             if cli("health", env=served.env).returncode == 0:
@@ -192,6 +192,35 @@ def test_workers_share_the_port(tmp_path: Path) -> None:
     finally:
         if s.proc.poll() is None:
             s.proc.kill()
+
+
+def test_a_taken_port_is_one_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        env = {**os.environ, "BEFRIEND_DATABASE_URL": f"sqlite:///{tmp_path / 'befriend.db'}"}
+        proc = subprocess.run(
+            [
+                BEFRIEND,
+                "serve",
+                "--port",
+                str(port),
+                "--metrics-port",
+                "-1",
+                "--log-format",
+                "json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    (line,) = [json.loads(x) for x in proc.stderr.splitlines() if "bind_failed" in x]
+    assert (line["listener"], line["address"]) == ("gRPC", f"127.0.0.1:{port}")
 
 
 def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:

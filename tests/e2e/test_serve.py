@@ -194,7 +194,10 @@ def test_workers_share_the_port(tmp_path: Path) -> None:
             s.proc.kill()
 
 
-def test_a_taken_port_is_one_clear_error(tmp_path: Path) -> None:
+def _serve_on_taken_port(tmp_path: Path, *args: str) -> tuple[int, str]:
+    """Run ``befriend serve`` with ``args`` while a port is taken, until it exits; ``args``
+    name that port as ``{taken}``, the one below it as ``{below}``. Returns the port and the
+    process's stderr."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -204,12 +207,9 @@ def test_a_taken_port_is_one_clear_error(tmp_path: Path) -> None:
             [
                 BEFRIEND,
                 "serve",
-                "--port",
-                str(port),
-                "--metrics-port",
-                "-1",
                 "--log-format",
                 "json",
+                *(a.format(taken=port, below=port - 1) for a in args),
             ],
             env=env,
             capture_output=True,
@@ -218,37 +218,20 @@ def test_a_taken_port_is_one_clear_error(tmp_path: Path) -> None:
             check=False,
         )
     assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    (line,) = [json.loads(x) for x in proc.stderr.splitlines() if "bind_failed" in x]
+    return port, proc.stderr
+
+
+def test_a_taken_port_is_one_clear_error(tmp_path: Path) -> None:
+    port, err = _serve_on_taken_port(tmp_path, "--port", "{taken}", "--metrics-port", "-1")
+    assert "Traceback" not in err
+    (line,) = [json.loads(x) for x in err.splitlines() if "bind_failed" in x]
     assert (line["listener"], line["address"]) == ("gRPC", f"127.0.0.1:{port}")
 
 
 def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
-    # worker 1's metrics port (port + 1) is taken: the server must not limp on with one
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        metrics = int(taken.getsockname()[1]) - 1
-        env = {**os.environ, "BEFRIEND_DATABASE_URL": f"sqlite:///{tmp_path / 'befriend.db'}"}
-        proc = subprocess.run(
-            [
-                BEFRIEND,
-                "serve",
-                "--port",
-                str(free_port()),
-                "--metrics-port",
-                str(metrics),
-                "--workers",
-                "2",
-                "--log-format",
-                "json",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    assert proc.returncode == 1, proc.stderr
-    failed = [json.loads(line) for line in proc.stderr.splitlines() if "worker_failed" in line]
+    # worker 1's metrics port (--metrics-port + 1) is taken: the server must not limp on
+    _, err = _serve_on_taken_port(
+        tmp_path, "--port", str(free_port()), "--metrics-port", "{below}", "--workers", "2"
+    )
+    failed = [json.loads(line) for line in err.splitlines() if "worker_failed" in line]
     assert [(f["worker"], f["exitcode"]) for f in failed] == [("befriend-worker-1", 1)]

@@ -30,9 +30,7 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
-    bindparam,
     insert,
-    update,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Dialect
@@ -275,38 +273,60 @@ def bulk_update(
 ) -> None:
     """Update rows by primary key ``id``: each row is ``{"id": pk, column: value, ...}``
     with the same columns; ``bump`` names an integer column to increment (an etag version).
-    PostgreSQL: one UPDATE … FROM ``unnest`` of one array per column; elsewhere one
-    executemany."""
+    Each value is bound as ``bulk_insert`` binds it. PostgreSQL: one UPDATE … FROM
+    ``unnest`` of one array per column; SQLite: ``_sqlite_update_by_id``."""
     if not rows:
         return
     conn = session.connection()
     dialect = conn.dialect
     columns = [c for c in rows[0] if c != "id"]
-    if dialect.name == "postgresql":
-        quote = dialect.identifier_preparer.quote
-        procs = [_processor(table, c, dialect) for c in columns]
-        types = [table.c[c].type.compile(dialect=dialect) for c in ["id", *columns]]
-        aliases = ["u_id", *(f"u{i}" for i in range(len(columns)))]
-        sets = [f"{quote(c)} = u.{a}" for c, a in zip(columns, aliases[1:], strict=True)]
-        if bump:
-            sets.append(f"{quote(bump)} = {table.name}.{quote(bump)} + 1")
-        arrays = ", ".join(f"%s::{t}[]" for t in types)
-        sql = (
-            f"UPDATE {table.name} SET {', '.join(sets)} "
-            f"FROM unnest({arrays}) AS u({', '.join(aliases)}) WHERE {table.name}.id = u.u_id"
-        )
-        params: list[Any] = [[row["id"] for row in rows]]
-        for c, proc in zip(columns, procs, strict=True):
-            params.append(
-                [row[c] if proc is None or row[c] is None else proc(row[c]) for row in rows]
-            )
-        conn.exec_driver_sql(sql, tuple(params))
+    quote = dialect.identifier_preparer.quote
+    procs = list(zip(columns, (_processor(table, c, dialect) for c in columns), strict=True))
+    bumped = f"{quote(bump)} = {table.name}.{quote(bump)} + 1" if bump else ""
+    if dialect.name == "sqlite":
+        values = [(row["id"], *(_bound(row[c], proc) for c, proc in procs)) for row in rows]
+        _sqlite_update_by_id(session, table, columns, values, bumped)
         return
-    statement = (
-        update(table)
-        .where(table.c.id == bindparam("_id"))
-        .values({c: bindparam(f"_{c}") for c in columns})
+    aliases = [f"u{i}" for i in range(len(columns))]
+    sets = [f"{quote(c)} = u.{a}" for c, a in zip(columns, aliases, strict=True)]
+    types = [table.c[c].type.compile(dialect=dialect) for c in ["id", *columns]]
+    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    sql = (
+        f"UPDATE {table.name} SET {', '.join([*sets, bumped] if bump else sets)} "
+        f"FROM unnest({arrays}) AS u(u_id, {', '.join(aliases)}) WHERE {table.name}.id = u.u_id"
     )
-    if bump:
-        statement = statement.values({bump: table.c[bump] + 1})
-    conn.execute(statement, [{f"_{k}": v for k, v in row.items()} for row in rows])
+    params = [[row["id"] for row in rows]]
+    params += [[_bound(row[c], proc) for row in rows] for c, proc in procs]
+    conn.exec_driver_sql(sql, tuple(params))
+
+
+def _bound(value: Any, proc: Callable[[Any], Any] | None) -> Any:
+    return value if proc is None or value is None else proc(value)
+
+
+def _sqlite_update_by_id(
+    session: Session,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    extra: str,
+) -> None:
+    """SQLite: set ``columns`` (and the ``extra`` assignment) of the rows whose id is the
+    first value of a row of ``rows`` to its other values (bound already). One UPDATE …
+    FROM a VALUES list per batch of rows, not executemany (see the module's note): 2,000
+    contact_entries rows took 20 ms by executemany and 11 ms so; beside a thread running
+    Python, 4.8 s against 48 ms. (Not for every table: 1,400 of 1M buddies rows by rowid,
+    setting small values only, took 22 ms so against 13 ms by executemany.)"""
+    quote = session.connection().dialect.identifier_preparer.quote
+    names = ["u_id", *(f"u{i}" for i in range(len(columns)))]
+    sets = [f"{quote(c)} = u.u{i}" for i, c in enumerate(columns)] + ([extra] if extra else [])
+    width = len(names)
+    head = f"WITH u({', '.join(names)}) AS ("
+    tail = f") UPDATE {table.name} SET {', '.join(sets)} FROM u WHERE {table.name}.id = u.u_id"
+    cur = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for start, count in _sqlite_batches(len(rows), width):
+            params = [v for row in rows[start : start + count] for v in row]
+            cur.execute(_sqlite_values_sql(head, width, count, tail), params)
+    finally:
+        cur.close()

@@ -555,7 +555,9 @@ class MatchRepository:
         SQLite: the rows read whose match key stays as read, by rowid, setting no indexed
         column (``_update_read_rows_sqlite``).
 
-        Other rows: one executemany by (owner_id, other_id)."""
+        Other rows: one executemany by (owner_id, other_id). (On SQLite an UPDATE … FROM a
+        VALUES list, as ``bulk_update`` does, was slower here: 1,400 rows by rowid among 1M,
+        22 against 13 ms.)"""
         if not rows:
             return
         at = db_value(self.s, models.table(models.BuddyRow), "updated_at", now)

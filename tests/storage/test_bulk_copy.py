@@ -17,7 +17,13 @@ from befriend.core.keys import KeyRow
 from befriend.server.records import EntryInput, EntryKeyRecord, IdentityKind
 from befriend.server.storage import models
 from befriend.server.storage.addressbooks import AddressBookRepository
-from befriend.server.storage.bulk import bulk_insert, db_value, insert_tuples, insert_values
+from befriend.server.storage.bulk import (
+    bulk_insert,
+    bulk_update,
+    db_value,
+    insert_tuples,
+    insert_values,
+)
 from befriend.server.storage.changes import ORIGIN_DEVICE_UPLOAD
 from befriend.server.storage.db import Database
 from befriend.server.storage.matching import BuddyState, MatchRepository
@@ -115,6 +121,40 @@ def test_bulk_insert_booleans(db: Database) -> None:
         bulk_insert(s, t, [{"merge_pk": merge.id, "entry_pk": 8, "created": c} for c in (True,)])
     stored = _stored(db, t, t.c.merge_pk == merge.id)
     assert [(e, c) for _, _, e, c in stored] == [(7, True), (7, False), (8, True)]
+
+
+def test_bulk_update_writes_every_type_and_bumps_only_the_rows_given(db: Database) -> None:
+    """More rows than one statement takes on SQLite (2,500 rows of 5 values): each listed
+    row gets its values, stored as the ORM would store them, and its version bumped; the
+    rows not listed keep theirs."""
+    book = _user(db, "u1")
+    t = models.table(models.ContactEntry)
+    with db.transaction() as s:
+        bulk_insert(s, t, [_entry(book, f"e{n}", version=1) for n in range(3_000)])
+    with db.transaction(readonly=True) as s:
+        pks = list(s.scalars(select(t.c.id).order_by(t.c.id)))
+    new = {
+        pk: {
+            "id": pk,
+            "contact": bytes([n % 256]) * (n % 7),
+            "provenance": None if n % 3 else [ODD, n],
+            "updated_at": T0 + timedelta(seconds=n),
+            "changed_fields": f"f{n}",
+        }
+        for n, pk in enumerate(pks[:2_500])
+    }
+    with db.transaction() as s:
+        bulk_update(s, t, list(new.values()), bump="version")
+    with db.transaction(readonly=True) as s:
+        e = models.ContactEntry
+        stored = {x.id: x for x in s.scalars(select(e))}
+    for pk, row in stored.items():
+        want = new.get(pk)
+        if want is None:
+            assert (row.version, row.changed_fields, row.provenance) == (1, "a,b", PROVENANCE)
+            continue
+        got = (row.contact, row.provenance, row.updated_at, row.changed_fields, row.version)
+        assert got == (*[want[c] for c in list(want)[1:]], 2)
 
 
 def test_insert_tuples_round_trips(db: Database) -> None:

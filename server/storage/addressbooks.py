@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
@@ -32,7 +32,6 @@ from befriend.server.storage.changes import ChangeStamp
 from befriend.server.storage.repositories import key_from_db, key_to_db
 
 _BATCH = 500  # rows per IN (...) list
-T = TypeVar("T")
 
 # (stored contact, its provenance, the device's new contact) -> (contact to store, its
 # provenance, names of the fields that changed, the stored contact's identity keys when they
@@ -117,14 +116,6 @@ def key_rows_of(
             key = None if k.key is None else key_to_db(k.key)
             rows.append((pk, user_id, int(k.kind), key, k.weak_key, k.value, ordinal))
     return rows
-
-
-def _first_of_each(items: Sequence[T], name: Callable[[T], str]) -> Sequence[T]:
-    """``items`` without those whose name an earlier one had (the same list if none)."""
-    seen: dict[str, T] = {}
-    for item in items:
-        seen.setdefault(name(item), item)
-    return items if len(seen) == len(items) else list(seen.values())
 
 
 def _skip_repeats(pks: list[int]) -> None:
@@ -405,7 +396,11 @@ class AddressBookRepository:
         given first (as ``write_entries`` does). Returns how many entries changed."""
         if not entries:
             return 0
-        entries = _first_of_each(entries, lambda item: item[0].entry_id)
+        first: dict[str, tuple[EntryInput, Sequence[EntryKeyRecord]]] = {}
+        for item in entries:
+            first.setdefault(item[0].entry_id, item)
+        if len(first) < len(entries):
+            entries = list(first.values())
         e = models.ContactEntry
         ids = [entry.entry_id for entry, _ in entries]
         stored: dict[str, tuple[int, str, bytes, Any]] = {}

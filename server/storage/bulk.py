@@ -65,8 +65,7 @@ def _processor(table: Table, column: str, dialect: Dialect) -> Callable[[Any], A
 
 def db_value(session: Session, table: Table, column: str, value: Any) -> Any:
     """One value as bulk inserts bind it (for constants of a hand-written statement)."""
-    proc = _processor(table, column, session.connection().dialect)
-    return value if proc is None or value is None else proc(value)
+    return _bound(value, _processor(table, column, session.connection().dialect))
 
 
 # resolves with_variant and decorated types for PostgreSQL
@@ -274,7 +273,7 @@ def bulk_update(
     """Update rows by primary key ``id``: each row is ``{"id": pk, column: value, ...}``
     with the same columns; ``bump`` names an integer column to increment (an etag version).
     Each value is bound as ``bulk_insert`` binds it. PostgreSQL: one UPDATE … FROM
-    ``unnest`` of one array per column; SQLite: ``_sqlite_update_by_id``."""
+    ``unnest`` of one array per column; SQLite: ``_sqlite_update_from_values``."""
     if not rows:
         return
     conn = session.connection()
@@ -282,19 +281,19 @@ def bulk_update(
     columns = [c for c in rows[0] if c != "id"]
     quote = dialect.identifier_preparer.quote
     procs = list(zip(columns, (_processor(table, c, dialect) for c in columns), strict=True))
-    bumped = f"{quote(bump)} = {table.name}.{quote(bump)} + 1" if bump else ""
+    # the rows as u(u_id, u0, u1, …), one alias per column
+    names = ["u_id", *(f"u{i}" for i in range(len(columns)))]
+    sets = [f"{quote(c)} = u.u{i}" for i, c in enumerate(columns)]
+    if bump:
+        sets.append(f"{quote(bump)} = {table.name}.{quote(bump)} + 1")
+    update, where = f"UPDATE {table.name} SET {', '.join(sets)}", f"WHERE {table.name}.id = u.u_id"
     if dialect.name == "sqlite":
         values = [(row["id"], *(_bound(row[c], proc) for c, proc in procs)) for row in rows]
-        _sqlite_update_by_id(session, table, columns, values, bumped)
+        _sqlite_update_from_values(session, names, f"{update} FROM u {where}", values)
         return
-    aliases = [f"u{i}" for i in range(len(columns))]
-    sets = [f"{quote(c)} = u.{a}" for c, a in zip(columns, aliases, strict=True)]
     types = [table.c[c].type.compile(dialect=dialect) for c in ["id", *columns]]
     arrays = ", ".join(f"%s::{t}[]" for t in types)
-    sql = (
-        f"UPDATE {table.name} SET {', '.join([*sets, bumped] if bump else sets)} "
-        f"FROM unnest({arrays}) AS u(u_id, {', '.join(aliases)}) WHERE {table.name}.id = u.u_id"
-    )
+    sql = f"{update} FROM unnest({arrays}) AS u({', '.join(names)}) {where}"
     params = [[row["id"] for row in rows]]
     params += [[_bound(row[c], proc) for row in rows] for c, proc in procs]
     conn.exec_driver_sql(sql, tuple(params))
@@ -304,25 +303,17 @@ def _bound(value: Any, proc: Callable[[Any], Any] | None) -> Any:
     return value if proc is None or value is None else proc(value)
 
 
-def _sqlite_update_by_id(
-    session: Session,
-    table: Table,
-    columns: Sequence[str],
-    rows: Sequence[Sequence[Any]],
-    extra: str,
+def _sqlite_update_from_values(
+    session: Session, names: Sequence[str], update_from: str, rows: Sequence[Sequence[Any]]
 ) -> None:
-    """SQLite: set ``columns`` (and the ``extra`` assignment) of the rows whose id is the
-    first value of a row of ``rows`` to its other values (bound already). One UPDATE …
-    FROM a VALUES list per batch of rows, not executemany (see the module's note): 2,000
-    contact_entries rows took 20 ms by executemany and 11 ms so; beside a thread running
-    Python, 4.8 s against 48 ms. (Not for every table: 1,400 of 1M buddies rows by rowid,
-    setting small values only, took 22 ms so against 13 ms by executemany.)"""
-    quote = session.connection().dialect.identifier_preparer.quote
-    names = ["u_id", *(f"u{i}" for i in range(len(columns)))]
-    sets = [f"{quote(c)} = u.u{i}" for i, c in enumerate(columns)] + ([extra] if extra else [])
+    """SQLite: ``update_from`` (an UPDATE … FROM u) with ``u(names)`` the ``rows`` (values
+    bound already), as one VALUES list per batch of rows, not executemany (see the module's
+    note): 2,000 contact_entries rows took 20 ms by executemany and 11 ms so; beside a
+    thread running Python, 4.8 s against 48 ms. (Not for every table: 1,400 of 1M buddies
+    rows by rowid, setting small values only, took 22 ms so against 13 ms by executemany.)"""
     width = len(names)
     head = f"WITH u({', '.join(names)}) AS ("
-    tail = f") UPDATE {table.name} SET {', '.join(sets)} FROM u WHERE {table.name}.id = u.u_id"
+    tail = f") {update_from}"
     cur = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         for start, count in _sqlite_batches(len(rows), width):

@@ -127,6 +127,7 @@ class BefriendServer:
         purged = await self.backend.purge_idempotency()
         registry = self.backend.registry
         members = await self.backend.read(lambda s: registry.warm(MatchRepository(s)))
+        book_keys = await self.backend.read(lambda s: registry.holders.warm(MatchRepository(s)))
         settle_collector()
         try:
             self.port = self.server.add_insecure_port(self.settings.address)
@@ -143,6 +144,7 @@ class BefriendServer:
             address=f"{self.settings.host}:{self.port}",
             purged=purged,
             registry_keys=members,
+            book_keys=book_keys,
         )
         return self.port
 

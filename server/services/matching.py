@@ -73,6 +73,14 @@ def _lookup(
     return arr, hits, hits[hits != EMPTY_KEY].tolist()
 
 
+def _holders(
+    repo: MatchRepository, registry: Registry, keys: list[int]
+) -> list[tuple[str, BookKey]]:
+    """Who holds any of ``keys`` in a book, (holder, the entry key) in entry order: the
+    in-memory holder index's candidates, confirmed by the database."""
+    return repo.holders(keys, registry.holders.entries(repo, keys))
+
+
 def _owners(
     repo: MatchRepository, registry: Registry, keys: Iterable[int] | npt.NDArray[np.uint64]
 ) -> dict[int, str]:
@@ -358,7 +366,7 @@ def match_users(
         for k in own[u]:
             holding.setdefault(k, []).append(u)
     held: dict[str, list[tuple[str, BookKey]]] = {u: [] for u in users}
-    for holder, bk in repo.holders(list(holding)):
+    for holder, bk in _holders(repo, registry, list(holding)):
         for u in holding[bk.key]:
             held[u].append((holder, bk))
     stored = repo.rows_involving(users)
@@ -561,7 +569,7 @@ def rematch_holders(
     repo: MatchRepository, registry: Registry, keys: list[int], now: datetime, origin: int
 ) -> None:
     """Re-match every user whose book holds one of ``keys`` (e.g. a released number)."""
-    match_users(repo, registry, sorted({h for h, _ in repo.holders(keys)}), now, origin)
+    match_users(repo, registry, sorted({h for h, _ in _holders(repo, registry, keys)}), now, origin)
 
 
 def answer_one_way(

@@ -19,6 +19,7 @@ from cachetools import LRUCache
 from befriend.core.index import EMPTY_KEY, KeyIndex
 from befriend.server.observability import PHONEBOOK_LISTS
 from befriend.server.records import WEAK_DIGITS
+from befriend.server.services.holders import HolderIndex
 from befriend.server.storage.matching import BookKey, MatchRepository
 from befriend.server.storage.repositories import IDENTITY_ADDED, IDENTITY_REMOVED
 
@@ -34,6 +35,7 @@ _State = tuple[int, int]  # (the user's change number, the registry's version)
 class Registry:
     def __init__(self, *, weak: bool = False) -> None:
         self.weak = weak  # also match unnormalisable numbers by their weak key
+        self.holders = HolderIndex()  # book key -> the entries holding it (reverse index)
         self._by_key = KeyIndex()  # identity key -> identity pk
         self._by_pk = KeyIndex()  # identity pk -> identity key (to apply removals)
         self._seq = -1

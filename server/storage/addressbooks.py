@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
@@ -130,8 +131,36 @@ def _skip_repeats(pks: list[int]) -> None:
 
 
 def insert_key_rows(session: Session, rows: Sequence[KeyRow]) -> None:
-    """Insert entry_keys rows (``key_rows_of``, ``ChunkKeys.rows``)."""
+    """Insert entry_keys rows (``key_rows_of``, ``ChunkKeys.rows``), and log the entries
+    that hold an exact key among them in book_key_log (for the in-memory holder indexes)."""
     insert_tuples(session, models.table(models.EntryKey), _KEY_COLUMNS, rows)
+    log_book_keys(session, [row[0] for row in rows if row[3] is not None])
+
+
+def entry_ranges(pks: Iterable[int]) -> bytes:
+    """The distinct ``pks`` as inclusive (first, last) ranges, packed as book_key_log stores
+    them (little-endian int64 pairs)."""
+    bounds: list[int] = []
+    for pk in sorted(set(pks)):
+        if bounds and pk == bounds[-1] + 1:
+            bounds[-1] = pk
+        else:
+            bounds += (pk, pk)
+    return np.asarray(bounds, dtype="<i8").tobytes()
+
+
+def log_book_keys(session: Session, entry_pks: Sequence[int]) -> None:
+    """Append to book_key_log that these entries' key rows were written (nothing when
+    none): one small row per statement, ranges of ids (an upload's chunk is one range)."""
+    if not entry_pks:
+        return
+    t = models.table(models.BookKeyLog)
+    conn = session.connection()
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    conn.exec_driver_sql(
+        f"INSERT INTO book_key_log (entry_ranges, created_at) VALUES ({mark}, {mark})",
+        (entry_ranges(entry_pks), db_value(session, t, "created_at", datetime.now(UTC))),
+    )
 
 
 def _key_tuple(k: EntryKeyRecord) -> tuple[Any, ...]:

@@ -373,18 +373,88 @@ class MatchRepository:
         )
         return [(u, BookKey(e, WEAK_MATCH, w)) for u, e, w in rows]
 
-    def holders(self, keys: Sequence[int]) -> list[tuple[str, BookKey]]:
-        """Who holds any of these keys in a book: (holder, the entry key), via the key
-        index, in entry order."""
-        if not keys:
+    def holders(self, keys: Sequence[int], entry_pks: Sequence[int]) -> list[tuple[str, BookKey]]:
+        """Who holds any of these keys in a book, (holder, the entry key) in entry order,
+        among the entries ``entry_pks`` (a superset of the holding ones: the in-memory
+        ``HolderIndex``'s candidates), each read by primary key."""
+        if not keys or not entry_pks:
             return []
-        sql = (
-            "SELECT user_id, entry_pk, kind, key FROM entry_keys "
-            f"WHERE {self._in('key')} ORDER BY entry_pk, ordinal"
-        )
         wanted = self._list(key_to_db(k) for k in keys)
-        rows = self._rows(sql, wanted)
+        pks = self._list(sorted(set(entry_pks)))
+        if self._pg():
+            rows = self._rows(
+                "SELECT h.user_id, h.entry_pk, h.kind, h.key "
+                "FROM unnest(%s::bigint[]) AS e(pk) CROSS JOIN LATERAL "
+                "(SELECT user_id, entry_pk, ordinal, kind, key FROM entry_keys "
+                "WHERE entry_pk = e.pk OFFSET 0) AS h "
+                "WHERE h.key = ANY(%s::bigint[]) ORDER BY h.entry_pk, h.ordinal",
+                pks,
+                wanted,
+            )
+        else:  # NOT INDEXED: through the primary key (the table's own b-tree)
+            rows = self._rows(
+                "SELECT user_id, entry_pk, kind, key FROM entry_keys NOT INDEXED "
+                f"WHERE {self._in('entry_pk')} AND {self._in('key')} ORDER BY entry_pk, ordinal",
+                pks,
+                wanted,
+            )
         return [(u, BookKey(e, kind, key_from_db(k))) for u, e, kind, k in rows]
+
+    # -- the holder index's feed (befriend.server.services.holders) ----------------------
+    def book_key_snapshot(self) -> tuple[int, npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
+        """(log position, keys, their entry pks) of every exact key row of every book, read
+        into arrays (``_int8_columns``). The position is read first: a row written after it
+        is in the snapshot and comes again by the log (twice in the index, harmlessly)."""
+        seq = self.s.execute(select(func.coalesce(func.max(models.BookKeyLog.seq), 0))).scalar_one()
+        key, pk = self._int8_columns(
+            "SELECT key, entry_pk FROM entry_keys WHERE key IS NOT NULL", 2
+        )
+        return int(seq), key.view(np.uint64), pk
+
+    def book_key_log_extent(self, seq: int) -> tuple[int, int]:
+        """(how many log rows come after ``seq``, the last one's seq or 0)."""
+        n, top = self.s.execute(
+            select(func.count(), func.coalesce(func.max(models.BookKeyLog.seq), 0)).where(
+                models.BookKeyLog.seq > seq
+            )
+        ).one()
+        return int(n), int(top)
+
+    def book_key_log_since(self, seq: int) -> list[tuple[int, bytes]]:
+        """(seq, packed entry ranges) of the log rows after ``seq``, oldest first."""
+        log = models.BookKeyLog
+        rows = self.s.execute(
+            select(log.seq, log.entry_ranges).where(log.seq > seq).order_by(log.seq)
+        )
+        return [(int(q), bytes(r)) for q, r in rows]
+
+    def book_keys_in(
+        self, ranges: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
+        """(keys, entry pks) of the exact key rows of the entries in ``ranges`` (an array of
+        inclusive (first, last) pairs, flattened), each range read along the primary key."""
+        if not ranges.size:
+            return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+        first, last = ranges[0::2].tolist(), ranges[1::2].tolist()
+        if self._pg():
+            rows = self._rows(
+                "SELECT k.key, k.entry_pk FROM unnest(%s::bigint[], %s::bigint[]) AS r(lo, hi) "
+                "CROSS JOIN LATERAL (SELECT key, entry_pk FROM entry_keys "
+                "WHERE entry_pk BETWEEN r.lo AND r.hi AND key IS NOT NULL OFFSET 0) AS k",
+                first,
+                last,
+            )
+        else:
+            rows = self._rows(
+                "SELECT k.key, k.entry_pk FROM json_each(?) AS r CROSS JOIN entry_keys AS k "
+                "NOT INDEXED WHERE k.entry_pk BETWEEN json_extract(r.value, '$[0]') "
+                "AND json_extract(r.value, '$[1]') AND k.key IS NOT NULL",
+                json.dumps(list(zip(first, last, strict=True))),
+            )
+        if not rows:
+            return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+        flat = np.asarray(rows, dtype=np.int64)
+        return np.ascontiguousarray(flat[:, 0]).view(np.uint64), np.ascontiguousarray(flat[:, 1])
 
     # -- the restricted match (a few keys of one user's books) ----------------------------
     # Each of these costs in proportion to the keys asked, never to the size of the books,

@@ -200,7 +200,8 @@ class EntryKey(Base):
 
     __tablename__ = "entry_keys"
     __table_args__ = (
-        Index("ix_entry_keys_key", "key"),
+        # No index on the key alone (migration 0013): "who holds this key" is answered by
+        # the in-memory HolderIndex, fed from book_key_log, and confirmed here by primary key.
         # the weak-key fallback looks up numbers that could not be normalised only
         Index(
             "ix_entry_keys_weak_key",
@@ -253,6 +254,21 @@ class IdentityLog(Base):
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     identity_pk: Mapped[int] = mapped_column(BigInteger)
     op: Mapped[int] = mapped_column(SmallInteger)  # 1 added, 2 removed
+    created_at: Mapped[datetime]
+
+
+class BookKeyLog(Base):
+    """Ordered log of writes to entry_keys: each row names the entries (as ranges of
+    contact_entries ids) whose key rows one statement inserted. In-memory holder indexes
+    (``befriend.server.services.holders``) tail it and read those entries' keys; it holds no
+    personal data (only ids), so it survives account deletion harmlessly."""
+
+    __tablename__ = "book_key_log"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # little-endian int64 pairs (first, last): inclusive ranges of entry pks
+    entry_ranges: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime]
 
 

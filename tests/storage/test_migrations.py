@@ -106,7 +106,8 @@ def test_upgrade_through_0007_and_0008_keeps_books_and_member_rows(empty_url: st
         assert found.get_foreign_keys(table) == []
     indexes = {i["name"]: i["column_names"] for i in found.get_indexes("entry_keys")}
     assert indexes["ix_entry_keys_user_key"] == ["user_id", "key", "entry_pk", "kind"]
-    assert "ix_entry_keys_user_id" not in indexes and "ix_entry_keys_key" in indexes
+    # (no key index after 0013: the holder index is in memory)
+    assert "ix_entry_keys_user_id" not in indexes and "ix_entry_keys_key" not in indexes
     engine.dispose()
 
 
@@ -131,7 +132,7 @@ def test_0012_numbers_each_entrys_key_rows_in_id_order_and_back(empty_url: str) 
     with engine.begin() as conn:
         for pk_, entry_pk, key in _KEYS_0011:
             conn.execute(text(insert), {"id": pk_, "pk": entry_pk, "key": key})
-    _upgrade(engine, "head")
+    _upgrade(engine, "0012")
     with engine.connect() as conn:
         found = conn.execute(
             text("SELECT entry_pk, ordinal, key FROM entry_keys ORDER BY entry_pk, ordinal")
@@ -170,6 +171,39 @@ def test_0012_numbers_each_entrys_key_rows_in_id_order_and_back(empty_url: str) 
     assert "ix_entry_keys_entry_pk" in {
         i["name"] for i in inspect(engine).get_indexes("entry_keys")
     }
+    engine.dispose()
+
+
+def test_0013_moves_the_key_index_to_the_log_and_back(empty_url: str) -> None:
+    """0013 drops the index on entry_keys.key and adds book_key_log (the in-memory holder
+    index's feed); its downgrade restores the index over the rows stored meanwhile."""
+    engine = create_engine(empty_url)
+    _upgrade(engine, "0012")
+    _upgrade(engine, "head")
+    found = inspect(engine)
+    assert "ix_entry_keys_key" not in {i["name"] for i in found.get_indexes("entry_keys")}
+    assert {c["name"] for c in found.get_columns("book_key_log")} == {
+        "seq",
+        "entry_ranges",
+        "created_at",
+    }
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO entry_keys (entry_pk, ordinal, user_id, kind, key, weak_key, value) "
+                "VALUES (11, 0, 'a', 1, 8613900000010, NULL, 'v')"
+            )
+        )
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0012")
+    found = inspect(engine)
+    assert "ix_entry_keys_key" in {i["name"] for i in found.get_indexes("entry_keys")}
+    assert "book_key_log" not in found.get_table_names()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT entry_pk, key FROM entry_keys")).all() == [
+            (11, 8613900000010)
+        ]
     engine.dispose()
 
 

@@ -1,0 +1,137 @@
+"""Who holds a key in a book: the reverse index, in memory (a cache of entry_keys).
+
+A member who registers, or changes to a number, is matched against every book that holds
+one of their keys. Those entries used to be found through a database index over every
+book's keys, which every uploaded key went into at a random place: once the books hold
+millions of entries, that index alone made SQLite write a page to its log for nearly every
+key (migration 0013). Here the pairs (key, entry pk) are held as sorted numpy runs in each
+server process instead, loaded from entry_keys on first use (or at start-up, ``warm``) and
+kept current by tailing book_key_log, which every insert of key rows appends to in the same
+transaction (``befriend.server.storage.addressbooks.insert_key_rows``).
+
+The index answers with candidate entries, a superset of the holding ones: a key removed from
+a book stays here until the process restarts, so every answer is confirmed against
+entry_keys by primary key (``MatchRepository.holders``), which also gives the holder, kind
+and order. A candidate never missed is what the tail guarantees: like the registry's, it
+re-reads a window behind its position, which covers transactions that commit out of sequence
+order, and applies each log row once.
+
+Memory: 16 bytes per stored exact key (480 MB for 30M book entries), plus the runs'
+merge, which copies the two runs it merges. Runs are merged by size (a new run is merged
+into the one before while that one is at most twice as large), so a lookup searches
+O(log n) runs and every pair is copied O(log n) times in all.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+from befriend.server.storage.matching import MatchRepository
+
+REPLAY_WINDOW = 1000  # log rows re-read behind the position (late commits)
+
+_Run = tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]  # sorted keys, their entry pks
+
+
+def _sorted_run(keys: npt.NDArray[np.uint64], pks: npt.NDArray[np.int64]) -> _Run:
+    # stable: numpy's timsort, linear on two concatenated sorted runs (a merge)
+    order = np.argsort(keys, kind="stable")
+    return keys[order], pks[order]
+
+
+class KeyRuns:
+    """A multimap key -> entry pks as sorted runs of (key, pk) pairs: ``add`` appends a run
+    and merges runs by size, ``find`` searches each run."""
+
+    def __init__(self) -> None:
+        self._runs: list[_Run] = []
+
+    def add(self, keys: npt.NDArray[np.uint64], pks: npt.NDArray[np.int64]) -> None:
+        if not keys.size:
+            return
+        runs = [*self._runs, _sorted_run(keys, pks)]
+        while len(runs) > 1 and runs[-2][0].size <= 2 * runs[-1][0].size:
+            (k2, p2), (k1, p1) = runs.pop(), runs.pop()
+            runs.append(_sorted_run(np.concatenate([k1, k2]), np.concatenate([p1, p2])))
+        self._runs = runs  # a new list: a reader searching the old one is undisturbed
+
+    def find(self, keys: npt.NDArray[np.uint64]) -> list[int]:
+        """The distinct pks paired with one of ``keys`` (distinct, sorted), ascending."""
+        found: list[npt.NDArray[np.int64]] = []
+        for run_keys, run_pks in self._runs:
+            lo = np.searchsorted(run_keys, keys, "left")
+            counts = np.searchsorted(run_keys, keys, "right") - lo
+            total = int(counts.sum())
+            if total:
+                # each hit range [lo, lo + count) as one index array
+                starts = np.repeat(lo - (np.cumsum(counts) - counts), counts)
+                found.append(run_pks[starts + np.arange(total)])
+        return np.unique(np.concatenate(found)).tolist() if found else []
+
+    @property
+    def runs(self) -> int:
+        return len(self._runs)
+
+    def __len__(self) -> int:
+        return sum(k.size for k, _ in self._runs)
+
+
+class HolderIndex:
+    def __init__(self) -> None:
+        self._pairs = KeyRuns()
+        self._seq = -1  # the log position applied up to (-1: not loaded)
+        self._applied: set[int] = set()  # log rows applied within the replay window
+        self._window = (-1, -1)  # (rows, last seq) after the window's low end, as applied
+        self._lock = threading.Lock()
+
+    def _load(self, repo: MatchRepository) -> None:
+        seq, keys, pks = repo.book_key_snapshot()
+        self._pairs = KeyRuns()
+        self._pairs.add(keys, pks)
+        self._seq = seq
+        self._applied = set()
+        self._window = (-1, -1)  # unknown: the first tail re-reads the window
+
+    def _low(self) -> int:
+        return max(0, self._seq - REPLAY_WINDOW)
+
+    def _tail(self, repo: MatchRepository) -> None:
+        if repo.book_key_log_extent(self._low()) == self._window:
+            return
+        fresh = [(q, r) for q, r in repo.book_key_log_since(self._low()) if q not in self._applied]
+        if fresh:
+            ranges = np.frombuffer(b"".join(r for _, r in fresh), dtype="<i8").astype(np.int64)
+            self._pairs.add(*repo.book_keys_in(ranges))
+            self._applied.update(q for q, _ in fresh)
+            self._seq = max(self._seq, max(q for q, _ in fresh))
+        low = self._low()
+        self._applied = {q for q in self._applied if q > low}
+        self._window = (len(self._applied), max(self._applied, default=0))
+
+    def _catch_up(self, repo: MatchRepository) -> None:
+        if self._seq < 0:
+            self._load(repo)
+        else:
+            self._tail(repo)
+
+    def warm(self, repo: MatchRepository) -> int:
+        """Load (or catch up) now, e.g. at start-up; returns the pairs held."""
+        with self._lock:
+            self._catch_up(repo)
+            return len(self)
+
+    def entries(self, repo: MatchRepository, keys: Iterable[int]) -> list[int]:
+        """After catching up: the entry pks (ascending, distinct) that held one of ``keys``
+        when written, a superset of those holding one now."""
+        wanted = np.unique(np.fromiter(keys, dtype=np.uint64))
+        with self._lock:
+            self._catch_up(repo)
+            pairs = self._pairs
+        return pairs.find(wanted) if wanted.size else []
+
+    def __len__(self) -> int:
+        return len(self._pairs)

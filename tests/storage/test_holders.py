@@ -1,0 +1,142 @@
+"""The in-memory holder index ("who holds this key in a book") against a plain reference,
+and on SQLite and PostgreSQL: it loads the books, tails book_key_log (new, late-committed
+and other processes' writes), reads nothing when nothing is new, and its candidates are
+confirmed by the database (a removed key is no longer a holder)."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, event, func
+
+from befriend.core.keys import KeyRow
+from befriend.server.services.holders import HolderIndex, KeyRuns
+from befriend.server.storage import models
+from befriend.server.storage.addressbooks import entry_ranges, insert_key_rows
+from befriend.server.storage.db import Database
+from befriend.server.storage.matching import BookKey, MatchRepository
+from befriend.server.storage.repositories import key_to_db
+
+PHONE = 1
+HASHED = (1 << 63) + 12345  # an e-mail's key: the top bit set, stored negative
+
+
+def _row(entry_pk: int, user: str, key: int, ordinal: int = 0) -> KeyRow:
+    return (entry_pk, user, PHONE, key_to_db(key), key % 10_000_000, f"+{key}", ordinal)
+
+
+def _write(db: Database, *rows: KeyRow, seq: int | None = None) -> None:
+    """Key rows by the upload path's insert; ``seq``: the log row takes that number."""
+    with db.transaction() as s:
+        insert_key_rows(s, list(rows))
+        if seq is not None:
+            top = s.query(func.max(models.BookKeyLog.seq)).scalar()
+            s.query(models.BookKeyLog).filter_by(seq=top).update({"seq": seq})
+
+
+def _entries(db: Database, index: HolderIndex, *keys: int) -> list[int]:
+    with db.transaction(readonly=True) as s:
+        return index.entries(MatchRepository(s), keys)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.tuples(st.integers(0, 40), st.integers(1, 30)), max_size=40), max_size=12),
+    st.lists(st.integers(0, 45), max_size=10),
+)
+def test_runs_find_what_a_dict_of_sets_holds(
+    batches: list[list[tuple[int, int]]], probes: list[int]
+) -> None:
+    runs, reference = KeyRuns(), dict[int, set[int]]()
+    for batch in batches:
+        keys = np.array([k for k, _ in batch], dtype=np.uint64)
+        runs.add(keys, np.array([p for _, p in batch], dtype=np.int64))
+        for k, p in batch:
+            reference.setdefault(k, set()).add(p)
+    wanted = np.unique(np.array(probes, dtype=np.uint64))
+    expected = sorted(set().union(*(reference.get(int(k), set()) for k in wanted)))
+    assert runs.find(wanted) == expected
+    assert len(runs) == sum(len(b) for b in batches)
+    assert runs.runs <= max(1, len(batches))
+
+
+def test_runs_merge_by_size() -> None:
+    runs = KeyRuns()
+    for i in range(1, 1025):
+        runs.add(np.array([i], dtype=np.uint64), np.array([i], dtype=np.int64))
+    assert runs.runs <= 11  # O(log n) runs: one per bit of 1,024 at most
+    assert runs.find(np.array([1, 512, 1024], dtype=np.uint64)) == [1, 512, 1024]
+
+
+def test_entry_ranges_pack_runs_of_consecutive_ids() -> None:
+    packed = np.frombuffer(entry_ranges([7, 5, 6, 9, 12, 11, 5]), dtype="<i8")
+    assert packed.tolist() == [5, 7, 9, 9, 11, 12]
+    assert entry_ranges([]) == b""
+
+
+def test_tail_sees_new_late_and_other_processes_writes(db: Database) -> None:
+    here, there = HolderIndex(), HolderIndex()  # two server processes
+    _write(db, _row(11, "a", 8613900000001), _row(12, "a", 8613900000002))
+    assert _entries(db, here, 8613900000001, 8613900000003) == [11]
+    assert _entries(db, there, 8613900000002) == [12]
+
+    _write(db, _row(21, "b", 8613900000001), _row(21, "b", HASHED, ordinal=1))
+    assert _entries(db, here, 8613900000001) == [11, 21]
+    assert _entries(db, here, HASHED) == [21]
+
+    # A transaction that took a lower log number commits after a higher one: its row
+    # lands inside the replay window, behind the index's position.
+    with db.transaction() as s:
+        top = s.query(func.max(models.BookKeyLog.seq)).scalar()
+    _write(db, _row(31, "c", 8613900000005), seq=top + 10)
+    assert _entries(db, there, 8613900000005) == [31]
+    _write(db, _row(32, "d", 8613900000005), seq=top + 5)  # the late one
+    assert _entries(db, there, 8613900000005) == [31, 32]
+    assert _entries(db, here, 8613900000005) == [31, 32]
+
+
+def test_weak_only_rows_are_not_logged(db: Database) -> None:
+    with db.transaction() as s:
+        insert_key_rows(s, [(11, "a", PHONE, None, 1234567, "0801234567", 0)])
+        assert s.query(func.count()).select_from(models.BookKeyLog).scalar() == 0
+
+
+def test_lookup_with_nothing_new_reads_no_log_rows(db: Database) -> None:
+    index = HolderIndex()
+    _write(db, _row(11, "a", 8613900000001))
+    for _ in range(2):  # the load, then one re-read of the window behind the snapshot
+        assert _entries(db, index, 8613900000001) == [11]
+    statements: list[str] = []
+
+    @event.listens_for(db.engine, "before_cursor_execute")
+    def _seen(_c: object, _cur: object, statement: str, *_: object) -> None:
+        if statement != "BEGIN":
+            statements.append(statement)
+
+    for _ in range(3):
+        assert _entries(db, index, 8613900000001) == [11]
+    event.remove(db.engine, "before_cursor_execute", _seen)
+    assert len(statements) == 3 and all("count(" in s for s in statements)
+
+
+def test_the_database_confirms_each_candidate(db: Database) -> None:
+    index = HolderIndex()
+    _write(
+        db,
+        _row(11, "a", 8613900000001),
+        _row(11, "a", 8613900000002, ordinal=1),
+        _row(12, "b", 8613900000001),
+    )
+    assert _entries(db, index, 8613900000001) == [11, 12]
+    with db.transaction() as s:
+        s.execute(delete(models.EntryKey).where(models.EntryKey.entry_pk == 12))
+    with db.transaction(readonly=True) as s:
+        repo = MatchRepository(s)
+        candidates = index.entries(repo, [8613900000001])
+        assert candidates == [11, 12]  # the removed row's entry is still a candidate
+        assert repo.holders([8613900000001, 8613900000002], candidates) == [
+            ("a", BookKey(11, PHONE, 8613900000001)),
+            ("a", BookKey(11, PHONE, 8613900000002)),
+        ]
+        assert repo.holders([8613900000001], []) == []

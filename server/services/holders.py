@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from befriend.server.storage.matching import MatchRepository
+from befriend.server.storage.retention import BOOK_KEY_LOG, RetentionRepository
 
 REPLAY_WINDOW = 1000  # log rows re-read behind the position (late commits)
 
@@ -88,11 +89,11 @@ class HolderIndex:
         self._window = (-1, -1)  # (rows, last seq) after the window's low end, as applied
         self._lock = threading.Lock()
 
-    def _load(self, repo: MatchRepository) -> None:
+    def _load(self, repo: MatchRepository, pruned_through: int) -> None:
         seq, keys, pks = repo.book_key_snapshot()
         self._pairs = KeyRuns()
         self._pairs.add(keys, pks)
-        self._seq = seq
+        self._seq = max(seq, pruned_through)
         self._applied = set()
         self._window = (-1, -1)  # unknown: the first tail re-reads the window
 
@@ -113,8 +114,11 @@ class HolderIndex:
         self._window = (len(self._applied), max(self._applied, default=0))
 
     def _catch_up(self, repo: MatchRepository) -> None:
-        if self._seq < 0:
-            self._load(repo)
+        # The daily retention job prunes the log's old rows: an index whose position is
+        # below them (a process idle for a day) may have missed some, and loads again.
+        pruned_through = RetentionRepository(repo.s).watermark(BOOK_KEY_LOG)
+        if self._seq < 0 or pruned_through > self._seq:
+            self._load(repo, pruned_through)
         else:
             self._tail(repo)
 

@@ -18,9 +18,12 @@ from befriend.server.services import contacts
 from befriend.server.storage.contacts import ContactRepository
 from befriend.server.storage.db import Database
 from befriend.server.storage.merges import MergeRepository
-from befriend.server.storage.retention import BUDDY_EVENTS, RetentionRepository
+from befriend.server.storage.retention import BOOK_KEY_LOG, BUDDY_EVENTS, RetentionRepository
 
 DEFAULT_RETENTION_DAYS = 30
+# book_key_log rows are kept this long: a holder index that has not caught up for longer
+# (an idle process) finds the log pruned past its position and reloads (services.holders)
+BOOK_KEY_LOG_KEEP = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ def prune_buddy_events(db: Database, retention_days: float, now: datetime) -> Pr
     pruned by the same job.
     """
     prune_contact_tombstones(db, retention_days, now)
+    prune_book_key_log(db, now)
     with db.transaction() as s:
         MergeRepository(s).purge_plans(now)
     with db.transaction() as s:
@@ -52,6 +56,18 @@ def prune_buddy_events(db: Database, retention_days: float, now: datetime) -> Pr
         mark = repo.raise_watermark(BUDDY_EVENTS, through, now)
         deleted = repo.delete_buddy_events_through(through)
         return PruneResult(deleted, mark)
+
+
+def prune_book_key_log(db: Database, now: datetime) -> int:
+    """Delete book_key_log rows older than ``BOOK_KEY_LOG_KEEP`` (a prefix) and raise its
+    watermark first; returns how many were deleted."""
+    with db.transaction() as s:
+        repo = RetentionRepository(s)
+        through = repo.last_book_key_log_before(now - BOOK_KEY_LOG_KEEP)
+        if through <= repo.watermark(BOOK_KEY_LOG):
+            return 0
+        repo.raise_watermark(BOOK_KEY_LOG, through, now)
+        return repo.delete_book_key_log_through(through)
 
 
 def prune_contact_tombstones(db: Database, retention_days: float, now: datetime) -> int:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from befriend.server.storage import models
 
 BUDDY_EVENTS = "buddy_events"
+BOOK_KEY_LOG = "book_key_log"
 
 
 class RetentionRepository:
@@ -37,6 +38,20 @@ class RetentionRepository:
     def delete_buddy_events_through(self, seq: int) -> int:
         """Delete every event with ``seq`` at or below ``seq`` (a prefix of the log)."""
         result = self.s.execute(delete(models.BuddyEvent).where(models.BuddyEvent.seq <= seq))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def last_book_key_log_before(self, cutoff: datetime) -> int:
+        """The highest seq of a book_key_log row created before ``cutoff`` (0: none)."""
+        log = models.BookKeyLog
+        return int(
+            self.s.execute(
+                select(func.coalesce(func.max(log.seq), 0)).where(log.created_at < cutoff)
+            ).scalar_one()
+        )
+
+    def delete_book_key_log_through(self, seq: int) -> int:
+        """Delete the book_key_log rows at or below ``seq`` (a prefix of the log)."""
+        result = self.s.execute(delete(models.BookKeyLog).where(models.BookKeyLog.seq <= seq))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def raise_watermark(self, name: str, pruned_through: int, now: datetime) -> int:

@@ -5,12 +5,15 @@ confirmed by the database (a removed key is no longer a holder)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, event, func
 
 from befriend.core.keys import KeyRow
+from befriend.server.services import retention
 from befriend.server.services.holders import HolderIndex, KeyRuns
 from befriend.server.storage import models
 from befriend.server.storage.addressbooks import entry_ranges, insert_key_rows
@@ -19,6 +22,7 @@ from befriend.server.storage.matching import BookKey, MatchRepository
 from befriend.server.storage.repositories import key_to_db
 
 PHONE = 1
+T0 = datetime(2026, 12, 7, tzinfo=UTC)
 HASHED = (1 << 63) + 12345  # an e-mail's key: the top bit set, stored negative
 
 
@@ -117,7 +121,26 @@ def test_lookup_with_nothing_new_reads_no_log_rows(db: Database) -> None:
     for _ in range(3):
         assert _entries(db, index, 8613900000001) == [11]
     event.remove(db.engine, "before_cursor_execute", _seen)
-    assert len(statements) == 3 and all("count(" in s for s in statements)
+    # per lookup: the log's watermark and extent, no log row, no key row
+    assert len(statements) == 6
+    assert not any("entry_ranges" in s or "entry_keys" in s for s in statements)
+
+
+def test_an_index_behind_the_pruned_log_loads_again(db: Database) -> None:
+    behind, current = HolderIndex(), HolderIndex()
+    _write(db, _row(11, "a", 8613900000001))
+    assert _entries(db, behind, 8613900000001) == [11]
+    _write(db, _row(12, "b", 8613900000001))
+    assert _entries(db, current, 8613900000001) == [11, 12]
+    with db.transaction() as s:  # both log rows are two days old
+        s.query(models.BookKeyLog).update({"created_at": T0 - timedelta(days=2)})
+    assert retention.prune_book_key_log(db, T0) == 2
+    assert retention.prune_book_key_log(db, T0) == 0
+    # ``behind`` never read the second row, now pruned: it loads the books again
+    assert _entries(db, behind, 8613900000001) == [11, 12]
+    _write(db, _row(13, "c", 8613900000001))
+    assert _entries(db, current, 8613900000001) == [11, 12, 13]
+    assert _entries(db, behind, 8613900000001) == [11, 12, 13]
 
 
 def test_the_database_confirms_each_candidate(db: Database) -> None:

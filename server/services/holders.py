@@ -31,7 +31,6 @@ import numpy as np
 import numpy.typing as npt
 
 from befriend.server.storage.matching import MatchRepository
-from befriend.server.storage.retention import BOOK_KEY_LOG, RetentionRepository
 
 REPLAY_WINDOW = 1000  # log rows re-read behind the position (late commits)
 
@@ -89,20 +88,29 @@ class HolderIndex:
         self._window = (-1, -1)  # (rows, last seq) after the window's low end, as applied
         self._lock = threading.Lock()
 
-    def _load(self, repo: MatchRepository, pruned_through: int) -> None:
+    def _load(self, repo: MatchRepository) -> None:
         seq, keys, pks = repo.book_key_snapshot()
         self._pairs = KeyRuns()
         self._pairs.add(keys, pks)
-        self._seq = max(seq, pruned_through)
+        self._seq = seq
         self._applied = set()
         self._window = (-1, -1)  # unknown: the first tail re-reads the window
 
     def _low(self) -> int:
         return max(0, self._seq - REPLAY_WINDOW)
 
+    def _catch_up(self, repo: MatchRepository) -> None:
+        if self._seq >= 0:
+            n, top, pruned_through = repo.book_key_log_extent(self._low())
+            # The daily retention job prunes the log's old rows: an index whose position is
+            # below them (a process idle for a day) may have missed some, and loads again.
+            if pruned_through <= self._seq:
+                if (n, top) != self._window:
+                    self._tail(repo)
+                return
+        self._load(repo)
+
     def _tail(self, repo: MatchRepository) -> None:
-        if repo.book_key_log_extent(self._low()) == self._window:
-            return
         fresh = [(q, r) for q, r in repo.book_key_log_since(self._low()) if q not in self._applied]
         if fresh:
             ranges = np.frombuffer(b"".join(r for _, r in fresh), dtype="<i8").astype(np.int64)
@@ -112,15 +120,6 @@ class HolderIndex:
         low = self._low()
         self._applied = {q for q in self._applied if q > low}
         self._window = (len(self._applied), max(self._applied, default=0))
-
-    def _catch_up(self, repo: MatchRepository) -> None:
-        # The daily retention job prunes the log's old rows: an index whose position is
-        # below them (a process idle for a day) may have missed some, and loads again.
-        pruned_through = RetentionRepository(repo.s).watermark(BOOK_KEY_LOG)
-        if self._seq < 0 or pruned_through > self._seq:
-            self._load(repo, pruned_through)
-        else:
-            self._tail(repo)
 
     def warm(self, repo: MatchRepository) -> int:
         """Load (or catch up) now, e.g. at start-up; returns the pairs held."""

@@ -73,7 +73,7 @@ def _lookup(
     return arr, hits, hits[hits != EMPTY_KEY].tolist()
 
 
-def _holders(
+def holders_of(
     repo: MatchRepository, registry: Registry, keys: list[int]
 ) -> list[tuple[str, BookKey]]:
     """Who holds any of ``keys`` in a book, (holder, the entry key) in entry order: the
@@ -366,7 +366,7 @@ def match_users(
         for k in own[u]:
             holding.setdefault(k, []).append(u)
     held: dict[str, list[tuple[str, BookKey]]] = {u: [] for u in users}
-    for holder, bk in _holders(repo, registry, list(holding)):
+    for holder, bk in holders_of(repo, registry, list(holding)):
         for u in holding[bk.key]:
             held[u].append((holder, bk))
     stored = repo.rows_involving(users)
@@ -569,7 +569,8 @@ def rematch_holders(
     repo: MatchRepository, registry: Registry, keys: list[int], now: datetime, origin: int
 ) -> None:
     """Re-match every user whose book holds one of ``keys`` (e.g. a released number)."""
-    match_users(repo, registry, sorted({h for h, _ in _holders(repo, registry, keys)}), now, origin)
+    holders = sorted({h for h, _ in holders_of(repo, registry, keys)})
+    match_users(repo, registry, holders, now, origin)
 
 
 def answer_one_way(

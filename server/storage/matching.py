@@ -22,6 +22,7 @@ from befriend.server.storage import models
 from befriend.server.storage.bulk import db_value, insert_tuples
 from befriend.server.storage.changes import current_seq
 from befriend.server.storage.repositories import key_from_db, key_to_db
+from befriend.server.storage.retention import BOOK_KEY_LOG
 
 _BATCH = 500
 BUDDY_COLUMNS = (
@@ -401,24 +402,36 @@ class MatchRepository:
         return [(u, BookKey(e, kind, key_from_db(k))) for u, e, kind, k in rows]
 
     # -- the holder index's feed (befriend.server.services.holders) ----------------------
+    def _book_key_log_position(self) -> Any:
+        """The log's pruning watermark (0: never pruned), as a scalar subquery."""
+        mark = models.FeedWatermark
+        return (
+            select(func.coalesce(func.max(mark.pruned_through), 0))
+            .where(mark.name == BOOK_KEY_LOG)
+            .scalar_subquery()
+        )
+
     def book_key_snapshot(self) -> tuple[int, npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
         """(log position, keys, their entry pks) of every exact key row of every book, read
-        into arrays (``_int8_columns``). The position is read first: a row written after it
-        is in the snapshot and comes again by the log (twice in the index, harmlessly)."""
-        seq = self.s.execute(select(func.coalesce(func.max(models.BookKeyLog.seq), 0))).scalar_one()
+        into arrays (``_int8_columns``). The position (the last log row, or the pruning
+        watermark when later) is read first: a row written after it is in the snapshot and
+        comes again by the log (twice in the index, harmlessly)."""
+        _, top, pruned = self.book_key_log_extent(0)
         key, pk = self._int8_columns(
             "SELECT key, entry_pk FROM entry_keys WHERE key IS NOT NULL", 2
         )
-        return int(seq), key.view(np.uint64), pk
+        return max(top, pruned), key.view(np.uint64), pk
 
-    def book_key_log_extent(self, seq: int) -> tuple[int, int]:
-        """(how many log rows come after ``seq``, the last one's seq or 0)."""
-        n, top = self.s.execute(
-            select(func.count(), func.coalesce(func.max(models.BookKeyLog.seq), 0)).where(
-                models.BookKeyLog.seq > seq
-            )
+    def book_key_log_extent(self, seq: int) -> tuple[int, int, int]:
+        """(how many log rows come after ``seq``, the last one's seq or 0, the log's pruning
+        watermark): one statement, a cheap index range count and a primary-key read."""
+        log = models.BookKeyLog
+        n, top, pruned = self.s.execute(
+            select(
+                func.count(), func.coalesce(func.max(log.seq), 0), self._book_key_log_position()
+            ).where(log.seq > seq)
         ).one()
-        return int(n), int(top)
+        return int(n), int(top), int(pruned)
 
     def book_key_log_since(self, seq: int) -> list[tuple[int, bytes]]:
         """(seq, packed entry ranges) of the log rows after ``seq``, oldest first."""

@@ -23,8 +23,9 @@ With members loaded, the uploader's reciprocal contacts (40 % of the 35 % member
 hold the uploader's number in their own books, so registration and matching see real
 holders. ``BEFRIEND_BENCH_STORED`` (default 0) gives every other member that many stored
 phonebook entries, as rows of the reverse index only (``Loader.entry_keys``): the upload's
-key rows then go into key indexes of members x STORED entries, as on a server whose members
-have books (30: the reverse-lookup benchmark's 30M). ``BEFRIEND_BENCH_DB=sqlite`` (or
+key rows then go into a table of members x STORED rows, and the server's in-memory holder
+index holds them all, as on a server whose members have books (30: the reverse-lookup
+benchmark's 30M). ``BEFRIEND_BENCH_DB=sqlite`` (or
 ``postgres``) runs one database only.
 Then ``BEFRIEND_BENCH_CONCURRENT`` members (default 4; 0: none) upload
 ``BEFRIEND_BENCH_CONCURRENT_BOOK`` contacts each (default: the book's size) at once to one

@@ -277,10 +277,10 @@ def preview(
         raise InvalidArgument.field("network_source", "unknown network source")
 
     # Only device contacts sharing a key with the network side can match: with a small
-    # network side, read just those through the key index instead of the whole book.
+    # network side, read just those through the user's key index instead of the whole book.
     wanted = {key for _, _, key, _ in network_keys}
     if len(wanted) <= _SELECTIVE_KEYS:
-        device_keys = repo.book_keys(device.pk, _MATCH_KINDS, only=wanted)
+        device_keys = repo.book_keys(device.pk, _MATCH_KINDS, only=(user_id, wanted))
         candidates = sorted({pk for pk, _, _, _ in device_keys})
     else:
         device_keys = repo.book_keys(device.pk, _MATCH_KINDS)

@@ -165,10 +165,14 @@ class MergeRepository:
         return bool(value)
 
     def book_keys(
-        self, book_pk: int, kinds: Sequence[int], only: Collection[int] | None = None
+        self,
+        book_pk: int,
+        kinds: Sequence[int],
+        only: tuple[str, Collection[int]] | None = None,
     ) -> list[tuple[int, int, int, str]]:
         """(entry pk, kind, key, value) of the book's normalised identities, by entry; with
-        ``only``, just those keys (looked up through the key index)."""
+        ``only`` = (the book's owner, keys), just those keys, looked up through the owner's
+        (user, key) index (there is no index on the key alone: migration 0013)."""
         k, e = models.EntryKey, models.ContactEntry
         query = (
             select(k.entry_pk, k.ordinal, k.kind, k.key, k.value)
@@ -178,9 +182,10 @@ class MergeRepository:
         if only is None:
             batches = [query]
         else:
-            wanted = [key_to_db(x) for x in sorted(only)]
+            owner, keys = only
+            wanted = [key_to_db(x) for x in sorted(keys)]
             batches = [
-                query.where(k.key.in_(wanted[i : i + _BATCH]))
+                query.where(k.user_id == owner, k.key.in_(wanted[i : i + _BATCH]))
                 for i in range(0, len(wanted), _BATCH)
             ]
         found = sorted(  # by entry, each entry's keys in their order

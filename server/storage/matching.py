@@ -402,7 +402,7 @@ class MatchRepository:
         return [(u, BookKey(e, kind, key_from_db(k))) for u, e, kind, k in rows]
 
     # -- the holder index's feed (befriend.server.services.holders) ----------------------
-    def _book_key_log_position(self) -> Any:
+    def _book_key_log_watermark(self) -> Any:
         """The log's pruning watermark (0: never pruned), as a scalar subquery."""
         mark = models.FeedWatermark
         return (
@@ -428,7 +428,7 @@ class MatchRepository:
         log = models.BookKeyLog
         n, top, pruned = self.s.execute(
             select(
-                func.count(), func.coalesce(func.max(log.seq), 0), self._book_key_log_position()
+                func.count(), func.coalesce(func.max(log.seq), 0), self._book_key_log_watermark()
             ).where(log.seq > seq)
         ).one()
         return int(n), int(top), int(pruned)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
 
 from befriend.server import config
 from befriend.server.storage.db import Database
@@ -118,3 +118,19 @@ async def serve(db: Database, **overrides: object) -> AsyncIterator[RunningServe
 async def running_server(db: Database) -> AsyncIterator[RunningServer]:
     async with serve(db) as server:
         yield server
+
+
+@contextmanager
+def statements_run(engine: Engine) -> Iterator[list[str]]:
+    """The SQL statements ``engine`` runs inside the block (BEGIN left out)."""
+    seen: list[str] = []
+
+    def record(_c: object, _cur: object, statement: str, *_: object) -> None:
+        if statement != "BEGIN":
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

@@ -14,7 +14,9 @@ a book stays here until the process restarts, so every answer is confirmed again
 entry_keys by primary key (``MatchRepository.holders``), which also gives the holder, kind
 and order. A candidate never missed is what the tail guarantees: like the registry's, it
 re-reads a window behind its position, which covers transactions that commit out of sequence
-order, and applies each log row once.
+order, and applies each log row once. It never applies the caller's own uncommitted rows
+(SQLite would hand their seqs out again after a rollback); their keys are the caller's
+books, which its own match does not look up, and come by the log after the commit.
 
 Memory: 16 bytes per stored exact key (480 MB for 30M book entries), plus the runs'
 merge, which copies the two runs it merges. Runs are merged by size (a new run is merged
@@ -92,7 +94,8 @@ class HolderIndex:
         seq, keys, pks = repo.book_key_snapshot()
         self._pairs = KeyRuns()
         self._pairs.add(keys, pks)
-        self._seq = seq
+        floor = repo.own_log_floor("book_key_log")
+        self._seq = seq if floor is None else min(seq, floor)
         self._applied = set()
         self._window = (-1, -1)  # unknown: the first tail re-reads the window
 
@@ -111,7 +114,14 @@ class HolderIndex:
         self._load(repo)
 
     def _tail(self, repo: MatchRepository) -> None:
-        fresh = [(q, r) for q, r in repo.book_key_log_since(self._low()) if q not in self._applied]
+        # Rows the caller's own transaction wrote are left for after its commit: read now and
+        # rolled back, their seqs would look applied when SQLite hands them out again.
+        floor = repo.own_log_floor("book_key_log")
+        fresh = [
+            (q, r)
+            for q, r in repo.book_key_log_since(self._low())
+            if q not in self._applied and (floor is None or q <= floor)
+        ]
         if fresh:
             ranges = np.frombuffer(b"".join(r for _, r in fresh), dtype="<i8").astype(np.int64)
             self._pairs.add(*repo.book_keys_in(ranges))

@@ -30,7 +30,7 @@ from befriend.server.storage.bulk import (
     insert_values,
 )
 from befriend.server.storage.changes import ChangeStamp
-from befriend.server.storage.repositories import key_from_db, key_to_db
+from befriend.server.storage.repositories import key_from_db, key_to_db, mark_own_log_rows
 
 _BATCH = 500  # rows per IN (...) list
 
@@ -157,6 +157,7 @@ def log_book_keys(session: Session, entry_pks: Sequence[int]) -> None:
     t = models.table(models.BookKeyLog)
     conn = session.connection()
     mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    mark_own_log_rows(session, "book_key_log")
     conn.exec_driver_sql(
         f"INSERT INTO book_key_log (entry_ranges, created_at) VALUES ({mark}, {mark})",
         (entry_ranges(entry_pks), db_value(session, t, "created_at", datetime.now(UTC))),

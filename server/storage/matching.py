@@ -21,7 +21,7 @@ from befriend.server.records import IdentityKind
 from befriend.server.storage import models
 from befriend.server.storage.bulk import db_value, insert_tuples
 from befriend.server.storage.changes import current_seq
-from befriend.server.storage.repositories import key_from_db, key_to_db
+from befriend.server.storage.repositories import key_from_db, key_to_db, own_log_floor
 from befriend.server.storage.retention import BOOK_KEY_LOG
 
 _BATCH = 500
@@ -432,6 +432,12 @@ class MatchRepository:
             ).where(log.seq > seq)
         ).one()
         return int(n), int(top), int(pruned)
+
+    def own_log_floor(self, log: str) -> int | None:
+        """The last seq of ``log`` (book_key_log) before the rows this transaction wrote
+        there, to leave them to a tail after its commit (see
+        ``repositories.mark_own_log_rows``); None: none to leave."""
+        return own_log_floor(self.s, log)
 
     def book_key_log_since(self, seq: int) -> list[tuple[int, bytes]]:
         """(seq, packed entry ranges) of the log rows after ``seq``, oldest first."""

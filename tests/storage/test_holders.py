@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, event, func
+from sqlalchemy import delete, func
 
 from befriend.core.keys import KeyRow
 from befriend.server.services import retention
@@ -20,6 +20,7 @@ from befriend.server.storage.addressbooks import entry_ranges, insert_key_rows
 from befriend.server.storage.db import Database
 from befriend.server.storage.matching import BookKey, MatchRepository
 from befriend.server.storage.repositories import key_to_db
+from tests.conftest import statements_run
 
 PHONE = 1
 T0 = datetime(2026, 12, 7, tzinfo=UTC)
@@ -111,16 +112,9 @@ def test_lookup_with_nothing_new_reads_no_log_rows(db: Database) -> None:
     _write(db, _row(11, "a", 8613900000001))
     for _ in range(2):  # the load, then one re-read of the window behind the snapshot
         assert _entries(db, index, 8613900000001) == [11]
-    statements: list[str] = []
-
-    @event.listens_for(db.engine, "before_cursor_execute")
-    def _seen(_c: object, _cur: object, statement: str, *_: object) -> None:
-        if statement != "BEGIN":
-            statements.append(statement)
-
-    for _ in range(3):
-        assert _entries(db, index, 8613900000001) == [11]
-    event.remove(db.engine, "before_cursor_execute", _seen)
+    with statements_run(db.engine) as statements:
+        for _ in range(3):
+            assert _entries(db, index, 8613900000001) == [11]
     # per lookup one statement: the log's extent and watermark (no log row, no key row)
     assert len(statements) == 3
     assert not any("entry_ranges" in s or "entry_keys" in s for s in statements)
@@ -163,3 +157,29 @@ def test_the_database_confirms_each_candidate(db: Database) -> None:
             ("a", BookKey(11, PHONE, 8613900000002)),
         ]
         assert repo.holders([8613900000001], []) == []
+
+
+def test_a_rolled_back_writers_own_rows_are_not_taken_for_committed(db: Database) -> None:
+    """A transaction that logs key rows and looks holders up before it rolls back leaves
+    nothing applied: SQLite then hands the same log seq to the next writer, whose keys
+    must still be found."""
+    index = HolderIndex()
+    _write(db, _row(11, "a", 8613900000001))
+    assert _entries(db, index, 8613900000001) == [11]
+
+    class RolledBack(Exception):
+        pass
+
+    try:
+        with db.transaction() as s:
+            insert_key_rows(s, [_row(21, "b", 8613900000002)])
+            index.entries(MatchRepository(s), [8613900000002])  # ([21] on PostgreSQL)
+            raise RolledBack
+    except RolledBack:
+        pass
+    _write(db, _row(31, "c", 8613900000003))  # on SQLite: the rolled-back row's seq
+    keys = [8613900000002, 8613900000003]
+    found = _entries(db, index, *keys)
+    assert 31 in found  # (and 21 on PostgreSQL: a candidate the database turns down)
+    with db.transaction(readonly=True) as s:
+        assert MatchRepository(s).holders(keys, found) == [("c", BookKey(31, PHONE, 8613900000003))]

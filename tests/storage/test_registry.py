@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import event, func
+from sqlalchemy import func
 
 from befriend.core.index import EMPTY_KEY
 from befriend.server.records import IdentityKind, IdentityRecord
@@ -15,6 +15,7 @@ from befriend.server.storage import models
 from befriend.server.storage.db import Database
 from befriend.server.storage.matching import MatchRepository
 from befriend.server.storage.repositories import AccountRepository
+from tests.conftest import statements_run
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -69,15 +70,9 @@ def test_lookup_with_nothing_new_reads_no_log_rows(db: Database) -> None:
     _register(db, "a" * 32, 8613900000001)
     for _ in range(2):  # the load, then one re-read of the window behind the snapshot
         assert _found(db, registry, 8613900000001) == [True]
-    statements: list[str] = []
-
-    @event.listens_for(db.engine, "before_cursor_execute")
-    def _seen(_c: object, _cur: object, statement: str, *_: object) -> None:
-        if statement != "BEGIN":
-            statements.append(statement)
-
-    for _ in range(3):
-        assert _found(db, registry, 8613900000001) == [True]
+    with statements_run(db.engine) as statements:
+        for _ in range(3):
+            assert _found(db, registry, 8613900000001) == [True]
     # one count of the window per lookup; the log rows themselves are not read again
     assert len(statements) == 3
     assert all("count(" in s.lower() for s in statements)

@@ -132,8 +132,11 @@ class HolderIndex:
         self._window = (len(self._applied), max(self._applied, default=0))
 
     def warm(self, repo: MatchRepository) -> int:
-        """Load (or catch up) now, e.g. at start-up; returns the pairs held."""
+        """Load (or catch up) now, e.g. at start-up; returns the pairs held. A load is
+        followed by the re-read of the window behind it (up to REPLAY_WINDOW log rows and
+        their keys), so the first request pays for neither."""
         with self._lock:
+            self._catch_up(repo)
             self._catch_up(repo)
             return len(self)
 

@@ -183,3 +183,14 @@ def test_a_rolled_back_writers_own_rows_are_not_taken_for_committed(db: Database
     assert 31 in found  # (and 21 on PostgreSQL: a candidate the database turns down)
     with db.transaction(readonly=True) as s:
         assert MatchRepository(s).holders(keys, found) == [("c", BookKey(31, PHONE, 8613900000003))]
+
+
+def test_warm_leaves_the_first_lookup_one_statement(db: Database) -> None:
+    _write(db, _row(11, "a", 8613900000001))
+    index = HolderIndex()
+    with db.transaction(readonly=True) as s:
+        # the snapshot's pair, and the log's again from the window's re-read (harmless)
+        assert index.warm(MatchRepository(s)) == 2
+    with statements_run(db.engine) as statements:
+        assert _entries(db, index, 8613900000001) == [11]
+    assert len(statements) == 1  # the catch-up's extent: the window was read by warm

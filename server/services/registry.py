@@ -87,6 +87,18 @@ class Registry:
             self._load(repo)
         else:
             self._tail(repo)
+        if repo.wrote_identity_log():
+            # What this took in includes the caller's own identity changes (its matching
+            # needs them, e.g. a holder's re-match sees a changed number). Rolled back, they
+            # would stay: an identity it removed missing, or, on SQLite, whose rolled-back
+            # log seq is handed out again, the next writer's entry looking applied. So the
+            # registry loads again after such a rollback.
+            repo.on_rollback(self._forget)
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._seq = -1
+            self._version += 1
 
     def warm(self, repo: MatchRepository) -> int:
         """Load (or catch up) now, e.g. at start-up, rather than in the first request."""

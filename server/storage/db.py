@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from pathlib import Path
@@ -43,6 +43,27 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if _immediate.get() else "BEGIN")
 
 
+# Session.info key: callables to run if the session's transaction rolls back (``on_rollback``)
+_ON_ROLLBACK = "befriend.on_rollback"
+
+
+def on_rollback(session: Session, fn: Callable[[], None]) -> None:
+    """Run ``fn`` once if this session's transaction rolls back (e.g. an in-memory index
+    that took in rows the transaction wrote forgets them); dropped when it commits."""
+    hooks = session.info.setdefault(_ON_ROLLBACK, [])
+    if fn not in hooks:
+        hooks.append(fn)
+
+
+def _forget_rollback_hooks(session: Session) -> None:
+    session.info.pop(_ON_ROLLBACK, None)
+
+
+def _run_rollback_hooks(session: Session) -> None:
+    for fn in session.info.pop(_ON_ROLLBACK, ()):
+        fn()
+
+
 class Database:
     """Owns the engine. ``transaction()`` yields a Session committed on success."""
 
@@ -62,6 +83,8 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self._sessions, "after_commit", _forget_rollback_hooks)
+        event.listen(self._sessions, "after_rollback", _run_rollback_hooks)
         self._writer = threading.Lock()
 
     @contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -21,7 +21,13 @@ from befriend.server.records import IdentityKind
 from befriend.server.storage import models
 from befriend.server.storage.bulk import db_value, insert_tuples
 from befriend.server.storage.changes import current_seq
-from befriend.server.storage.repositories import key_from_db, key_to_db, own_log_floor
+from befriend.server.storage.db import on_rollback
+from befriend.server.storage.repositories import (
+    WROTE_IDENTITY_LOG,
+    key_from_db,
+    key_to_db,
+    own_log_floor,
+)
 from befriend.server.storage.retention import BOOK_KEY_LOG
 
 _BATCH = 500
@@ -432,6 +438,14 @@ class MatchRepository:
             ).where(log.seq > seq)
         ).one()
         return int(n), int(top), int(pruned)
+
+    def wrote_identity_log(self) -> bool:
+        """This transaction wrote identity_log rows (a registration, a number change)."""
+        return bool(self.s.info.get(WROTE_IDENTITY_LOG))
+
+    def on_rollback(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` if this transaction rolls back (``db.on_rollback``)."""
+        on_rollback(self.s, fn)
 
     def own_log_floor(self, log: str) -> int | None:
         """The last seq of ``log`` (book_key_log) before the rows this transaction wrote

@@ -28,6 +28,10 @@ def key_from_db(value: int) -> int:
     return value + _U64 if value < 0 else value
 
 
+# Session.info key: the transaction wrote identity_log rows
+WROTE_IDENTITY_LOG = "befriend.wrote_identity_log"
+
+
 def mark_own_log_rows(session: Session, log: str) -> None:
     """Call before this transaction's first row into the ordered log table ``log`` (its key
     is ``seq``; book_key_log). SQLite: remember the last seq there, so that an in-memory
@@ -106,6 +110,7 @@ class AccountRepository:
     def _log(self, identity_pks: Iterable[int], op: int, now: datetime) -> None:
         rows = [{"identity_pk": pk, "op": op, "created_at": now} for pk in identity_pks]
         if rows:
+            self.s.info[WROTE_IDENTITY_LOG] = True  # (``Registry``: forgotten on rollback)
             self.s.execute(insert(models.table(models.IdentityLog)), rows)
 
     @staticmethod

@@ -95,3 +95,41 @@ def test_snapshot_streams_every_identity_with_its_exact_key(db: Database) -> Non
     }
     assert sorted(got.tolist()) == sorted(keys)
     assert _found(db, Registry(), *keys) == [True] * 5
+
+
+class _RolledBack(Exception):
+    pass
+
+
+def test_a_rolled_back_identity_change_is_forgotten(db: Database) -> None:
+    """A registration or removal that the registry took in inside its own transaction, then
+    rolled back, leaves no trace: the removed identity is found again, and on SQLite the
+    next writer, handed the rolled-back log seq, is found too."""
+    registry = Registry()
+    _register(db, "a" * 32, 8613900000001)
+    assert _found(db, registry, 8613900000001) == [True]
+    try:
+        with db.transaction() as s:
+            AccountRepository(s).delete_user("a" * 32, T0)
+            AccountRepository(s).add_user(
+                "b" * 32,
+                display_name="b",
+                region_code="CN",
+                time_zone="UTC",
+                profile={},
+                identities=[
+                    IdentityRecord(IdentityKind.PHONE, "+8613900000002", 8613900000002, "x")
+                ],
+                now=T0,
+            )
+            hits = registry.lookup(MatchRepository(s), np.array([8613900000002], np.uint64))
+            assert int(hits[0]) != int(EMPTY_KEY)  # its own new member, taken in
+            raise _RolledBack
+    except _RolledBack:
+        pass
+    _register(db, "c" * 32, 8613900000003)  # on SQLite: the rolled-back log seqs again
+    assert _found(db, registry, 8613900000001, 8613900000002, 8613900000003) == [
+        True,
+        False,
+        True,
+    ]

@@ -43,8 +43,9 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if _immediate.get() else "BEGIN")
 
 
-# Session.info key: callables to run if the session's transaction rolls back (``on_rollback``)
-_ON_ROLLBACK = "befriend.on_rollback"
+# Session.info keys with this prefix describe the current transaction: cleared when it ends
+TXN_INFO = "befriend.txn."
+_ON_ROLLBACK = TXN_INFO + "on_rollback"  # callables to run if it rolls back
 
 
 def on_rollback(session: Session, fn: Callable[[], None]) -> None:
@@ -55,12 +56,15 @@ def on_rollback(session: Session, fn: Callable[[], None]) -> None:
         hooks.append(fn)
 
 
-def _forget_rollback_hooks(session: Session) -> None:
-    session.info.pop(_ON_ROLLBACK, None)
+def _end_transaction(session: Session) -> None:
+    for key in [k for k in session.info if isinstance(k, str) and k.startswith(TXN_INFO)]:
+        del session.info[key]
 
 
-def _run_rollback_hooks(session: Session) -> None:
-    for fn in session.info.pop(_ON_ROLLBACK, ()):
+def _rolled_back(session: Session) -> None:
+    hooks = session.info.get(_ON_ROLLBACK, ())
+    _end_transaction(session)
+    for fn in hooks:
         fn()
 
 
@@ -83,8 +87,8 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        event.listen(self._sessions, "after_commit", _forget_rollback_hooks)
-        event.listen(self._sessions, "after_rollback", _run_rollback_hooks)
+        event.listen(self._sessions, "after_commit", _end_transaction)
+        event.listen(self._sessions, "after_rollback", _rolled_back)
         self._writer = threading.Lock()
 
     @contextmanager

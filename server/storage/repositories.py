@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from befriend.server.records import DeviceRecord, IdentityKind, IdentityRecord, UserRecord
 from befriend.server.storage import models
+from befriend.server.storage.db import TXN_INFO
 
 IDENTITY_ADDED = 1
 IDENTITY_REMOVED = 2
@@ -29,7 +30,7 @@ def key_from_db(value: int) -> int:
 
 
 # Session.info key: the transaction wrote identity_log rows
-WROTE_IDENTITY_LOG = "befriend.wrote_identity_log"
+WROTE_IDENTITY_LOG = TXN_INFO + "wrote_identity_log"
 
 
 def mark_own_log_rows(session: Session, log: str) -> None:
@@ -40,7 +41,7 @@ def mark_own_log_rows(session: Session, log: str) -> None:
     row read, then rolled back, would make the next writer's row look applied. PostgreSQL's
     sequences never repeat a value: nothing to do."""
     conn = session.connection()
-    key = f"befriend.own_log_floor.{log}"
+    key = f"{TXN_INFO}own_log_floor.{log}"
     if conn.dialect.name == "sqlite" and key not in session.info:
         last = conn.exec_driver_sql(f"SELECT coalesce(max(seq), 0) FROM {log}").scalar_one()
         session.info[key] = int(last)
@@ -49,7 +50,7 @@ def mark_own_log_rows(session: Session, log: str) -> None:
 def own_log_floor(session: Session, log: str) -> int | None:
     """The last seq of ``log`` before this transaction's own rows (``mark_own_log_rows``);
     None when it wrote none (or on PostgreSQL)."""
-    floor = session.info.get(f"befriend.own_log_floor.{log}")
+    floor = session.info.get(f"{TXN_INFO}own_log_floor.{log}")
     return None if floor is None else int(floor)
 
 

@@ -408,15 +408,6 @@ class MatchRepository:
         return [(u, BookKey(e, kind, key_from_db(k))) for u, e, kind, k in rows]
 
     # -- the holder index's feed (befriend.server.services.holders) ----------------------
-    def _book_key_log_watermark(self) -> Any:
-        """The log's pruning watermark (0: never pruned), as a scalar subquery."""
-        mark = models.FeedWatermark
-        return (
-            select(func.coalesce(func.max(mark.pruned_through), 0))
-            .where(mark.name == BOOK_KEY_LOG)
-            .scalar_subquery()
-        )
-
     def book_key_snapshot(self) -> tuple[int, npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
         """(log position, keys, their entry pks) of every exact key row of every book, read
         into arrays (``_int8_columns``). The position (the last log row, or the pruning
@@ -430,13 +421,15 @@ class MatchRepository:
 
     def book_key_log_extent(self, seq: int) -> tuple[int, int, int]:
         """(how many log rows come after ``seq``, the last one's seq or 0, the log's pruning
-        watermark): one statement, a cheap index range count and a primary-key read."""
-        log = models.BookKeyLog
-        n, top, pruned = self.s.execute(
-            select(
-                func.count(), func.coalesce(func.max(log.seq), 0), self._book_key_log_watermark()
-            ).where(log.seq > seq)
-        ).one()
+        watermark, 0 if never pruned): one statement at the driver, a cheap index range
+        count and a primary-key read. It precedes every reverse lookup; through the ORM it
+        cost ~0.5 ms more on PostgreSQL (p50 0.92 against 0.46 ms, ``SELECT 1``: 0.38)."""
+        ((n, top, pruned),) = self._rows(
+            "SELECT count(*), coalesce(max(seq), 0), (SELECT coalesce(max(pruned_through), 0) "
+            "FROM feed_watermarks WHERE name = %s) FROM book_key_log WHERE seq > %s",
+            BOOK_KEY_LOG,
+            seq,
+        )
         return int(n), int(top), int(pruned)
 
     def wrote_identity_log(self) -> bool:

@@ -94,7 +94,7 @@ class HolderIndex:
         seq, keys, pks = repo.book_key_snapshot()
         self._pairs = KeyRuns()
         self._pairs.add(keys, pks)
-        floor = repo.own_log_floor("book_key_log")
+        floor = repo.own_book_key_log_floor()
         self._seq = seq if floor is None else min(seq, floor)
         self._applied = set()
         self._window = (-1, -1)  # unknown: the first tail re-reads the window
@@ -116,7 +116,7 @@ class HolderIndex:
     def _tail(self, repo: MatchRepository) -> None:
         # Rows the caller's own transaction wrote are left for after its commit: read now and
         # rolled back, their seqs would look applied when SQLite hands them out again.
-        floor = repo.own_log_floor("book_key_log")
+        floor = repo.own_book_key_log_floor()
         fresh = [
             (q, r)
             for q, r in repo.book_key_log_since(self._low())

@@ -30,7 +30,8 @@ from befriend.server.storage.bulk import (
     insert_values,
 )
 from befriend.server.storage.changes import ChangeStamp
-from befriend.server.storage.repositories import key_from_db, key_to_db, mark_own_log_rows
+from befriend.server.storage.db import TXN_INFO
+from befriend.server.storage.repositories import key_from_db, key_to_db
 
 _BATCH = 500  # rows per IN (...) list
 
@@ -149,6 +150,20 @@ def entry_ranges(pks: Iterable[int]) -> bytes:
     return np.asarray(bounds, dtype="<i8").tobytes()
 
 
+# Session.info key (SQLite): the last book_key_log seq before this transaction's own rows
+_OWN_LOG_FLOOR = TXN_INFO + "book_key_log_floor"
+
+
+def own_book_key_log_floor(session: Session) -> int | None:
+    """SQLite: the last book_key_log seq before the rows this transaction wrote there (None
+    when it wrote none, and always on PostgreSQL). An in-memory index tailing the log in
+    this same transaction leaves the rows after it alone: SQLite hands a rolled-back
+    AUTOINCREMENT value out again, and a row read, then rolled back, would make the next
+    writer's row look applied. PostgreSQL's sequences never repeat a value."""
+    floor = session.info.get(_OWN_LOG_FLOOR)
+    return None if floor is None else int(floor)
+
+
 def log_book_keys(session: Session, entry_pks: Sequence[int]) -> None:
     """Append to book_key_log that these entries' key rows were written (nothing when
     none): one small row per statement, ranges of ids (an upload's chunk is one range)."""
@@ -157,7 +172,9 @@ def log_book_keys(session: Session, entry_pks: Sequence[int]) -> None:
     t = models.table(models.BookKeyLog)
     conn = session.connection()
     mark = "%s" if conn.dialect.name == "postgresql" else "?"
-    mark_own_log_rows(session, "book_key_log")
+    if conn.dialect.name == "sqlite" and _OWN_LOG_FLOOR not in session.info:
+        last = conn.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM book_key_log")
+        session.info[_OWN_LOG_FLOOR] = int(last.scalar_one())
     conn.exec_driver_sql(
         f"INSERT INTO book_key_log (entry_ranges, created_at) VALUES ({mark}, {mark})",
         (entry_ranges(entry_pks), db_value(session, t, "created_at", datetime.now(UTC))),

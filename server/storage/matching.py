@@ -19,15 +19,11 @@ from sqlalchemy.orm import Session, aliased
 
 from befriend.server.records import IdentityKind
 from befriend.server.storage import models
+from befriend.server.storage.addressbooks import own_book_key_log_floor
 from befriend.server.storage.bulk import db_value, insert_tuples
 from befriend.server.storage.changes import current_seq
 from befriend.server.storage.db import on_rollback
-from befriend.server.storage.repositories import (
-    WROTE_IDENTITY_LOG,
-    key_from_db,
-    key_to_db,
-    own_log_floor,
-)
+from befriend.server.storage.repositories import WROTE_IDENTITY_LOG, key_from_db, key_to_db
 from befriend.server.storage.retention import BOOK_KEY_LOG
 
 _BATCH = 500
@@ -440,11 +436,11 @@ class MatchRepository:
         """Run ``fn`` if this transaction rolls back (``db.on_rollback``)."""
         on_rollback(self.s, fn)
 
-    def own_log_floor(self, log: str) -> int | None:
-        """The last seq of ``log`` (book_key_log) before the rows this transaction wrote
-        there, to leave them to a tail after its commit (see
-        ``repositories.mark_own_log_rows``); None: none to leave."""
-        return own_log_floor(self.s, log)
+    def own_book_key_log_floor(self) -> int | None:
+        """The last book_key_log seq before the rows this transaction wrote there, to leave
+        them to a tail after its commit (``addressbooks.own_book_key_log_floor``); None:
+        none to leave."""
+        return own_book_key_log_floor(self.s)
 
     def book_key_log_since(self, seq: int) -> list[tuple[int, bytes]]:
         """(seq, packed entry ranges) of the log rows after ``seq``, oldest first."""

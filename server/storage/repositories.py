@@ -33,27 +33,6 @@ def key_from_db(value: int) -> int:
 WROTE_IDENTITY_LOG = TXN_INFO + "wrote_identity_log"
 
 
-def mark_own_log_rows(session: Session, log: str) -> None:
-    """Call before this transaction's first row into the ordered log table ``log`` (its key
-    is ``seq``; book_key_log). SQLite: remember the last seq there, so that an in-memory
-    index tailing the log in this same transaction leaves this transaction's own rows alone
-    (``own_log_floor``): SQLite hands a rolled-back AUTOINCREMENT value out again, and a
-    row read, then rolled back, would make the next writer's row look applied. PostgreSQL's
-    sequences never repeat a value: nothing to do."""
-    conn = session.connection()
-    key = f"{TXN_INFO}own_log_floor.{log}"
-    if conn.dialect.name == "sqlite" and key not in session.info:
-        last = conn.exec_driver_sql(f"SELECT coalesce(max(seq), 0) FROM {log}").scalar_one()
-        session.info[key] = int(last)
-
-
-def own_log_floor(session: Session, log: str) -> int | None:
-    """The last seq of ``log`` before this transaction's own rows (``mark_own_log_rows``);
-    None when it wrote none (or on PostgreSQL)."""
-    floor = session.info.get(f"{TXN_INFO}own_log_floor.{log}")
-    return None if floor is None else int(floor)
-
-
 def _identity(row: models.Identity) -> IdentityRecord:
     return IdentityRecord(IdentityKind(row.kind), row.value, key_from_db(row.key), row.raw)
 

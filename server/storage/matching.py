@@ -211,12 +211,11 @@ class MatchRepository:
 
     def identity_log_extent(self, seq: int) -> tuple[int, int]:
         """(how many log entries come after ``seq``, the last one's seq or 0): one cheap
-        index range count, to tell whether a tail has anything new to read."""
-        n, top = self.s.execute(
-            select(func.count(), func.coalesce(func.max(models.IdentityLog.seq), 0)).where(
-                models.IdentityLog.seq > seq
-            )
-        ).one()
+        index range count, to tell whether a tail has anything new to read. It precedes
+        every registry lookup, so it runs at the driver (``book_key_log_extent``)."""
+        ((n, top),) = self._rows(
+            "SELECT count(*), coalesce(max(seq), 0) FROM identity_log WHERE seq > %s", seq
+        )
         return int(n), int(top)
 
     def identity_log_since(self, seq: int) -> list[tuple[int, int, int, int | None]]:

@@ -44,30 +44,30 @@ def prune_buddy_events(db: Database, retention_days: float, now: datetime) -> Pr
     prune_book_key_log(db, now)
     with db.transaction() as s:
         MergeRepository(s).purge_plans(now)
-    with db.transaction() as s:
-        repo = RetentionRepository(s)
-        current = repo.watermark(BUDDY_EVENTS)
-        if retention_days <= 0:
-            return PruneResult(0, current)
-        through = repo.last_buddy_event_before(now - timedelta(days=retention_days))
-        if through <= current:
-            return PruneResult(0, current)
-        # Lock and raise the watermark first, so concurrent runs are serialised.
-        mark = repo.raise_watermark(BUDDY_EVENTS, through, now)
-        deleted = repo.delete_buddy_events_through(through)
-        return PruneResult(deleted, mark)
+    if retention_days <= 0:
+        with db.transaction(readonly=True) as s:
+            return PruneResult(0, RetentionRepository(s).watermark(BUDDY_EVENTS))
+    return _prune_prefix(db, BUDDY_EVENTS, now - timedelta(days=retention_days), now)
 
 
 def prune_book_key_log(db: Database, now: datetime) -> int:
     """Delete book_key_log rows older than ``BOOK_KEY_LOG_KEEP`` (a prefix) and raise its
     watermark first; returns how many were deleted."""
+    return _prune_prefix(db, BOOK_KEY_LOG, now - BOOK_KEY_LOG_KEEP, now).deleted
+
+
+def _prune_prefix(db: Database, name: str, cutoff: datetime, now: datetime) -> PruneResult:
+    """Delete the rows of the log ``name`` up to the newest one created before ``cutoff``,
+    after raising its watermark to it: the lock on the watermark row serialises concurrent
+    runs."""
     with db.transaction() as s:
         repo = RetentionRepository(s)
-        through = repo.last_book_key_log_before(now - BOOK_KEY_LOG_KEEP)
-        if through <= repo.watermark(BOOK_KEY_LOG):
-            return 0
-        repo.raise_watermark(BOOK_KEY_LOG, through, now)
-        return repo.delete_book_key_log_through(through)
+        current = repo.watermark(name)
+        through = repo.last_before(name, cutoff)
+        if through <= current:
+            return PruneResult(0, current)
+        mark = repo.raise_watermark(name, through, now)
+        return PruneResult(repo.delete_through(name, through), mark)
 
 
 def prune_contact_tombstones(db: Database, retention_days: float, now: datetime) -> int:

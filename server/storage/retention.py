@@ -1,4 +1,5 @@
-"""Repository of event-log retention: pruning ``buddy_events`` and the feed watermarks."""
+"""Repository of log retention: pruning ``buddy_events`` and ``book_key_log`` as prefixes, and
+the feed watermarks."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from befriend.server.storage import models
 
 BUDDY_EVENTS = "buddy_events"
 BOOK_KEY_LOG = "book_key_log"
+# The logs pruned as a prefix, by their feed_watermarks name
+_LOGS: dict[str, type[models.BuddyEvent] | type[models.BookKeyLog]] = {
+    BUDDY_EVENTS: models.BuddyEvent,
+    BOOK_KEY_LOG: models.BookKeyLog,
+}
 
 
 class RetentionRepository:
@@ -25,33 +31,20 @@ class RetentionRepository:
         ).scalar_one_or_none()
         return int(value or 0)
 
-    def last_buddy_event_before(self, cutoff: datetime) -> int:
-        """The highest seq of an event created before ``cutoff`` (0 when there is none)."""
-        return int(
-            self.s.execute(
-                select(func.coalesce(func.max(models.BuddyEvent.seq), 0)).where(
-                    models.BuddyEvent.created_at < cutoff
-                )
-            ).scalar_one()
-        )
-
-    def delete_buddy_events_through(self, seq: int) -> int:
-        """Delete every event with ``seq`` at or below ``seq`` (a prefix of the log)."""
-        result = self.s.execute(delete(models.BuddyEvent).where(models.BuddyEvent.seq <= seq))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-    def last_book_key_log_before(self, cutoff: datetime) -> int:
-        """The highest seq of a book_key_log row created before ``cutoff`` (0: none)."""
-        log = models.BookKeyLog
+    def last_before(self, name: str, cutoff: datetime) -> int:
+        """The highest seq of a row of the log ``name`` created before ``cutoff`` (0 when
+        there is none)."""
+        log = _LOGS[name]
         return int(
             self.s.execute(
                 select(func.coalesce(func.max(log.seq), 0)).where(log.created_at < cutoff)
             ).scalar_one()
         )
 
-    def delete_book_key_log_through(self, seq: int) -> int:
-        """Delete the book_key_log rows at or below ``seq`` (a prefix of the log)."""
-        result = self.s.execute(delete(models.BookKeyLog).where(models.BookKeyLog.seq <= seq))
+    def delete_through(self, name: str, seq: int) -> int:
+        """Delete the rows of the log ``name`` at or below ``seq`` (a prefix of the log)."""
+        log = _LOGS[name]
+        result = self.s.execute(delete(log).where(log.seq <= seq))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def raise_watermark(self, name: str, pruned_through: int, now: datetime) -> int:

@@ -549,6 +549,7 @@ def _breakdown(
                 loader.settle()
         me = pop.member(UPLOADER[0])
         registry = Registry()
+        db.on_commit(registry.holders.took)  # as the server's Backend does
         with db.transaction() as s:
             now = utcnow()
             AccountRepository(s).add_user(

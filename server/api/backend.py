@@ -61,6 +61,8 @@ class Backend:
         self.registry = Registry(
             weak=weak_key_matching
         )  # members' identity keys, a cache of the database
+        # the book keys this process commits go into its holder index without a read-back
+        db.on_commit(self.registry.holders.took)
 
     async def run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
@@ -135,7 +136,31 @@ def insert_key_rows(session: Session, rows: Sequence[KeyRow]) -> None:
     """Insert entry_keys rows (``key_rows_of``, ``ChunkKeys.rows``), and log the entries
     that hold an exact key among them in book_key_log (for the in-memory holder indexes)."""
     insert_tuples(session, models.table(models.EntryKey), _KEY_COLUMNS, rows)
-    log_book_keys(session, [row[0] for row in rows if row[3] is not None])
+    exact = [row for row in rows if row[3] is not None]
+    seq = log_book_keys(session, [row[0] for row in exact])
+    if seq is not None and not session.in_nested_transaction():
+        # (a savepoint's rows could be rolled back with it while the transaction commits)
+        session.info.setdefault(_WRITTEN, []).append(
+            (
+                seq,
+                np.fromiter((row[3] for row in exact), np.int64, len(exact)).view(np.uint64),
+                np.fromiter((row[0] for row in exact), np.int64, len(exact)),
+            )
+        )
+
+
+# Session.info key: (book_key_log seq, exact keys, their entry pks) of each log row this
+# transaction wrote, for ``written_book_keys``
+_WRITTEN = TXN_INFO + "book_keys_written"
+WrittenKeys = tuple[int, npt.NDArray[np.uint64], npt.NDArray[np.int64]]
+
+
+def written_book_keys(info: Mapping[str, Any]) -> list[WrittenKeys]:
+    """The book_key_log rows a transaction wrote, from its ``Session.info`` (as a commit
+    listener gets it, ``Database.on_commit``): (seq, exact keys, entry pks) each, the pairs
+    that log row names, so this process's holder index takes them in without reading them
+    back (``HolderIndex.took``)."""
+    return list(info.get(_WRITTEN, ()))
 
 
 def entry_ranges(pks: Iterable[int]) -> bytes:
@@ -164,20 +189,24 @@ def own_book_key_log_floor(session: Session) -> int | None:
     return None if floor is None else int(floor)
 
 
-def log_book_keys(session: Session, entry_pks: Sequence[int]) -> None:
+def log_book_keys(session: Session, entry_pks: Sequence[int]) -> int | None:
     """Append to book_key_log that these entries' key rows were written (nothing when
-    none): one small row per statement, ranges of ids (an upload's chunk is one range)."""
+    none): one small row per statement, ranges of ids (an upload's chunk is one range).
+    Returns the row's seq (None: none written)."""
     if not entry_pks:
-        return
+        return None
     t = models.table(models.BookKeyLog)
     conn = session.connection()
     mark = "%s" if conn.dialect.name == "postgresql" else "?"
     if conn.dialect.name == "sqlite" and _OWN_LOG_FLOOR not in session.info:
         last = conn.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM book_key_log")
         session.info[_OWN_LOG_FLOOR] = int(last.scalar_one())
-    conn.exec_driver_sql(
-        f"INSERT INTO book_key_log (entry_ranges, created_at) VALUES ({mark}, {mark})",
-        (entry_ranges(entry_pks), db_value(session, t, "created_at", datetime.now(UTC))),
+    return int(
+        conn.exec_driver_sql(
+            f"INSERT INTO book_key_log (entry_ranges, created_at) VALUES ({mark}, {mark}) "
+            "RETURNING seq",
+            (entry_ranges(entry_pks), db_value(session, t, "created_at", datetime.now(UTC))),
+        ).scalar_one()
     )
 
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext, suppress
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+import structlog
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+log = structlog.get_logger()
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 AUTOCHECKPOINT_PAGES = 16_384  # 64 MiB of 4 KiB pages
@@ -61,6 +65,27 @@ def _end_transaction(session: Session) -> None:
         del session.info[key]
 
 
+CommitListener = Callable[[Mapping[str, Any]], None]
+
+
+def _committed(listeners: list[weakref.WeakMethod[CommitListener]]) -> Callable[[Session], None]:
+    def after_commit(session: Session) -> None:
+        info = dict(session.info)
+        _end_transaction(session)
+        for ref in list(listeners):
+            fn = ref()
+            if fn is None:
+                with suppress(ValueError):  # (another thread's commit removed it first)
+                    listeners.remove(ref)
+                continue
+            try:
+                fn(info)
+            except Exception:  # committed all the same: a listener's caches only
+                log.exception("commit.listener_failed", listener=repr(fn))
+
+    return after_commit
+
+
 def _rolled_back(session: Session) -> None:
     hooks = session.info.get(_ON_ROLLBACK, ())
     _end_transaction(session)
@@ -87,7 +112,8 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        event.listen(self._sessions, "after_commit", _end_transaction)
+        self._commit_listeners: list[weakref.WeakMethod[CommitListener]] = []
+        event.listen(self._sessions, "after_commit", _committed(self._commit_listeners))
         event.listen(self._sessions, "after_rollback", _rolled_back)
         self._writer = threading.Lock()
 
@@ -106,6 +132,13 @@ class Database:
                 yield session
         finally:
             _immediate.reset(flag)
+
+    def on_commit(self, method: CommitListener) -> None:
+        """Call the bound ``method`` with each committed transaction's ``Session.info`` (its
+        ``TXN_INFO`` keys describe what it wrote), e.g. for an in-memory index to take in
+        the rows this process wrote without reading them back. Held by a weak reference:
+        it stops when its object is gone. A failure is logged, the commit stands."""
+        self._commit_listeners.append(weakref.WeakMethod(method))
 
     def checkpoint(self) -> None:
         """SQLite: copy the write-ahead log into the database file, PASSIVE (never waits on

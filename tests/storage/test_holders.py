@@ -6,8 +6,10 @@ confirmed by the database (a removed key is no longer a holder)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func
@@ -118,6 +120,50 @@ def test_lookup_with_nothing_new_reads_no_log_rows(db: Database) -> None:
     # Per lookup only the log's extent and watermark, at the driver (not recorded here):
     # no log row is read (book_key_log_since), hence no key row (book_keys_in) either.
     assert statements == []
+
+
+def test_own_commits_are_taken_in_without_reading_their_keys_back(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index following its process's commits (``Database.on_commit``, as the server's)
+    holds their pairs at once and reads no key row back for them; another process's
+    commit still comes by the tail, and a rolled-back transaction leaves nothing."""
+    index = HolderIndex()
+    db.on_commit(index.took)
+    _write(db, _row(11, "a", 8613900000001))
+    for _ in range(2):  # the load, then the re-read of the window behind it
+        assert _entries(db, index, 8613900000001) == [11]
+    held = len(index)
+    read_back: list[list[int]] = []
+    real = MatchRepository.book_keys_in
+
+    def spy(repo: MatchRepository, ranges: Any) -> Any:
+        read_back.append(ranges.tolist())
+        return real(repo, ranges)
+
+    monkeypatch.setattr(MatchRepository, "book_keys_in", spy)
+    _write(db, _row(12, "b", 8613900000001), _row(13, "b", HASHED, ordinal=1))
+    assert len(index) == held + 2  # taken in at the commit, before any lookup
+    assert _entries(db, index, 8613900000001, HASHED) == [11, 12, 13]
+    assert read_back == []
+
+    with pytest.raises(_RolledBack), db.transaction() as s:
+        insert_key_rows(s, [_row(21, "c", 8613900000002)])
+        raise _RolledBack
+    assert len(index) == held + 2
+
+    other = Database(db.url)  # another process: its commits are not this index's
+    try:
+        with other.transaction() as s:
+            insert_key_rows(s, [_row(31, "d", 8613900000001)])
+    finally:
+        other.dispose()
+    assert _entries(db, index, 8613900000001) == [11, 12, 31]
+    assert read_back == [[31, 31]]
+
+
+class _RolledBack(Exception):
+    pass
 
 
 def test_an_index_behind_the_pruned_log_loads_again(db: Database) -> None:

@@ -26,7 +26,8 @@ the first pass and the plan of one confirming query.
 Holder index, for each database (its load is short next to the setup's): the time of
 ``HolderIndex().warm(repo)`` over the loaded entry_keys rows (rows/s), the pairs and runs
 held, bytes per stored key in the runs' arrays (16 expected: a uint64 key and an int64 entry
-pk), the RSS delta retained after the load and the RSS peak during it.
+pk), the RSS delta retained after the load and the RSS peak during it. Baseline in the same
+run: the same load with the runs uncapped (one run sorted whole, as before ``RUN_CAP``).
 
 Registry (once, on the first database): ``Registry`` loaded from the members' identities; RSS
 delta after load (retained) and peak, tracemalloc peak of the load, and ``KeyIndex.nbytes``
@@ -46,7 +47,7 @@ import numpy as np
 from sqlalchemy import text
 
 from befriend.clients.population import Population, PopulationConfig
-from befriend.server.services.holders import HolderIndex
+from befriend.server.services.holders import RUN_CAP, HolderIndex
 from befriend.server.services.matching import holders_of
 from befriend.server.services.registry import Registry
 from befriend.server.storage.db import Database
@@ -62,6 +63,7 @@ from benchmarks._population import (
 
 TARGET_P99_MS = 5.0
 BOOK = 30
+UNCAPPED = 1 << 62  # the holder index as one run sorted whole (the load before RUN_CAP)
 WARMUP = 200
 
 
@@ -191,12 +193,13 @@ def _count(db: Database) -> int:
         return int(conn.execute(text("SELECT count(*) FROM entry_keys")).scalar_one())
 
 
-def _holder_index(db: Database, rows: int) -> HolderIndex:
-    """Load a ``HolderIndex`` from entry_keys, print its time and memory, and return it."""
+def _holder_index(db: Database, rows: int, cap: int = RUN_CAP) -> HolderIndex:
+    """Load a ``HolderIndex`` from entry_keys, print its time and memory, and return it.
+    ``cap``: its runs' cap (``1 << 62``: one run sorted whole, the baseline)."""
     gc.collect()
     before = _rss()
     reset_peak_rss()
-    index = HolderIndex()
+    index = HolderIndex(cap=cap)
     t = time.perf_counter()
     with db.transaction(readonly=True) as s:
         pairs = index.warm(MatchRepository(s))
@@ -204,12 +207,14 @@ def _holder_index(db: Database, rows: int) -> HolderIndex:
     peak = peak_rss() - before
     gc.collect()
     retained = _rss() - before
-    runs = index._pairs._runs
-    nbytes = sum(k.nbytes + p.nbytes for k, p in runs)
+    runs, nbytes = index._pairs.sizes, index._pairs.nbytes
     per = max(pairs, 1)
+    label = "" if cap == RUN_CAP else " (baseline: one run sorted whole, as before RUN_CAP)"
     print(
-        f"holder index: {pairs:,} pairs (of {rows:,} entry_keys rows) loaded in {took:.2f} s "
-        f"= {rows / max(took, 1e-9):,.0f} rows/s; {len(runs)} run(s)\n"
+        f"holder index{label}: {pairs:,} pairs (of {rows:,} entry_keys rows) loaded in "
+        f"{took:.2f} s "
+        f"= {rows / max(took, 1e-9):,.0f} rows/s; {len(runs)} run(s), the largest "
+        f"{max(runs, default=0):,} pairs\n"
         f"  arrays {nbytes / 2**20:.1f} MiB = {nbytes / per:.1f} bytes/stored key\n"
         f"  RSS delta retained after load {retained / 2**20:.1f} MiB = "
         f"{retained / per:.1f} bytes/key; RSS peak during load +{peak / 2**20:.1f} MiB = "
@@ -280,6 +285,7 @@ def main() -> None:
                 f"loaded and indexed in {te:.0f} s (setup, not measured)",
                 flush=True,
             )
+            _holder_index(db, size, cap=UNCAPPED)  # the baseline in the same run, dropped
             reg = Registry()
             reg.holders = _holder_index(db, size)
             _lookups(db, reg, pop, n, f"postgres, {size:,} entry_keys rows")
@@ -299,6 +305,7 @@ def main() -> None:
             f"loaded and indexed in {te:.0f} s (setup, not measured)",
             flush=True,
         )
+        _holder_index(db, size, cap=UNCAPPED)
         reg = Registry()
         reg.holders = _holder_index(db, size)
         _lookups(db, reg, pop, n, f"sqlite, {size:,} entry_keys rows")

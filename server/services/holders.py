@@ -22,14 +22,16 @@ books, which its own match does not look up, and come by the log after the commi
 
 Memory: 16 bytes per stored exact key (480 MB for 30M book entries), plus the runs'
 merge, which copies the two runs it merges. Runs are merged by size (a new run is merged
-into the one before while that one is at most twice as large), so a lookup searches
-O(log n) runs and every pair is copied O(log n) times in all.
+into the one before while that one is at most twice as large) up to RUN_CAP pairs, so a
+lookup searches O(n / RUN_CAP + log RUN_CAP) runs, every pair is copied O(log RUN_CAP)
+times in all, and neither a merge nor a load (sorted a slice at a time) needs more than a
+few RUN_CAPs' worth of memory beyond the index.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,7 @@ from befriend.server.storage.addressbooks import written_book_keys
 from befriend.server.storage.matching import MatchRepository
 
 REPLAY_WINDOW = 1000  # log rows re-read behind the position (late commits)
+RUN_CAP = 1 << 22  # pairs in a run made by merging (64 MiB); see KeyRuns
 
 _Run = tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]  # sorted keys, their entry pks
 
@@ -51,19 +54,58 @@ def _sorted_run(keys: npt.NDArray[np.uint64], pks: npt.NDArray[np.int64]) -> _Ru
 
 class KeyRuns:
     """A multimap key -> entry pks as sorted runs of (key, pk) pairs: ``add`` appends a run
-    and merges runs by size, ``find`` searches each run."""
+    and merges runs by size, ``find`` searches each run.
 
-    def __init__(self) -> None:
+    No merge makes a run of more than ``cap`` pairs (a run added larger stays as it is). So
+    a merge never copies more than that, its memory and time (under the index's lock) are
+    bounded however large the index, and a load can sort one cap's worth at a time
+    (``loader``): 30M pairs make 7-8 runs, and a lookup's binary searches in them cost
+    microseconds."""
+
+    def __init__(self, cap: int = RUN_CAP) -> None:
         self._runs: list[_Run] = []
+        self._cap = cap
 
     def add(self, keys: npt.NDArray[np.uint64], pks: npt.NDArray[np.int64]) -> None:
         if not keys.size:
             return
         runs = [*self._runs, _sorted_run(keys, pks)]
-        while len(runs) > 1 and runs[-2][0].size <= 2 * runs[-1][0].size:
+        while (
+            len(runs) > 1
+            and runs[-2][0].size <= 2 * runs[-1][0].size
+            and runs[-2][0].size + runs[-1][0].size <= self._cap
+        ):
             (k2, p2), (k1, p1) = runs.pop(), runs.pop()
             runs.append(_sorted_run(np.concatenate([k1, k2]), np.concatenate([p1, p2])))
         self._runs = runs  # a new list: a reader searching the old one is undisturbed
+
+    def loader(
+        self,
+    ) -> tuple[Callable[[npt.NDArray[np.uint64], npt.NDArray[np.int64]], None], Callable[[], None]]:
+        """(take, finish) for a load streamed in slices: ``take`` collects pairs and adds
+        them as one run whenever ``cap`` are pending, ``finish`` adds the rest. So a load
+        holds only the runs so far and one cap's worth of pairs being sorted, not the whole
+        snapshot, its concatenation and the sort's permutation at once."""
+        pending: list[tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]] = []
+        held = 0
+
+        def finish() -> None:
+            nonlocal held
+            if pending:
+                keys = np.concatenate([k for k, _ in pending])
+                pks = np.concatenate([p for _, p in pending])
+                pending.clear()
+                held = 0
+                self.add(keys, pks)
+
+        def take(keys: npt.NDArray[np.uint64], pks: npt.NDArray[np.int64]) -> None:
+            nonlocal held
+            pending.append((keys, pks))
+            held += keys.size
+            if held >= self._cap:
+                finish()
+
+        return take, finish
 
     def find(self, keys: npt.NDArray[np.uint64]) -> list[int]:
         """The distinct pks paired with one of ``keys`` (distinct, sorted), ascending."""
@@ -82,22 +124,35 @@ class KeyRuns:
     def runs(self) -> int:
         return len(self._runs)
 
+    @property
+    def nbytes(self) -> int:
+        return sum(k.nbytes + p.nbytes for k, p in self._runs)
+
+    @property
+    def sizes(self) -> list[int]:
+        """Pairs per run, oldest first."""
+        return [k.size for k, _ in self._runs]
+
     def __len__(self) -> int:
         return sum(k.size for k, _ in self._runs)
 
 
 class HolderIndex:
-    def __init__(self) -> None:
-        self._pairs = KeyRuns()
+    def __init__(self, *, cap: int = RUN_CAP) -> None:
+        self._cap = cap  # pairs in a merged run (KeyRuns)
+        self._pairs = KeyRuns(cap)
         self._seq = -1  # the log position applied up to (-1: not loaded)
         self._applied: set[int] = set()  # log rows applied within the replay window
         self._window = (-1, -1)  # (rows, last seq) after the window's low end, as applied
         self._lock = threading.Lock()
 
     def _load(self, repo: MatchRepository) -> None:
-        seq, keys, pks = repo.book_key_snapshot()
-        self._pairs = KeyRuns()
-        self._pairs.add(keys, pks)
+        self._pairs = KeyRuns(self._cap)  # the old one's memory goes before the load
+        pairs = KeyRuns(self._cap)
+        take, finish = pairs.loader()
+        seq = repo.book_key_snapshot(take)
+        finish()
+        self._pairs = pairs
         floor = repo.own_book_key_log_floor()
         self._seq = seq if floor is None else min(seq, floor)
         self._applied = set()

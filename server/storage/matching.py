@@ -403,16 +403,20 @@ class MatchRepository:
         return [(u, BookKey(e, kind, key_from_db(k))) for u, e, kind, k in rows]
 
     # -- the holder index's feed (befriend.server.services.holders) ----------------------
-    def book_key_snapshot(self) -> tuple[int, npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
-        """(log position, keys, their entry pks) of every exact key row of every book, read
-        into arrays (``_int8_columns``). The position (the last log row, or the pruning
-        watermark when later) is read first: a row written after it is in the snapshot and
-        comes again by the log (twice in the index, harmlessly)."""
+    def book_key_snapshot(
+        self, sink: Callable[[npt.NDArray[np.uint64], npt.NDArray[np.int64]], None]
+    ) -> int:
+        """Stream (keys, their entry pks) of every exact key row of every book to ``sink``,
+        a slice of rows at a time (``_int8_slices``); returns the log position. It is read
+        first (the last log row, or the pruning watermark when later): a row written after
+        it is in the snapshot and comes again by the log (twice in the index, harmlessly)."""
         _, top, pruned = self.book_key_log_extent(0)
-        key, pk = self._int8_columns(
-            "SELECT key, entry_pk FROM entry_keys WHERE key IS NOT NULL", 2
+        self._int8_slices(
+            "SELECT key, entry_pk FROM entry_keys WHERE key IS NOT NULL",
+            2,
+            lambda cols: sink(cols[0].view(np.uint64), cols[1]),
         )
-        return max(top, pruned), key.view(np.uint64), pk
+        return max(top, pruned)
 
     def book_key_log_extent(self, seq: int) -> tuple[int, int, int]:
         """(how many log rows come after ``seq``, the last one's seq or 0, the log's pruning
@@ -1146,35 +1150,46 @@ class MatchRepository:
     def _int8_columns(self, sql: str, ncols: int) -> list[npt.NDArray[np.int64]]:
         """The result of ``sql`` (``ncols`` non-NULL integer columns) as one array each."""
         parts: list[list[npt.NDArray[np.int64]]] = [[] for _ in range(ncols)]
-        conn: Any = self.s.connection().connection.driver_connection
-        if self._pg():
-            _copy_int8(conn, sql, parts)
-        else:
-            cur = conn.cursor()
-            try:
-                cur.execute(sql)
-                while rows := cur.fetchmany(100_000):
-                    flat = np.fromiter(
-                        itertools.chain.from_iterable(rows), np.int64, len(rows) * ncols
-                    ).reshape(len(rows), ncols)
-                    for col, part in zip(flat.T, parts, strict=True):
-                        part.append(np.ascontiguousarray(col))
-            finally:
-                cur.close()
+
+        def collect(columns: list[npt.NDArray[np.int64]]) -> None:
+            for col, part in zip(columns, parts, strict=True):
+                part.append(col)
+
+        self._int8_slices(sql, ncols, collect)
         return [np.concatenate(p) if p else np.zeros(0, np.int64) for p in parts]
 
+    def _int8_slices(self, sql: str, ncols: int, sink: Int8Sink) -> None:
+        """Stream the result of ``sql`` (``ncols`` non-NULL integer columns) to ``sink``, one
+        array per column for each slice of rows (PostgreSQL: binary ``COPY``, ~760,000 rows
+        a slice; SQLite: fetchmany of 100,000), so a caller need not hold it all twice."""
+        conn: Any = self.s.connection().connection.driver_connection
+        if self._pg():
+            _copy_int8(conn, sql, ncols, sink)
+            return
+        cur = conn.cursor()
+        try:
+            cur.execute(sql)
+            while rows := cur.fetchmany(100_000):
+                flat = np.fromiter(
+                    itertools.chain.from_iterable(rows), np.int64, len(rows) * ncols
+                ).reshape(len(rows), ncols)
+                sink([np.ascontiguousarray(col) for col in flat.T])
+        finally:
+            cur.close()
+
+
+Int8Sink = Callable[[list[npt.NDArray[np.int64]]], None]  # one slice's column arrays
 
 _PGCOPY = b"PGCOPY\n\xff\r\n\x00"
 _SLICE = 1 << 24
 
 
-def _copy_int8(conn: Any, sql: str, parts: list[list[npt.NDArray[np.int64]]]) -> None:
-    """Stream ``COPY (sql) TO STDOUT (FORMAT binary)`` into ``parts`` (one list of arrays per
-    column). Every row is ``int16 ncols`` then per column ``int32 8`` and a big-endian int8;
-    anything else (a NULL, another type) is an error. The rows are read at the libpq level
-    (one blocking ``PQgetCopyData`` per row): psycopg's ``Copy.read`` costs 2x the whole
-    read in its per-row generator."""
-    ncols = len(parts)
+def _copy_int8(conn: Any, sql: str, ncols: int, sink: Int8Sink) -> None:
+    """Stream ``COPY (sql) TO STDOUT (FORMAT binary)`` to ``sink`` (one array per column, a
+    slice of rows at a time). Every row is ``int16 ncols`` then per column ``int32 8`` and a
+    big-endian int8; anything else (a NULL, another type) is an error. The rows are read at
+    the libpq level (one blocking ``PQgetCopyData`` per row): psycopg's ``Copy.read`` costs
+    2x the whole read in its per-row generator."""
     fields: list[tuple[str, str]] = [("ncols", ">i2")]
     for i in range(ncols):
         fields += [(f"len{i}", ">i4"), (f"col{i}", ">i8")]
@@ -1201,8 +1216,8 @@ def _copy_int8(conn: Any, sql: str, parts: list[list[npt.NDArray[np.int64]]]) ->
             bad |= rec[f"len{i}"] != 8
         if bad.any():
             raise ValueError("a COPY row is not one non-NULL int8 per column")
-        for i, part in enumerate(parts):
-            part.append(rec[f"col{i}"].astype(np.int64))
+        if n:
+            sink([rec[f"col{i}"].astype(np.int64) for i in range(ncols)])
         del rec, bad
         del buf[: start + n * row.itemsize]
 

@@ -51,21 +51,45 @@ def _entries(db: Database, index: HolderIndex, *keys: int) -> list[int]:
 @given(
     st.lists(st.lists(st.tuples(st.integers(0, 40), st.integers(1, 30)), max_size=40), max_size=12),
     st.lists(st.integers(0, 45), max_size=10),
+    st.sampled_from([1, 3, 16, 1 << 22]),
+    st.booleans(),
 )
 def test_runs_find_what_a_dict_of_sets_holds(
-    batches: list[list[tuple[int, int]]], probes: list[int]
+    batches: list[list[tuple[int, int]]], probes: list[int], cap: int, streamed: bool
 ) -> None:
-    runs, reference = KeyRuns(), dict[int, set[int]]()
+    """Whether the batches are added as runs or streamed as a load's slices, and whatever
+    the cap on merged runs."""
+    runs, reference = KeyRuns(cap), dict[int, set[int]]()
+    take, finish = runs.loader()
     for batch in batches:
         keys = np.array([k for k, _ in batch], dtype=np.uint64)
-        runs.add(keys, np.array([p for _, p in batch], dtype=np.int64))
+        (take if streamed else runs.add)(keys, np.array([p for _, p in batch], dtype=np.int64))
         for k, p in batch:
             reference.setdefault(k, set()).add(p)
+    finish()
     wanted = np.unique(np.array(probes, dtype=np.uint64))
     expected = sorted(set().union(*(reference.get(int(k), set()) for k in wanted)))
     assert runs.find(wanted) == expected
     assert len(runs) == sum(len(b) for b in batches)
     assert runs.runs <= max(1, len(batches))
+
+
+def test_merges_stop_at_the_cap_and_a_load_sorts_a_cap_at_a_time() -> None:
+    cap = 64
+    runs = KeyRuns(cap)
+    for i in range(1024):
+        runs.add(np.array([i], dtype=np.uint64), np.array([i], dtype=np.int64))
+    assert max(runs.sizes) <= cap and runs.runs <= 2 * 1024 // cap + 7
+    assert runs.find(np.array([0, 63, 64, 1023], dtype=np.uint64)) == [0, 63, 64, 1023]
+
+    loaded = KeyRuns(cap)
+    take, finish = loaded.loader()
+    for start in range(0, 1000, 10):  # a snapshot in slices of 10 pairs
+        take(np.arange(start, start + 10, dtype=np.uint64)[::-1].copy(), np.arange(10) + start)
+    assert loaded.runs == 14  # 14 runs of 70 pairs, each sorted once, and 20 pending
+    finish()
+    assert loaded.sizes == [70] * 14 + [20]
+    assert loaded.find(np.array([5, 999], dtype=np.uint64)) == [4, 990]
 
 
 def test_runs_merge_by_size() -> None:

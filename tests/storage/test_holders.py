@@ -150,8 +150,9 @@ def test_own_commits_are_taken_in_without_reading_their_keys_back(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An index following its process's commits (``Database.on_commit``, as the server's)
-    holds their pairs at once and reads no key row back for them; another process's
-    commit still comes by the tail, and a rolled-back transaction leaves nothing."""
+    holds their pairs at once and reads no key row back for them; a rolled-back transaction
+    leaves nothing, and rows written in a savepoint and another process's commit still come
+    by the tail."""
     index = HolderIndex()
     db.on_commit(index.took)
     _write(db, _row(11, "a", 8613900000001))
@@ -175,6 +176,19 @@ def test_own_commits_are_taken_in_without_reading_their_keys_back(
         insert_key_rows(s, [_row(21, "c", 8613900000002)])
         raise _RolledBack
     assert len(index) == held + 2
+
+    # Rows written in a savepoint are left to the tail: the savepoint could roll back alone.
+    with db.transaction() as s:
+        with pytest.raises(_RolledBack), s.begin_nested():
+            insert_key_rows(s, [_row(22, "c", 8613900000002)])
+            raise _RolledBack
+        insert_key_rows(s, [_row(23, "c", 8613900000003)])
+        with s.begin_nested():
+            insert_key_rows(s, [_row(24, "c", 8613900000003, ordinal=1)])
+    assert len(index) == held + 3  # 23's pair only
+    assert _entries(db, index, 8613900000002, 8613900000003) == [23, 24]
+    assert read_back == [[24, 24]]
+    read_back.clear()
 
     other = Database(db.url)  # another process: its commits are not this index's
     try:

@@ -166,7 +166,9 @@ class BefriendServer:
             self.scheduler.add_job(
                 fire, CronTrigger.from_crontab(self.settings.refresh_cron, timezone=UTC)
             )
-        if self.settings.retention_cron and self.settings.event_retention_days > 0:
+        # The daily pruning runs even when events are kept for good (retention 0): it also
+        # prunes book_key_log and expired merge plans, which no setting keeps.
+        if self.settings.retention_cron:
             self.scheduler.add_job(
                 self._fire_retention,
                 CronTrigger.from_crontab(self.settings.retention_cron, timezone=UTC),
@@ -185,8 +187,9 @@ class BefriendServer:
             self.scheduler.start()
 
     def prune_events(self) -> retention.PruneResult:
-        """The daily retention job: delete buddy events older than ``event_retention_days``
-        (several workers running it at once is harmless)."""
+        """The daily retention job: delete buddy events and contact tombstones older than
+        ``event_retention_days`` (0: none), book_key_log rows older than a day and expired
+        merge plans (several workers running it at once is harmless)."""
         result = retention.prune_buddy_events(self.db, self.settings.event_retention_days, utcnow())
         log.info("retention.pruned", deleted=result.deleted, pruned_through=result.pruned_through)
         return result

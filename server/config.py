@@ -72,13 +72,16 @@ class Settings:
     event_retention_days: int = field(
         default=30,
         metadata={
-            "help": "days buddy events are kept for WatchEvents (pruned daily; older cursors "
-            "expire); 0 keeps them all"
+            "help": "days buddy events and contact tombstones are kept for the change feeds "
+            "(pruned daily; older cursors expire); 0 keeps them all"
         },
     )
     retention_cron: str = field(
         default="30 4 * * *",
-        metadata={"help": "crontab (UTC) of the daily event-log pruning; empty disables"},
+        metadata={
+            "help": "crontab (UTC) of the daily pruning of the event and change logs (also "
+            "with event retention 0: the internal logs are pruned still); empty disables"
+        },
     )
     pending_match_seconds: float = field(
         default=60.0,

@@ -134,10 +134,38 @@ async def test_retention_job_is_scheduled_daily(db: Database) -> None:
         assert "BefriendServer._fire_retention" in jobs
         trigger = str(jobs["BefriendServer._fire_retention"].trigger)
         assert "hour='4'" in trigger and "minute='30'" in trigger
+    # Keeping events for good still prunes the internal logs daily.
     async with serve(db, event_retention_days=0) as server:
         app = server.server
         assert isinstance(app, BefriendServer)
+        assert "BefriendServer._fire_retention" in {j.name for j in app.scheduler.get_jobs()}
+    async with serve(db, retention_cron="") as server:
+        app = server.server
+        assert isinstance(app, BefriendServer)
         assert all("retention" not in job.name for job in app.scheduler.get_jobs())
+
+
+async def test_keeping_events_for_good_still_prunes_the_book_key_log(
+    people: People, db: Database
+) -> None:
+    """Retention 0 keeps every event, but the daily job still prunes the holder indexes'
+    log (ids only, read by processes within a day): it would otherwise grow by a row per
+    upload chunk for ever."""
+    async with serve(db, event_retention_days=0) as server:
+        a = await member(people, server, "alice", "13900000001")
+        await member(people, server, "bob", "13900000002")
+        await a.upload(card("Bob", "13900000002"))
+        events = _events(db)
+        assert len(events) == 1
+        _age_all_events(db, 400)
+        with db.transaction() as s:
+            logged = s.scalar(select(func.count()).select_from(models.BookKeyLog))
+            s.execute(update(models.BookKeyLog).values(created_at=utcnow() - timedelta(days=2)))
+        assert logged
+        assert await _prune(server) == retention.PruneResult(0, 0)
+        assert _events(db) == events
+        with db.transaction(readonly=True) as s:
+            assert s.scalar(select(func.count()).select_from(models.BookKeyLog)) == 0
 
 
 async def test_daily_job_removes_expired_merge_plans(

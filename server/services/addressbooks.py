@@ -395,7 +395,8 @@ def apply_chunk(
         )
         found = books.upload(user_id, chunk.upload_id)
         assert found is not None
-        stream.book = KnownEntries(book_pk, probe=True)  # an empty book is known from here
+        # an empty book is known from here
+        stream.book = KnownEntries(book_pk, probe=True, ahead=stream.book.ahead)
     upload_pk, book_pk, upload = found
     if chunk.book_id and chunk.book_id != upload.book_id:
         raise InvalidArgument.field(
@@ -510,7 +511,11 @@ def apply_chunks(
     back whole (then ``StreamState.rolled_back``); the caller may re-apply the chunks one per
     transaction to commit those before the bad one."""
     batch = BatchState()
-    results = [apply_chunk(books, accounts, user_id, c, now, remerge, batch) for c in chunks]
+    results = []
+    for i, chunk in enumerate(chunks):
+        if chunk.stream is not None:  # new primary keys for the rest of the batch at once
+            chunk.stream.book.ahead = sum(len(c.entries) for c in chunks[i:])
+        results.append(apply_chunk(books, accounts, user_id, chunk, now, remerge, batch))
     batch.flush(books, user_id)
     rekeyed = [r for r in results if r.rekeyed]
     keys = frozenset(k for r in rekeyed for k in r.keys)

@@ -91,6 +91,12 @@ class KnownEntries:
     entries: dict[str, int] | None = None  # None: not known
     seq: int = 0  # the user's change number with which they were last known
     probe: bool = False  # the next write looks whether the book is empty
+    # PostgreSQL: primary keys drawn ahead from the table's sequence and not used yet (a
+    # sequence never hands a value out twice, rolled back or not), and how many entries
+    # the rest of the caller's transaction may insert: ``_new_pks`` draws that many at once
+    # (one statement per transaction instead of one per chunk).
+    spare: list[int] = field(default_factory=list)
+    ahead: int = 0
 
     def current(self, book_pk: int, seq: int) -> dict[str, int] | None:
         """The entries, if still known when this transaction writes with change number
@@ -640,7 +646,7 @@ class AddressBookRepository:
             found = self._held_and_new_pg(book_pk, wanted)
         else:
             found = [(e, entries[e]) for e in wanted if e in entries]
-            found += [(None, pk) for pk in self._new_pks(len(wanted) - len(found))]
+            found += [(None, pk) for pk in self._new_pks(len(wanted) - len(found), known)]
         held = {entry_id for entry_id, _ in found if entry_id is not None}
         fresh = iter(sorted(pk for entry_id, pk in found if entry_id is None))
         # PostgreSQL's COPY takes the constants in every row; SQLite's VALUES binds them once.
@@ -676,18 +682,26 @@ class AddressBookRepository:
                 known.entries, known.seq = {}, seq
         return known.current(book_pk, seq)
 
-    def _new_pks(self, count: int) -> list[int]:
-        """``count`` new contact_entries primary keys. PostgreSQL: drawn from the table's
-        sequence (as one array: a row per key cost a fetch and a row object each). SQLite:
-        the next ones after the largest ever handed out (its AUTOINCREMENT counter, which
-        the insert of these keys moves on; no other writer can meanwhile)."""
+    def _new_pks(self, count: int, known: KnownEntries | None = None) -> list[int]:
+        """``count`` new contact_entries primary keys, in increasing order. PostgreSQL: from
+        ``known``'s spare keys, drawn from the table's sequence when too few, as many as
+        ``known.ahead`` asks for at least (as one array: a row per key cost a fetch and a
+        row object each). SQLite: the next ones after the largest ever handed out (its
+        AUTOINCREMENT counter, which the insert of these keys moves on; no other writer can
+        meanwhile)."""
         conn = self.s.connection()
         if conn.dialect.name == "postgresql":
-            drawn = conn.exec_driver_sql(
-                f"SELECT ARRAY(SELECT {_NEXT_ENTRY_PK} FROM generate_series(1, %s))",
-                (count,),
-            )
-            return list(drawn.scalar_one())
+            spare = known.spare if known is not None else []
+            if len(spare) < count:
+                want = max(count, known.ahead if known is not None else 0) - len(spare)
+                drawn = conn.exec_driver_sql(
+                    f"SELECT ARRAY(SELECT {_NEXT_ENTRY_PK} FROM generate_series(1, %s))",
+                    (want,),
+                )
+                spare += drawn.scalar_one()
+            taken = spare[:count]
+            del spare[:count]
+            return taken
         last = conn.exec_driver_sql(
             "SELECT seq FROM sqlite_sequence WHERE name = 'contact_entries'"
         ).scalar()

@@ -20,6 +20,7 @@ from befriend.server.storage.addressbooks import AddressBookRepository
 from befriend.server.storage.changes import current_seq
 from befriend.server.storage.db import Database
 from befriend.server.storage.repositories import AccountRepository
+from tests.conftest import statements_run
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 USER = "u" * 32
@@ -206,3 +207,35 @@ def test_known_entries_never_take_an_id_handed_out_before(db: Database, user: No
     _apply(db, replace(chunk, book_id="second"))
     assert other.book.entries is not None
     assert _rows(db)["n0"][0] > gone
+
+
+def test_a_batch_draws_its_new_ids_at_once(db: Database, user: None) -> None:
+    """PostgreSQL: the chunks applied in one transaction take their new entry ids from one
+    draw of the sequence, sized by the batch's entries (not one statement per chunk); the
+    ids still follow the entries' order, and what a batch leaves over serves the next."""
+    stream = StreamState()
+    chunks = [
+        _chunk(
+            "up", n, [_entry(f"e{n}{i}", (f"138001381{n}{i}",)) for i in range(3)], stream=stream
+        )
+        for n in (1, 2, 3)
+    ]
+    with statements_run(db.engine) as statements, db.transaction() as s:
+        addressbooks.apply_chunks(
+            AddressBookRepository(s),
+            AccountRepository(s),
+            USER,
+            chunks,
+            NOW,
+            lambda old, prov, new, region: (new, prov, ["display_name"], None),
+        )
+    draws = [q for q in statements if "nextval" in q]
+    assert len(draws) == (0 if db.is_sqlite else 1)
+    ids = _rows(db)
+    order = [f"e{n}{i}" for n in (1, 2, 3) for i in range(3)]
+    assert [ids[e][0] for e in order] == sorted(ids[e][0] for e in order)
+    if not db.is_sqlite:
+        assert stream.book.spare == []  # every id drawn was used
+        stream.book.spare = [10**12]  # left over from an earlier batch: used first
+        _apply(db, _chunk("up", 4, [_entry("f", ("13800138299",))], stream=stream))
+        assert _rows(db)["f"][0] == 10**12 and stream.book.spare == []

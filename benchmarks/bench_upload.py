@@ -35,8 +35,10 @@ server process's aggregate throughput.
 ``BEFRIEND_BENCH_BREAKDOWN=1`` adds, per database, the server-side chunk work without gRPC
 (the same calls as the servicer) timed by phase (parse, convert, apply, match, commit) and by
 SQL statement; ``BEFRIEND_BENCH_PROFILE=1`` adds a cProfile of it too (listing
-``BEFRIEND_BENCH_PROFILE_LINES`` server functions, default 25). The server process's CPU
-time during the upload is printed beside the wall time (on a shared machine contacts per
+``BEFRIEND_BENCH_PROFILE_LINES`` server functions, default 25); on PostgreSQL the breakdown
+also prints the bytes of write-ahead log its chunk work wrote.
+``BEFRIEND_BENCH_PERF=FILE`` records each timed upload with ``perf`` (``_perf_recorded``).
+The server process's CPU time during the upload is printed beside the wall time (on a shared machine contacts per
 CPU-second vary less than contacts/s), and so is the CPU time of a local PostgreSQL
 server's processes (the concurrent case's too): when the two add up to the wall time,
 nothing overlapped. Their sum over the wall time is printed as "cores busy" (1.00: one
@@ -53,12 +55,15 @@ import io
 import multiprocessing
 import os
 import pstats
+import signal
 import statistics
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from sqlalchemy import bindparam, text
@@ -69,6 +74,9 @@ from befriend.core.normalize import normalize_many
 from befriend.v1 import friendship_pb2, friendship_pb2_grpc, sync_pb2, sync_pb2_grpc
 from benchmarks._population import Loader, pg_reachable, scratch_postgres
 from benchmarks._server import served
+
+if TYPE_CHECKING:
+    from befriend.server.storage.db import Database
 
 TARGET = 50_000  # contacts/s per server process
 QUOTA = 20_000  # the server's default daily key quota (the breakdown charges it too)
@@ -215,14 +223,40 @@ async def _upload(url: str, pop: Population, reqs: list[sync_pb2.UploadContactsR
             t = time.perf_counter()
             token = await _register(port, pop, UPLOADER[0])
             register_s = time.perf_counter() - t
-            cpu, db_cpu = time.process_time(), _database_cpu()
-            total, chunks, acked = await loop.run_in_executor(
-                pool, _stream_upload, f"127.0.0.1:{port}", token, wire
-            )
-            cpu = time.process_time() - cpu  # the server process's CPU time only
-            db_cpu = _database_cpu() - db_cpu
+            async with _perf_recorded():
+                cpu, db_cpu = time.process_time(), _database_cpu()
+                total, chunks, acked = await loop.run_in_executor(
+                    pool, _stream_upload, f"127.0.0.1:{port}", token, wire
+                )
+                cpu = time.process_time() - cpu  # the server process's CPU time only
+                db_cpu = _database_cpu() - db_cpu
             lists = await loop.run_in_executor(pool, _list_latency, f"127.0.0.1:{port}", token)
             return Run("", 0.0, register_s, total, chunks, acked, cpu, lists, db_cpu)
+
+
+@asynccontextmanager
+async def _perf_recorded() -> AsyncIterator[None]:
+    """With ``BEFRIEND_BENCH_PERF=FILE``: ``perf record -g`` of this (the server's) process
+    during the block, into FILE (each timed upload overwrites it: the last case's stays),
+    or of every process on the machine with ``BEFRIEND_BENCH_PERF_ALL=1`` (PostgreSQL's
+    backends too). Read it with ``perf report -i FILE``; Python frames show as the
+    interpreter's C functions."""
+    out = os.environ.get("BEFRIEND_BENCH_PERF")
+    if not out:
+        yield
+        return
+    scope = ["-a"] if os.environ.get("BEFRIEND_BENCH_PERF_ALL") else ["-p", str(os.getpid())]
+    proc = await asyncio.create_subprocess_exec(
+        *("perf", "record", "-g", "-F", "3999", *scope, "-o", out),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(1.0)  # perf attached
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await proc.wait()
 
 
 def _database_cpu() -> float:
@@ -510,6 +544,12 @@ def _time_driver_calls(statements: dict[str, list[float]], outer: _Outer) -> Non
     timed(matching.MatchRepository, "_rows", lambda _self, sql, *_: " ".join(sql.split())[:60])
 
 
+def _wal_lsn(db: Database) -> str:
+    """PostgreSQL: the current write-ahead log position."""
+    with db.engine.connect() as conn:
+        return str(conn.execute(text("SELECT pg_current_wal_lsn()")).scalar_one())
+
+
 def _breakdown(
     url_backend: str,
     members: int,
@@ -594,6 +634,7 @@ def _breakdown(
             k: [] for k in ("parse", "convert", "apply", "match", "commit", "total")
         }
         prof = cProfile.Profile()
+        wal = None if db.is_sqlite else _wal_lsn(db)
         cpu = time.process_time()
         for batch in batches:
             if profile:
@@ -634,6 +675,15 @@ def _breakdown(
             ):
                 phases[name].append(took)
         cpu = time.process_time() - cpu
+        if wal is not None:
+            end = _wal_lsn(db)
+            with db.engine.connect() as conn:
+                written = conn.execute(
+                    text("SELECT CAST(:b AS pg_lsn) - CAST(:a AS pg_lsn)"), {"a": wal, "b": end}
+                ).scalar_one()
+            # (pg_waldump --stats=record -s START -e END, as the server's OS user, breaks
+            # the range down by record type while the log segments are still there)
+            print(f"  write-ahead log: {int(written):,} bytes, from {wal} to {end}")
         took = sum(phases["total"])
         print(
             f"breakdown ({url_backend}): server-side chunk work without gRPC, {len(entries):,} "

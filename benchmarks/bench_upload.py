@@ -38,11 +38,11 @@ SQL statement; ``BEFRIEND_BENCH_PROFILE=1`` adds a cProfile of it too (listing
 ``BEFRIEND_BENCH_PROFILE_LINES`` server functions, default 25); on PostgreSQL the breakdown
 also prints the bytes of write-ahead log its chunk work wrote.
 ``BEFRIEND_BENCH_PERF=FILE`` records each timed upload with ``perf`` (``_perf_recorded``).
-The server process's CPU time during the upload is printed beside the wall time (on a shared machine contacts per
-CPU-second vary less than contacts/s), and so is the CPU time of a local PostgreSQL
-server's processes (the concurrent case's too): when the two add up to the wall time,
-nothing overlapped. Their sum over the wall time is printed as "cores busy" (1.00: one
-waited for the other throughout; the machine's core count at most).
+The server process's CPU time during the upload is printed beside the wall time (on a
+shared machine contacts per CPU-second vary less than contacts/s), and so is the CPU time
+of a local PostgreSQL server's processes (the concurrent case's too): when the two add up
+to the wall time, nothing overlapped. Their sum over the wall time is printed as "cores
+busy" (1.00: one waited for the other throughout; the machine's core count at most).
 """
 
 from __future__ import annotations

@@ -676,11 +676,11 @@ def _breakdown(
                 phases[name].append(took)
         cpu = time.process_time() - cpu
         if wal is not None:
-            end = _wal_lsn(db)
             with db.engine.connect() as conn:
-                written = conn.execute(
-                    text("SELECT CAST(:b AS pg_lsn) - CAST(:a AS pg_lsn)"), {"a": wal, "b": end}
-                ).scalar_one()
+                end, written = conn.execute(
+                    text("SELECT pg_current_wal_lsn(), pg_current_wal_lsn() - CAST(:a AS pg_lsn)"),
+                    {"a": wal},
+                ).one()
             # (pg_waldump --stats=record -s START -e END, as the server's OS user, breaks
             # the range down by record type while the log segments are still there)
             print(f"  write-ahead log: {int(written):,} bytes, from {wal} to {end}")

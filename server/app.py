@@ -32,6 +32,9 @@ from befriend.server.storage.db import Database
 from befriend.server.storage.matching import MatchRepository
 
 CHECKPOINT_SECONDS = 0.5  # SQLite: how often the write-ahead log is checkpointed
+# How often each process's holder index catches up with book_key_log when no lookup did: far
+# below the day the log's rows are kept, so the pruning never passes an idle index.
+HOLDER_TAIL_SECONDS = 300.0
 GC_THRESHOLDS = (50_000, 20, 20)  # Python's default: (700, 10, 10)
 
 
@@ -173,6 +176,14 @@ class BefriendServer:
                 self._fire_retention,
                 CronTrigger.from_crontab(self.settings.retention_cron, timezone=UTC),
             )
+        # Every process: its holder index keeps up with the log while idle, so the daily
+        # pruning never passes its position (which would make a lookup load it whole).
+        self.scheduler.add_job(self._fire_holder_tail, IntervalTrigger(seconds=HOLDER_TAIL_SECONDS))
+        if self.settings.holder_rebuild_cron:
+            self.scheduler.add_job(
+                self._fire_holder_rebuild,
+                CronTrigger.from_crontab(self.settings.holder_rebuild_cron, timezone=UTC),
+            )
         if self.settings.pending_match_seconds > 0:
             # a quarter of the grace period apart: matched at most 1.25 grace periods late
             self.scheduler.add_job(
@@ -193,6 +204,26 @@ class BefriendServer:
         result = retention.prune_buddy_events(self.db, self.settings.event_retention_days, utcnow())
         log.info("retention.pruned", deleted=result.deleted, pruned_through=result.pruned_through)
         return result
+
+    def rebuild_holders(self) -> int:
+        """The daily job of each process: its holder index read again from the books
+        (``HolderIndex.rebuild``); returns the pairs held."""
+        with self.db.transaction(readonly=True) as s:
+            held = self.backend.registry.holders.rebuild(MatchRepository(s))
+        log.info("holders.rebuilt", book_keys=held)
+        return held
+
+    def catch_up_holders(self) -> int:
+        """Every HOLDER_TAIL_SECONDS: the holder index reads the log rows new since its
+        position (nothing when there are none); returns the pairs held."""
+        with self.db.transaction(readonly=True) as s:
+            return self.backend.registry.holders.warm(MatchRepository(s))
+
+    async def _fire_holder_tail(self) -> None:
+        self.backend.spawn(self.catch_up_holders)
+
+    async def _fire_holder_rebuild(self) -> None:
+        self.backend.spawn(self.rebuild_holders)
 
     async def _fire_checkpoint(self) -> None:
         self.backend.spawn(self.db.checkpoint)

@@ -83,6 +83,13 @@ class Settings:
             "with event retention 0: the internal logs are pruned still); empty disables"
         },
     )
+    holder_rebuild_cron: str = field(
+        default="0 4 * * *",
+        metadata={
+            "help": "crontab (UTC) of each server process's rebuild of its in-memory "
+            "reverse index from the books, dropping keys removed since; empty disables"
+        },
+    )
     pending_match_seconds: float = field(
         default=60.0,
         metadata={

@@ -12,13 +12,14 @@ process commits itself are taken in at the commit (``took``, a ``Database.on_com
 listener the server's Backend registers), so the tail reads only other processes' keys.
 
 The index answers with candidate entries, a superset of the holding ones: a key removed from
-a book stays here until the process restarts, so every answer is confirmed against
-entry_keys by primary key (``MatchRepository.holders``), which also gives the holder, kind
-and order. A candidate never missed is what the tail guarantees: like the registry's, it
-re-reads a window behind its position, which covers transactions that commit out of sequence
-order, and applies each log row once. It never applies the caller's own uncommitted rows
-(SQLite would hand their seqs out again after a rollback); their keys are the caller's
-books, which its own match does not look up, and come by the log after the commit.
+a book stays here until the daily rebuild (``rebuild``) or a restart, so every answer is
+confirmed against entry_keys by primary key (``MatchRepository.holders``), which also gives
+the holder, kind and order. A candidate never missed is what the tail guarantees: like the
+registry's, it re-reads a window behind its position, which covers transactions that commit
+out of sequence order, and applies each log row once. It never applies the caller's own
+uncommitted rows (SQLite would hand their seqs out again after a rollback); their keys are
+the caller's books, which its own match does not look up, and come by the log after the
+commit.
 
 Memory: 16 bytes per stored exact key (480 MB for 30M book entries), plus the runs'
 merge, which copies the two runs it merges. Runs are merged by size (a new run is merged
@@ -145,18 +146,28 @@ class HolderIndex:
         self._applied: set[int] = set()  # log rows applied within the replay window
         self._window = (-1, -1)  # (rows, last seq) after the window's low end, as applied
         self._lock = threading.Lock()
+        self._rebuilding = threading.Lock()
+        self.loads = 0  # whole loads under the lock: the first, and one per fall behind the log
 
-    def _load(self, repo: MatchRepository) -> None:
-        self._pairs = KeyRuns(self._cap)  # the old one's memory goes before the load
+    def _read(self, repo: MatchRepository) -> tuple[KeyRuns, int]:
+        """Every book's pairs, and the log position they are complete up to."""
         pairs = KeyRuns(self._cap)
         take, finish = pairs.loader()
         seq = repo.book_key_snapshot(take)
         finish()
-        self._pairs = pairs
         floor = repo.own_book_key_log_floor()
-        self._seq = seq if floor is None else min(seq, floor)
+        return pairs, seq if floor is None else min(seq, floor)
+
+    def _install(self, pairs: KeyRuns, seq: int) -> None:
+        self._pairs = pairs
+        self._seq = seq
         self._applied = set()
         self._window = (-1, -1)  # unknown: the first tail re-reads the window
+
+    def _load(self, repo: MatchRepository) -> None:
+        self._pairs = KeyRuns(self._cap)  # the old one's memory goes before the load
+        self._install(*self._read(repo))
+        self.loads += 1
 
     def _low(self) -> int:
         return max(0, self._seq - REPLAY_WINDOW)
@@ -165,7 +176,8 @@ class HolderIndex:
         if self._seq >= 0:
             n, top, pruned_through = repo.book_key_log_extent(self._low())
             # The daily retention job prunes the log's old rows: an index whose position is
-            # below them (a process idle for a day) may have missed some, and loads again.
+            # below them may have missed some, and loads again (blocking lookups). The
+            # server's periodic catch-up (HOLDER_TAIL_SECONDS) keeps an idle process above.
             if pruned_through <= self._seq:
                 if (n, top) != self._window:
                     self._tail(repo)
@@ -221,6 +233,21 @@ class HolderIndex:
             self._catch_up(repo)
             self._catch_up(repo)
             return len(self)
+
+    def rebuild(self, repo: MatchRepository) -> int:
+        """Read every book's pairs again while lookups go on with the pairs held, then swap
+        the new ones in and catch up; returns the pairs held. The daily job of every server
+        process (``--holder-rebuild-cron``): it drops the pairs of keys removed from books
+        since the last load, which would otherwise stay until a restart, and re-packs the
+        runs. Memory: the old pairs and the new ones, until the swap."""
+        with self._rebuilding:  # one rebuild at a time; lookups are not held up
+            pairs, seq = self._read(repo)
+            with self._lock:
+                # The pairs ``took`` added meanwhile are in the log: the catch-up after the
+                # swap reads them again from the snapshot's position (and its window).
+                self._install(pairs, seq)
+                self._catch_up(repo)
+                return len(self)
 
     def entries(self, repo: MatchRepository, keys: Iterable[int]) -> list[int]:
         """After catching up: the entry pks (ascending, distinct) that held one of ``keys``

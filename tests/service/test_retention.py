@@ -16,9 +16,10 @@ from befriend.server.app import BefriendServer
 from befriend.server.services import retention
 from befriend.server.storage import models
 from befriend.server.storage.db import Database
+from befriend.server.storage.matching import MatchRepository
 from befriend.v1 import friendship_pb2
 from tests.conftest import RunningServer, serve
-from tests.service.conftest import People, card, member
+from tests.service.conftest import ONE_WAY, People, card, member
 
 pytestmark = pytest.mark.asyncio
 
@@ -185,3 +186,53 @@ async def test_daily_job_removes_expired_merge_plans(
         assert s.scalar(select(func.count()).select_from(models.MergePlanItemRow)) == 0
     with pytest.raises(errors.NotFound):
         await a.client.sync.apply_merge(plan.name, plan.etag)
+
+
+def _app(server: RunningServer) -> BefriendServer:
+    assert isinstance(server.server, BefriendServer)
+    return server.server
+
+
+async def test_each_process_keeps_its_holder_index_current_and_rebuilds_it(
+    people: People, db: Database
+) -> None:
+    """Two server processes on one database. The idle one's index catches up with the log
+    by its periodic job, so the daily pruning of the log does not make its next reverse
+    lookup load every book again; its daily rebuild drops the number a book no longer
+    holds."""
+    async with serve(db) as busy, serve(db) as idle:
+        jobs = {job.name: job for job in _app(idle).scheduler.get_jobs()}
+        assert str(jobs["BefriendServer._fire_holder_tail"].trigger) == "interval[0:05:00]"
+        rebuild = str(jobs["BefriendServer._fire_holder_rebuild"].trigger)
+        assert "hour='4'" in rebuild and "minute='0'" in rebuild
+        holders = _app(idle).backend.registry.holders
+        loads = holders.loads
+        a = await member(people, busy, "alice", "13900000001")
+        await a.upload(card("Bob", "13900000002"), card("Cy", "13900000003"))
+        await asyncio.to_thread(_app(idle).catch_up_holders)  # the periodic job
+        with db.transaction() as s:
+            s.execute(update(models.BookKeyLog).values(created_at=utcnow() - timedelta(days=2)))
+        await _prune(idle)
+        with db.transaction(readonly=True) as s:
+            assert s.scalar(select(func.count()).select_from(models.BookKeyLog)) == 0
+        # Bob registers through the idle process: its reverse lookup finds alice's entry
+        # without loading the books again.
+        await member(people, idle, "bob", "13900000002")
+        assert (await a.kinds()).get(f"users/{people['bob'].id}") == ONE_WAY
+        assert holders.loads == loads
+
+        def candidates(number: int) -> list[int]:
+            with db.transaction(readonly=True) as s:
+                return holders.entries(MatchRepository(s), [number])
+
+        assert len(candidates(8613900000003)) == 1
+        await a.upload(card("Bob", "13900000002"))  # Cy's entry is deleted
+        assert len(candidates(8613900000003)) == 1  # a stale candidate, until the rebuild
+        await asyncio.to_thread(_app(idle).rebuild_holders)
+        assert candidates(8613900000003) == []
+        assert len(candidates(8613900000002)) == 1
+        assert holders.loads == loads
+    async with serve(db, holder_rebuild_cron="") as server:
+        names = {job.name for job in _app(server).scheduler.get_jobs()}
+        assert "BefriendServer._fire_holder_rebuild" not in names
+        assert "BefriendServer._fire_holder_tail" in names

@@ -5,6 +5,7 @@ confirmed by the database (a removed key is no longer a holder)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -278,3 +279,36 @@ def test_warm_leaves_the_first_lookup_one_statement(db: Database) -> None:
     with statements_run(db.engine) as statements:
         assert _entries(db, index, 8613900000001) == [11]
     assert statements == []  # only the extent, at the driver: warm read the window
+
+
+def test_a_rebuild_drops_removed_keys_while_lookups_and_writes_go_on(db: Database) -> None:
+    """``rebuild`` reads the books again without holding lookups up, swaps the new pairs in
+    and catches up: a key removed from a book is no candidate any more, and a row written
+    while it read is found."""
+    index = HolderIndex()
+    _write(db, _row(11, "a", 8613900000001), _row(12, "b", 8613900000001))
+    _write(db, _row(13, "c", 8613900000002))
+    assert _entries(db, index, 8613900000001) == [11, 12]
+    assert index.loads == 1
+    with db.transaction() as s:  # entry 12 no longer holds the number
+        s.execute(delete(models.EntryKey).where(models.EntryKey.entry_pk == 12))
+    assert _entries(db, index, 8613900000001) == [11, 12]  # a stale candidate
+    seen_meanwhile: list[list[int]] = []
+
+    class Reading(MatchRepository):
+        def book_key_snapshot(self, sink: Any) -> int:
+            seq = super().book_key_snapshot(sink)
+            # another thread's lookup goes on meanwhile, on the pairs held (not blocked)
+            with ThreadPoolExecutor(1) as pool:
+                lookup = pool.submit(_entries, db, index, 8613900000001)
+                seen_meanwhile.append(lookup.result(timeout=30))
+            _write(db, _row(14, "d", 8613900000001))  # committed after the snapshot read
+            return seq
+
+    with db.transaction(readonly=True) as s:
+        rebuilt = index.rebuild(Reading(s))
+    assert seen_meanwhile == [[11, 12]]
+    assert rebuilt == len(index)
+    assert _entries(db, index, 8613900000001) == [11, 14]
+    assert _entries(db, index, 8613900000002) == [13]
+    assert index.loads == 1  # a rebuild is no load: lookups were never held up

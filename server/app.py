@@ -26,7 +26,7 @@ from befriend.server.api.friendship import FriendshipServicer
 from befriend.server.api.handlers import service_handler
 from befriend.server.api.sync import SyncServicer
 from befriend.server.config import Settings
-from befriend.server.observability import BindError, log
+from befriend.server.observability import INDEX_ENTRIES, BindError, log
 from befriend.server.services import refresh, retention
 from befriend.server.storage.db import Database
 from befriend.server.storage.matching import MatchRepository
@@ -131,6 +131,8 @@ class BefriendServer:
         registry = self.backend.registry
         members = await self.backend.read(lambda s: registry.warm(MatchRepository(s)))
         book_keys = await self.backend.read(lambda s: registry.holders.warm(MatchRepository(s)))
+        INDEX_ENTRIES.labels("registry").set_function(lambda: len(registry))
+        INDEX_ENTRIES.labels("holders").set_function(lambda: len(registry.holders))
         settle_collector()
         try:
             self.port = self.server.add_insecure_port(self.settings.address)

@@ -6,7 +6,7 @@ import logging
 import sys
 
 import structlog
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 RPC_TOTAL = Counter("befriend_rpc_total", "RPCs finished, by method and code", ["method", "code"])
 RPC_ERRORS = Counter(
@@ -16,6 +16,18 @@ PHONEBOOK_LISTS = Counter(
     "befriend_phonebook_lists_total",
     "Phonebook lists asked for: kept (books and membership unchanged since derived) or derived",
     ["result"],
+)
+INDEX_ENTRIES = Gauge(
+    "befriend_index_entries",
+    "Entries in this process's in-memory indexes: registry (members' identity keys), "
+    "holders (book key pairs of the reverse index, stale and repeated ones included)",
+    ["index"],
+)
+INDEX_LOADS = Counter(
+    "befriend_index_loads_total",
+    "Whole reads of an in-memory index from the database: load (first use, or fallen behind "
+    "the pruned log; lookups wait) or rebuild (the holders' daily one; lookups go on)",
+    ["index", "kind"],
 )
 RPC_LATENCY = Histogram(
     "befriend_rpc_duration_seconds",

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from befriend.server.observability import INDEX_LOADS
 from befriend.server.storage.addressbooks import written_book_keys
 from befriend.server.storage.matching import MatchRepository
 
@@ -168,6 +169,7 @@ class HolderIndex:
         self._pairs = KeyRuns(self._cap)  # the old one's memory goes before the load
         self._install(*self._read(repo))
         self.loads += 1
+        INDEX_LOADS.labels("holders", "load").inc()
 
     def _low(self) -> int:
         return max(0, self._seq - REPLAY_WINDOW)
@@ -242,6 +244,7 @@ class HolderIndex:
         runs. Memory: the old pairs and the new ones, until the swap."""
         with self._rebuilding:  # one rebuild at a time; lookups are not held up
             pairs, seq = self._read(repo)
+            INDEX_LOADS.labels("holders", "rebuild").inc()
             with self._lock:
                 # The pairs ``took`` added meanwhile are in the log: the catch-up after the
                 # swap reads them again from the snapshot's position (and its window).

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from cachetools import LRUCache
 
 from befriend.core.index import EMPTY_KEY, KeyIndex
-from befriend.server.observability import PHONEBOOK_LISTS
+from befriend.server.observability import INDEX_LOADS, PHONEBOOK_LISTS
 from befriend.server.records import WEAK_DIGITS
 from befriend.server.services.holders import HolderIndex
 from befriend.server.storage.matching import BookKey, MatchRepository
@@ -56,6 +56,7 @@ class Registry:
         self._seq = seq
         self._window = (-1, -1)  # unknown: the first tail re-reads the window
         self._version += 1
+        INDEX_LOADS.labels("registry", "load").inc()
 
     def _low(self) -> int:
         return max(0, self._seq - REPLAY_WINDOW)

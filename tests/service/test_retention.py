@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 
 from befriend.clients import FailedPrecondition, errors
@@ -188,6 +189,10 @@ async def test_daily_job_removes_expired_merge_plans(
         await a.client.sync.apply_merge(plan.name, plan.etag)
 
 
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def _app(server: RunningServer) -> BefriendServer:
     assert isinstance(server.server, BefriendServer)
     return server.server
@@ -228,10 +233,16 @@ async def test_each_process_keeps_its_holder_index_current_and_rebuilds_it(
         assert len(candidates(8613900000003)) == 1
         await a.upload(card("Bob", "13900000002"))  # Cy's entry is deleted
         assert len(candidates(8613900000003)) == 1  # a stale candidate, until the rebuild
+        rebuilds = _sample("befriend_index_loads_total", index="holders", kind="rebuild")
         await asyncio.to_thread(_app(idle).rebuild_holders)
         assert candidates(8613900000003) == []
         assert len(candidates(8613900000002)) == 1
         assert holders.loads == loads
+        assert _sample("befriend_index_loads_total", index="holders", kind="rebuild") == (
+            rebuilds + 1
+        )
+        # the gauge follows the last server started in this test process: ``idle``
+        assert _sample("befriend_index_entries", index="holders") == len(holders) > 0
     async with serve(db, holder_rebuild_cron="") as server:
         names = {job.name for job in _app(server).scheduler.get_jobs()}
         assert "BefriendServer._fire_holder_rebuild" not in names

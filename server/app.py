@@ -93,6 +93,7 @@ class BefriendServer:
             threads=settings.db_threads,
             idempotency_ttl_hours=settings.idempotency_ttl_hours,
             weak_key_matching=settings.weak_key_matching,
+            index_dir=settings.index_dir,
         )
         self.services = service_names()
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -150,6 +151,7 @@ class BefriendServer:
             purged=purged,
             registry_keys=members,
             book_keys=book_keys,
+            book_keys_mapped=registry.holders.mapped > 0,  # from another process's snapshot
         )
         return self.port
 

@@ -83,6 +83,14 @@ class Settings:
             "with event retention 0: the internal logs are pruned still); empty disables"
         },
     )
+    index_dir: str = field(
+        default="",
+        metadata={
+            "help": "directory of snapshots of the in-memory reverse index, shared by the "
+            "server processes of one machine: one reads the books, the others map its files "
+            "(one copy in memory; restarts map them too); empty: each process reads the books"
+        },
+    )
     holder_rebuild_cron: str = field(
         default="0 4 * * *",
         metadata={

@@ -20,6 +20,7 @@ from befriend.server.observability import log
 from befriend.server.services.registry import Registry
 from befriend.server.storage.db import Database
 from befriend.server.storage.repositories import IdempotencyRepository
+from befriend.server.storage.snapshots import SnapshotStore
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
@@ -54,13 +55,15 @@ class Backend:
         threads: int = 8,
         idempotency_ttl_hours: float = 24,
         weak_key_matching: bool = False,
+        index_dir: str = "",
     ):
         self.db = db
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="befriend-db")
         self.idempotency_ttl = timedelta(hours=idempotency_ttl_hours)
+        # members' identity keys and the books' reverse index, caches of the database
         self.registry = Registry(
-            weak=weak_key_matching
-        )  # members' identity keys, a cache of the database
+            weak=weak_key_matching, snapshots=SnapshotStore(index_dir) if index_dir else None
+        )
         # the book keys this process commits go into its holder index without a read-back
         db.on_commit(self.registry.holders.took)
 

@@ -32,7 +32,8 @@ few RUN_CAPs' worth of memory beyond the index.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -41,8 +42,12 @@ import numpy.typing as npt
 from befriend.server.observability import INDEX_LOADS
 from befriend.server.storage.addressbooks import written_book_keys
 from befriend.server.storage.matching import MatchRepository
+from befriend.server.storage.snapshots import SnapshotStore
 
 REPLAY_WINDOW = 1000  # log rows re-read behind the position (late commits)
+# A rebuild maps a snapshot written this recently (another process's rebuild of the day)
+# rather than reading the books again; a load maps any that belongs to the database.
+SNAPSHOT_FRESH = timedelta(hours=1)
 RUN_CAP = 1 << 22  # pairs in a run made by merging (64 MiB); see KeyRuns
 
 _Run = tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]  # sorted keys, their entry pks
@@ -80,6 +85,18 @@ class KeyRuns:
             (k2, p2), (k1, p1) = runs.pop(), runs.pop()
             runs.append(_sorted_run(np.concatenate([k1, k2]), np.concatenate([p1, p2])))
         self._runs = runs  # a new list: a reader searching the old one is undisturbed
+
+    @classmethod
+    def of(cls, runs: Sequence[_Run], cap: int = RUN_CAP) -> KeyRuns:
+        """Runs sorted already (a snapshot's, ``befriend.server.storage.snapshots``), held
+        as they are: mapped files stay mapped until a merge copies one."""
+        made = cls(cap)
+        made._runs = list(runs)
+        return made
+
+    def arrays(self) -> list[_Run]:
+        """The runs, oldest first (for a snapshot)."""
+        return list(self._runs)
 
     def loader(
         self,
@@ -140,8 +157,9 @@ class KeyRuns:
 
 
 class HolderIndex:
-    def __init__(self, *, cap: int = RUN_CAP) -> None:
+    def __init__(self, *, cap: int = RUN_CAP, snapshots: SnapshotStore | None = None) -> None:
         self._cap = cap  # pairs in a merged run (KeyRuns)
+        self._snapshots = snapshots  # shared with the machine's other processes (--index-dir)
         self._pairs = KeyRuns(cap)
         self._seq = -1  # the log position applied up to (-1: not loaded)
         self._applied: set[int] = set()  # log rows applied within the replay window
@@ -149,8 +167,9 @@ class HolderIndex:
         self._lock = threading.Lock()
         self._rebuilding = threading.Lock()
         self.loads = 0  # whole loads under the lock: the first, and one per fall behind the log
+        self.mapped = 0  # reads that mapped a snapshot instead of reading the books
 
-    def _read(self, repo: MatchRepository) -> tuple[KeyRuns, int]:
+    def _read_books(self, repo: MatchRepository) -> tuple[KeyRuns, int]:
         """Every book's pairs, and the log position they are complete up to."""
         pairs = KeyRuns(self._cap)
         take, finish = pairs.loader()
@@ -158,6 +177,27 @@ class HolderIndex:
         finish()
         floor = repo.own_book_key_log_floor()
         return pairs, seq if floor is None else min(seq, floor)
+
+    def _read(self, repo: MatchRepository, *, fresh: bool = False) -> tuple[KeyRuns, int]:
+        """Every book's pairs and their log position: from the machine's newest snapshot
+        of this database, if any (``fresh``: written within SNAPSHOT_FRESH, as a rebuild
+        wants), else from the books, then stored as the snapshot for the other processes."""
+        store = self._snapshots
+        if store is None:
+            return self._read_books(repo)
+        with store.locked():
+            after = datetime.now(UTC) - SNAPSHOT_FRESH if fresh else None
+            found = store.newest(repo.book_key_log_check, after)
+            if found is not None:
+                self.mapped += 1
+                return KeyRuns.of(found.runs, self._cap), found.seq
+            pairs, seq = self._read_books(repo)
+            check = repo.book_key_log_check(seq)
+            # (not when the position is this transaction's own uncommitted row, nor before
+            # the first log row: nothing would prove the snapshot belongs to the database)
+            if check is not None and repo.own_book_key_log_floor() is None:
+                store.write(seq, check, pairs.arrays(), datetime.now(UTC))
+            return pairs, seq
 
     def _install(self, pairs: KeyRuns, seq: int) -> None:
         self._pairs = pairs
@@ -167,9 +207,14 @@ class HolderIndex:
 
     def _load(self, repo: MatchRepository) -> None:
         self._pairs = KeyRuns(self._cap)  # the old one's memory goes before the load
+        mapped = self.mapped
         self._install(*self._read(repo))
         self.loads += 1
         INDEX_LOADS.labels("holders", "load").inc()
+        if self.mapped != mapped:
+            # pairs read from the books in this transaction are complete for it; a mapped
+            # snapshot's only up to its position, so the log since comes in now
+            self._tail(repo)
 
     def _low(self) -> int:
         return max(0, self._seq - REPLAY_WINDOW)
@@ -243,7 +288,7 @@ class HolderIndex:
         since the last load, which would otherwise stay until a restart, and re-packs the
         runs. Memory: the old pairs and the new ones, until the swap."""
         with self._rebuilding:  # one rebuild at a time; lookups are not held up
-            pairs, seq = self._read(repo)
+            pairs, seq = self._read(repo, fresh=True)
             INDEX_LOADS.labels("holders", "rebuild").inc()
             with self._lock:
                 # The pairs ``took`` added meanwhile are in the log: the catch-up after the

@@ -22,6 +22,7 @@ from befriend.server.records import WEAK_DIGITS
 from befriend.server.services.holders import HolderIndex
 from befriend.server.storage.matching import BookKey, MatchRepository
 from befriend.server.storage.repositories import IDENTITY_ADDED, IDENTITY_REMOVED
+from befriend.server.storage.snapshots import SnapshotStore
 
 REPLAY_WINDOW = 1000
 PHONE_KEY_LIMIT = np.uint64(1 << 50)  # phone keys are E.164 digits; hashed ids are >= 2**63
@@ -33,9 +34,10 @@ _State = tuple[int, int]  # (the user's change number, the registry's version)
 
 
 class Registry:
-    def __init__(self, *, weak: bool = False) -> None:
+    def __init__(self, *, weak: bool = False, snapshots: SnapshotStore | None = None) -> None:
         self.weak = weak  # also match unnormalisable numbers by their weak key
-        self.holders = HolderIndex()  # book key -> the entries holding it (reverse index)
+        # book key -> the entries holding it (reverse index)
+        self.holders = HolderIndex(snapshots=snapshots)
         self._by_key = KeyIndex()  # identity key -> identity pk
         self._by_pk = KeyIndex()  # identity pk -> identity key (to apply removals)
         self._seq = -1

@@ -25,6 +25,7 @@ from befriend.server.storage.changes import current_seq
 from befriend.server.storage.db import on_rollback
 from befriend.server.storage.repositories import WROTE_IDENTITY_LOG, key_from_db, key_to_db
 from befriend.server.storage.retention import BOOK_KEY_LOG
+from befriend.server.storage.snapshots import fingerprint
 
 _BATCH = 500
 BUDDY_COLUMNS = (
@@ -444,6 +445,16 @@ class MatchRepository:
         them to a tail after its commit (``addressbooks.own_book_key_log_floor``); None:
         none to leave."""
         return own_book_key_log_floor(self.s)
+
+    def book_key_log_check(self, seq: int) -> str | None:
+        """The fingerprint of the log row ``seq`` (``snapshots.fingerprint``), None if there
+        is no such row: a snapshot of the holder index at ``seq`` belongs to this database
+        and can be brought up to date from it only when this matches its own."""
+        log = models.BookKeyLog
+        row = self.s.execute(
+            select(log.created_at, log.entry_ranges).where(log.seq == seq)
+        ).one_or_none()
+        return None if row is None else fingerprint(row[0], bytes(row[1]))
 
     def book_key_log_since(self, seq: int) -> list[tuple[int, bytes]]:
         """(seq, packed entry ranges) of the log rows after ``seq``, oldest first."""

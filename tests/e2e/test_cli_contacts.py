@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,3 +149,33 @@ def test_a_contact_is_one_buddy_entry(served: Served, tmp_path: Path) -> None:
     ], f"{a_id} sees {listed}"
     assert all("match" not in x for x in listed if x["kind"] == PHONEBOOK)
     assert c_id
+
+
+def test_workers_map_one_snapshot_of_the_books(tmp_path: Path) -> None:
+    """``--index-dir``: of two workers starting together, one reads the books' keys and
+    stores them; the other maps its files (its start-up log says so), and both answer."""
+    first = start(tmp_path, "--metrics-port", "-1")
+    try:
+        ann = Member(first, tmp_path / "ann")
+        ann.register("Ann", A_PHONE)
+        book = tmp_path / "book.vcf"
+        book.write_bytes(BOB + CAROL)
+        ann.run("contacts", "import", str(book))
+    finally:
+        first.proc.send_signal(signal.SIGTERM)
+        assert first.proc.wait(timeout=30) == 0
+    index = tmp_path / "index"
+    both = start(tmp_path, "--metrics-port", "-1", "--workers", "2", "--index-dir", str(index))
+    try:
+        # Bob registers: whichever worker serves it finds Ann's entry holding his number
+        bob_id = Member(both, tmp_path / "bob").register("Bob", B_PHONE)
+        ann.env["BEFRIEND_TARGET"] = both.target
+        assert ann.kinds()[f"users/{bob_id}"] == {ONE_WAY}
+    finally:
+        both.proc.send_signal(signal.SIGTERM)
+        code = both.proc.wait(timeout=30)
+    err = both.proc.stderr.read()  # type: ignore[union-attr]
+    assert code == 0, err
+    started = [json.loads(x) for x in err.splitlines() if '"server.started"' in x]
+    assert sorted(s["book_keys_mapped"] for s in started) == [False, True]
+    assert len([p for p in index.iterdir() if p.name.startswith("holders-")]) == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,13 +17,14 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, func
 
 from befriend.core.keys import KeyRow
-from befriend.server.services import retention
+from befriend.server.services import holders, retention
 from befriend.server.services.holders import HolderIndex, KeyRuns
 from befriend.server.storage import models
 from befriend.server.storage.addressbooks import entry_ranges, insert_key_rows
 from befriend.server.storage.db import Database
 from befriend.server.storage.matching import BookKey, MatchRepository
 from befriend.server.storage.repositories import key_to_db
+from befriend.server.storage.snapshots import SnapshotStore
 from tests.conftest import statements_run
 
 PHONE = 1
@@ -312,3 +314,89 @@ def test_a_rebuild_drops_removed_keys_while_lookups_and_writes_go_on(db: Databas
     assert _entries(db, index, 8613900000001) == [11, 14]
     assert _entries(db, index, 8613900000002) == [13]
     assert index.loads == 1  # a rebuild is no load: lookups were never held up
+
+
+class _Counting(MatchRepository):
+    """Counts the reads of every book (``book_key_snapshot``)."""
+
+    reads = 0
+
+    def book_key_snapshot(self, sink: Any) -> int:
+        type(self).reads += 1
+        return super().book_key_snapshot(sink)
+
+
+def _counted(db: Database, index: HolderIndex, *keys: int) -> tuple[list[int], int]:
+    """The index's entries for ``keys``, and how many times that read every book."""
+    _Counting.reads = 0
+    with db.transaction(readonly=True) as s:
+        return index.entries(_Counting(s), keys), _Counting.reads
+
+
+def test_processes_share_one_snapshot_of_the_books(db: Database, tmp_path: Path) -> None:
+    """With a snapshot store (``--index-dir``) the first process reads the books and stores
+    their pairs; the next maps them without reading the books, then catches up by the log."""
+    _write(db, _row(11, "a", 8613900000001), _row(12, "b", 8613900000002))
+    first = HolderIndex(snapshots=SnapshotStore(tmp_path))
+    assert _counted(db, first, 8613900000001) == ([11], 1)
+    assert first.mapped == 0
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("holders-")]) == 1
+    _write(db, _row(13, "c", 8613900000001))  # after the snapshot: comes by the log
+    second = HolderIndex(snapshots=SnapshotStore(tmp_path))
+    assert _counted(db, second, 8613900000001) == ([11, 13], 0)
+    assert second.mapped == 1
+    assert _counted(db, second, 8613900000002) == ([12], 0)
+    assert _counted(db, first, 8613900000001) == ([11, 13], 0)
+
+
+def test_a_snapshot_the_database_cannot_vouch_for_is_not_used(db: Database, tmp_path: Path) -> None:
+    """A snapshot is used only if the database holds its log row: not another database's,
+    nor one whose position the pruning has passed (the log can no longer catch it up)."""
+    store = tmp_path / "index"
+    _write(db, _row(11, "a", 8613900000001))
+    with db.transaction(readonly=True) as s:
+        HolderIndex(snapshots=SnapshotStore(store)).warm(MatchRepository(s))
+    other_db = Database(f"sqlite:///{tmp_path / 'other.db'}")
+    other_db.migrate()
+    try:
+        _write(other_db, _row(21, "x", 8613900000001))
+        other = HolderIndex(snapshots=SnapshotStore(store))
+        assert _counted(other_db, other, 8613900000001) == ([21], 1)
+        assert other.mapped == 0
+        # the pruning passes the position of the snapshot of ``other_db`` it stored
+        with other_db.transaction() as s:
+            s.query(models.BookKeyLog).update({"created_at": T0 - timedelta(days=2)})
+        assert retention.prune_book_key_log(other_db, T0) == 1
+        _write(other_db, _row(22, "y", 8613900000001))
+        late = HolderIndex(snapshots=SnapshotStore(store))
+        assert _counted(other_db, late, 8613900000001) == ([21, 22], 1)
+        assert late.mapped == 0
+    finally:
+        other_db.dispose()
+
+
+def test_a_rebuild_maps_a_snapshot_only_if_fresh(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The processes' daily rebuilds: the first reads the books (a snapshot older than
+    SNAPSHOT_FRESH is not taken for that), the others map what it stored."""
+    _write(db, _row(11, "a", 8613900000001), _row(12, "b", 8613900000001))
+    a = HolderIndex(snapshots=SnapshotStore(tmp_path))
+    b = HolderIndex(snapshots=SnapshotStore(tmp_path))
+    assert _counted(db, a, 8613900000001) == ([11, 12], 1)
+    assert _counted(db, b, 8613900000001) == ([11, 12], 0)
+    with db.transaction() as s:
+        s.execute(delete(models.EntryKey).where(models.EntryKey.entry_pk == 12))
+    monkeypatch.setattr(holders, "SNAPSHOT_FRESH", timedelta(0))  # a's snapshot is old
+    _Counting.reads = 0
+    with db.transaction(readonly=True) as s:
+        b.rebuild(_Counting(s))
+    assert _Counting.reads == 1
+    assert _entries(db, b, 8613900000001) == [11]
+    monkeypatch.setattr(holders, "SNAPSHOT_FRESH", timedelta(hours=1))
+    with db.transaction(readonly=True) as s:
+        a.rebuild(_Counting(s))
+    assert _Counting.reads == 1  # a mapped b's
+    assert (a.mapped, a.loads) == (1, 1)
+    assert _entries(db, a, 8613900000001) == [11]
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("holders-")]) == 1

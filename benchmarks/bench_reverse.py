@@ -198,6 +198,14 @@ def _count(db: Database) -> int:
         return int(conn.execute(text("SELECT count(*) FROM entry_keys")).scalar_one())
 
 
+def _warm(db: Database, index: HolderIndex) -> tuple[int, float]:
+    """``index.warm`` in a read transaction: (the pairs held, seconds taken)."""
+    t = time.perf_counter()
+    with db.transaction(readonly=True) as s:
+        pairs = index.warm(MatchRepository(s))
+    return pairs, time.perf_counter() - t
+
+
 def _holder_index(db: Database, rows: int, cap: int = RUN_CAP) -> HolderIndex:
     """Load a ``HolderIndex`` from entry_keys, print its time and memory, and return it.
     ``cap``: its runs' cap (``1 << 62``: one run sorted whole, the baseline)."""
@@ -205,10 +213,7 @@ def _holder_index(db: Database, rows: int, cap: int = RUN_CAP) -> HolderIndex:
     before = _rss()
     reset_peak_rss()
     index = HolderIndex(cap=cap)
-    t = time.perf_counter()
-    with db.transaction(readonly=True) as s:
-        pairs = index.warm(MatchRepository(s))
-    took = time.perf_counter() - t
+    pairs, took = _warm(db, index)
     peak = peak_rss() - before
     gc.collect()
     retained = _rss() - before
@@ -238,17 +243,11 @@ def _mapped_holder_index(db: Database, rows: int, directory: str) -> HolderIndex
             {"r": b"", "at": datetime.now(UTC)},
         )
     store = SnapshotStore(directory)
-    t = time.perf_counter()
-    with db.transaction(readonly=True) as s:
-        HolderIndex(snapshots=store).warm(MatchRepository(s))
-    stored = time.perf_counter() - t
+    _, stored = _warm(db, HolderIndex(snapshots=store))
     gc.collect()
     before = _rss()
     index = HolderIndex(snapshots=store)
-    t = time.perf_counter()
-    with db.transaction(readonly=True) as s:
-        pairs = index.warm(MatchRepository(s))
-    mapped = time.perf_counter() - t
+    pairs, mapped = _warm(db, index)
     retained = _rss() - before
     assert index.mapped == 1
     print(

@@ -86,9 +86,10 @@ class Settings:
     index_dir: str = field(
         default="",
         metadata={
-            "help": "directory of snapshots of the in-memory reverse index, shared by the "
-            "server processes of one machine: one reads the books, the others map its files "
-            "(one copy in memory; restarts map them too); empty: each process reads the books"
+            "help": "directory of snapshots of the in-memory indexes (members' keys, the "
+            "reverse index), shared by the server processes of one machine: one reads the "
+            "database, the others map its files (one copy in memory; restarts map them too); "
+            "one directory per database; empty: each process reads the database"
         },
     )
     holder_rebuild_cron: str = field(

@@ -20,7 +20,6 @@ from befriend.server.observability import log
 from befriend.server.services.registry import Registry
 from befriend.server.storage.db import Database
 from befriend.server.storage.repositories import IdempotencyRepository
-from befriend.server.storage.snapshots import SnapshotStore
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
@@ -61,9 +60,7 @@ class Backend:
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="befriend-db")
         self.idempotency_ttl = timedelta(hours=idempotency_ttl_hours)
         # members' identity keys and the books' reverse index, caches of the database
-        self.registry = Registry(
-            weak=weak_key_matching, snapshots=SnapshotStore(index_dir) if index_dir else None
-        )
+        self.registry = Registry(weak=weak_key_matching, index_dir=index_dir)
         # the book keys this process commits go into its holder index without a read-back
         db.on_commit(self.registry.holders.took)
 

@@ -42,7 +42,7 @@ import numpy.typing as npt
 from befriend.server.observability import INDEX_LOADS
 from befriend.server.storage.addressbooks import written_book_keys
 from befriend.server.storage.matching import MatchRepository
-from befriend.server.storage.snapshots import SnapshotStore
+from befriend.server.storage.snapshots import SnapshotStore, open_runs, save_runs
 
 REPLAY_WINDOW = 1000  # log rows re-read behind the position (late commits)
 # A rebuild maps a snapshot written this recently (another process's rebuild of the day)
@@ -187,16 +187,16 @@ class HolderIndex:
             return self._read_books(repo)
         with store.locked():
             after = datetime.now(UTC) - SNAPSHOT_FRESH if fresh else None
-            found = store.newest(repo.book_key_log_check, after)
+            found = store.newest(repo.book_key_log_check, open_runs, after)
             if found is not None:
                 self.mapped += 1
-                return KeyRuns.of(found.runs, self._cap), found.seq
+                return KeyRuns.of(found[1], self._cap), found[0]
             pairs, seq = self._read_books(repo)
             check = repo.book_key_log_check(seq)
             # (not when the position is this transaction's own uncommitted row, nor before
             # the first log row: nothing would prove the snapshot belongs to the database)
             if check is not None and repo.own_book_key_log_floor() is None:
-                store.write(seq, check, pairs.arrays(), datetime.now(UTC))
+                store.write(seq, check, save_runs(pairs.arrays()), datetime.now(UTC))
             return pairs, seq
 
     def _install(self, pairs: KeyRuns, seq: int) -> None:

@@ -9,8 +9,11 @@ transactions that commit out of sequence order.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -31,13 +34,28 @@ PHONE_KEY_LIMIT = np.uint64(1 << 50)  # phone keys are E.164 digits; hashed ids 
 PHONEBOOK_BUDGET = 500_000
 
 _State = tuple[int, int]  # (the user's change number, the registry's version)
+# A load maps a registry snapshot at most this old; an older one is read again from the
+# identities (and stored anew), so the log a mapped snapshot replays stays short.
+SNAPSHOT_MAX_AGE = timedelta(days=1)
+
+
+def _open_indexes(path: Path) -> tuple[KeyIndex, KeyIndex]:
+    """The two KeyIndex files of a registry snapshot, mapped copy-on-write."""
+    return KeyIndex.load(path / "by_key.idx", mmap=True), KeyIndex.load(
+        path / "by_pk.idx", mmap=True
+    )
 
 
 class Registry:
-    def __init__(self, *, weak: bool = False, snapshots: SnapshotStore | None = None) -> None:
+    def __init__(self, *, weak: bool = False, index_dir: str = "") -> None:
         self.weak = weak  # also match unnormalisable numbers by their weak key
+        # snapshots shared with the machine's other processes (--index-dir)
+        self._snapshots = SnapshotStore(index_dir, "registry") if index_dir else None
+        self.mapped = 0  # loads that mapped a snapshot instead of reading the identities
         # book key -> the entries holding it (reverse index)
-        self.holders = HolderIndex(snapshots=snapshots)
+        self.holders = HolderIndex(
+            snapshots=SnapshotStore(index_dir, "holders") if index_dir else None
+        )
         self._by_key = KeyIndex()  # identity key -> identity pk
         self._by_pk = KeyIndex()  # identity pk -> identity key (to apply removals)
         self._seq = -1
@@ -51,14 +69,38 @@ class Registry:
             PHONEBOOK_BUDGET, getsizeof=lambda item: 1 + len(item[1])
         )
 
-    def _load(self, repo: MatchRepository) -> None:
-        seq, pks, keys = repo.identity_snapshot()
-        self._by_key = KeyIndex.from_arrays(keys, pks)
-        self._by_pk = KeyIndex.from_arrays(pks, keys)
+    def _load(self, repo: MatchRepository) -> bool:
+        """Load the identities: from the machine's snapshot of this database written within
+        SNAPSHOT_MAX_AGE (``--index-dir``; returns True), else from the database (then
+        stored as the snapshot, unless this transaction changed identities itself)."""
+        store = self._snapshots
+        with store.locked() if store else contextlib.nullcontext():
+            found = (
+                store.newest(
+                    repo.identity_log_check, _open_indexes, datetime.now(UTC) - SNAPSHOT_MAX_AGE
+                )
+                if store
+                else None
+            )
+            if found is not None:
+                seq, (self._by_key, self._by_pk) = found
+                self.mapped += 1
+            else:
+                seq, pks, keys = repo.identity_snapshot()
+                self._by_key = KeyIndex.from_arrays(keys, pks)
+                self._by_pk = KeyIndex.from_arrays(pks, keys)
+                check = repo.identity_log_check(seq)
+                if store and check is not None and not repo.wrote_identity_log():
+                    store.write(seq, check, self._save_indexes, datetime.now(UTC))
         self._seq = seq
         self._window = (-1, -1)  # unknown: the first tail re-reads the window
         self._version += 1
         INDEX_LOADS.labels("registry", "load").inc()
+        return found is not None
+
+    def _save_indexes(self, path: Path) -> None:
+        self._by_key.save(path / "by_key.idx")
+        self._by_pk.save(path / "by_pk.idx")
 
     def _low(self) -> int:
         return max(0, self._seq - REPLAY_WINDOW)
@@ -86,9 +128,9 @@ class Registry:
         self._window = (len(applied), max(applied, default=0))
 
     def _catch_up(self, repo: MatchRepository) -> None:
-        if self._seq < 0:
-            self._load(repo)
-        else:
+        # identities read from the database are complete for this transaction; a mapped
+        # snapshot's only up to its position, so the log since comes in at once
+        if self._seq >= 0 or self._load(repo):
             self._tail(repo)
         if repo.wrote_identity_log():
             # What this took in includes the caller's own identity changes (its matching

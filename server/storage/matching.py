@@ -219,6 +219,15 @@ class MatchRepository:
         )
         return int(n), int(top)
 
+    def identity_log_check(self, seq: int) -> str | None:
+        """The fingerprint of the identity log row ``seq``, None if there is no such row
+        (a registry snapshot at ``seq`` belongs to this database when it matches)."""
+        log = models.IdentityLog
+        row = self.s.execute(
+            select(log.created_at, log.identity_pk, log.op).where(log.seq == seq)
+        ).one_or_none()
+        return None if row is None else fingerprint(row[0], f"{row[1]}:{row[2]}".encode())
+
     def identity_log_since(self, seq: int) -> list[tuple[int, int, int, int | None]]:
         """(seq, identity pk, op, key or None) after ``seq``, oldest first."""
         rows = self.s.execute(

@@ -3,13 +3,17 @@ removed and late-committed identities, and a lookup with nothing new reads no lo
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 from sqlalchemy import func
 
 from befriend.core.index import EMPTY_KEY
 from befriend.server.records import IdentityKind, IdentityRecord
+from befriend.server.services import registry as registry_module
 from befriend.server.services.registry import Registry
 from befriend.server.storage import models
 from befriend.server.storage.db import Database
@@ -133,3 +137,88 @@ def test_a_rolled_back_identity_change_is_forgotten(db: Database) -> None:
         False,
         True,
     ]
+
+
+class _Counting(MatchRepository):
+    """Counts the reads of every identity (``identity_snapshot``)."""
+
+    reads = 0
+
+    def identity_snapshot(self) -> tuple[int, Any, Any]:
+        type(self).reads += 1
+        return super().identity_snapshot()
+
+
+def _found_counted(db: Database, registry: Registry, *keys: int) -> tuple[list[bool], int]:
+    _Counting.reads = 0
+    with db.transaction(readonly=True) as s:
+        hits = registry.lookup(_Counting(s), np.array(keys, dtype=np.uint64))
+    return [int(h) != int(EMPTY_KEY) for h in hits], _Counting.reads
+
+
+def test_processes_share_one_registry_snapshot(db: Database, tmp_path: Path) -> None:
+    """With ``--index-dir`` the first process reads the identities and stores them; the
+    next maps them and catches up by the log (a registration and a deletion since); one
+    of another database, or older than SNAPSHOT_MAX_AGE, is not used."""
+    _register(db, "a" * 32, 8613900000001)
+    _register(db, "b" * 32, 8613900000002)
+    first = Registry(index_dir=str(tmp_path))
+    assert _found_counted(db, first, 8613900000001) == ([True], 1)
+    assert first.mapped == 0
+    assert len(list(tmp_path.glob("registry-*"))) == 1
+    _register(db, "c" * 32, 8613900000003)
+    with db.transaction() as s:
+        AccountRepository(s).delete_user("b" * 32, T0)
+    second = Registry(index_dir=str(tmp_path))
+    keys = (8613900000001, 8613900000002, 8613900000003, 8613900000004)
+    assert _found_counted(db, second, *keys) == ([True, False, True, False], 0)
+    assert second.mapped == 1
+    assert _found_counted(db, first, *keys) == ([True, False, True, False], 0)
+    # a rolled-back identity change makes the registry load again: from the snapshot now
+    try:
+        with db.transaction() as s:
+            AccountRepository(s).add_user(
+                "e" * 32,
+                display_name="e",
+                region_code="CN",
+                time_zone="UTC",
+                profile={},
+                identities=[
+                    IdentityRecord(IdentityKind.PHONE, "+8613900000005", 8613900000005, "x")
+                ],
+                now=T0,
+            )
+            assert (
+                second.lookup(MatchRepository(s), np.array([8613900000005], np.uint64))[0]
+                != EMPTY_KEY
+            )
+            raise _RolledBack
+    except _RolledBack:
+        pass
+    assert _found_counted(db, second, *keys, 8613900000005) == (
+        [True, False, True, False, False],
+        0,
+    )
+    assert second.mapped == 2
+    # another database's snapshot: not used
+    other_db = Database(f"sqlite:///{tmp_path / 'other.db'}")
+    other_db.migrate()
+    try:
+        _register(other_db, "x" * 32, 8613900000009)
+        other = Registry(index_dir=str(tmp_path))
+        assert _found_counted(other_db, other, 8613900000009, 8613900000001) == ([True, False], 1)
+        assert other.mapped == 0
+    finally:
+        other_db.dispose()
+
+
+def test_a_registry_snapshot_older_than_a_day_is_read_again(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _register(db, "a" * 32, 8613900000001)
+    assert _found_counted(db, Registry(index_dir=str(tmp_path)), 8613900000001) == ([True], 1)
+    monkeypatch.setattr(registry_module, "SNAPSHOT_MAX_AGE", timedelta(0))
+    late = Registry(index_dir=str(tmp_path))
+    assert _found_counted(db, late, 8613900000001) == ([True], 1)
+    assert late.mapped == 0
+    assert len(list(tmp_path.glob("registry-*"))) == 1  # stored anew, the old one gone

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, event, text
@@ -134,3 +135,12 @@ def statements_run(engine: Engine) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+def other_db(tmp_path: Path) -> Iterator[Database]:
+    """A second, separate database (SQLite, migrated, empty) beside ``db``."""
+    database = Database(f"sqlite:///{tmp_path / 'other.db'}")
+    database.migrate()
+    yield database
+    database.dispose()

@@ -349,30 +349,27 @@ def test_processes_share_one_snapshot_of_the_books(db: Database, tmp_path: Path)
     assert _counted(db, first, 8613900000001) == ([11, 13], 0)
 
 
-def test_a_snapshot_the_database_cannot_vouch_for_is_not_used(db: Database, tmp_path: Path) -> None:
+def test_a_snapshot_the_database_cannot_vouch_for_is_not_used(
+    db: Database, other_db: Database, tmp_path: Path
+) -> None:
     """A snapshot is used only if the database holds its log row: not another database's,
     nor one whose position the pruning has passed (the log can no longer catch it up)."""
     store = tmp_path / "index"
     _write(db, _row(11, "a", 8613900000001))
     with db.transaction(readonly=True) as s:
         HolderIndex(snapshots=SnapshotStore(store)).warm(MatchRepository(s))
-    other_db = Database(f"sqlite:///{tmp_path / 'other.db'}")
-    other_db.migrate()
-    try:
-        _write(other_db, _row(21, "x", 8613900000001))
-        other = HolderIndex(snapshots=SnapshotStore(store))
-        assert _counted(other_db, other, 8613900000001) == ([21], 1)
-        assert other.mapped == 0
-        # the pruning passes the position of the snapshot of ``other_db`` it stored
-        with other_db.transaction() as s:
-            s.query(models.BookKeyLog).update({"created_at": T0 - timedelta(days=2)})
-        assert retention.prune_book_key_log(other_db, T0) == 1
-        _write(other_db, _row(22, "y", 8613900000001))
-        late = HolderIndex(snapshots=SnapshotStore(store))
-        assert _counted(other_db, late, 8613900000001) == ([21, 22], 1)
-        assert late.mapped == 0
-    finally:
-        other_db.dispose()
+    _write(other_db, _row(21, "x", 8613900000001))
+    other = HolderIndex(snapshots=SnapshotStore(store))
+    assert _counted(other_db, other, 8613900000001) == ([21], 1)
+    assert other.mapped == 0
+    # the pruning passes the position of the snapshot of ``other_db`` it stored
+    with other_db.transaction() as s:
+        s.query(models.BookKeyLog).update({"created_at": T0 - timedelta(days=2)})
+    assert retention.prune_book_key_log(other_db, T0) == 1
+    _write(other_db, _row(22, "y", 8613900000001))
+    late = HolderIndex(snapshots=SnapshotStore(store))
+    assert _counted(other_db, late, 8613900000001) == ([21, 22], 1)
+    assert late.mapped == 0
 
 
 def test_a_rebuild_maps_a_snapshot_only_if_fresh(

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sqlalchemy import func
+from sqlalchemy.orm import Session
 
 from befriend.core.index import EMPTY_KEY
 from befriend.server.records import IdentityKind, IdentityRecord
@@ -24,18 +25,23 @@ from tests.conftest import statements_run
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def _add(s: Session, user_id: str, key: int) -> None:
+    """A member with one phone key, in the transaction of ``s``."""
+    AccountRepository(s).add_user(
+        user_id,
+        display_name=user_id,
+        region_code="CN",
+        time_zone="UTC",
+        profile={},
+        identities=[IdentityRecord(IdentityKind.PHONE, f"+{key}", key, f"+{key}")],
+        now=T0,
+    )
+
+
 def _register(db: Database, user_id: str, key: int, seq: int | None = None) -> None:
     """A member with one phone key; ``seq``: its identity-log entry takes that number."""
     with db.transaction() as s:
-        AccountRepository(s).add_user(
-            user_id,
-            display_name=user_id,
-            region_code="CN",
-            time_zone="UTC",
-            profile={},
-            identities=[IdentityRecord(IdentityKind.PHONE, f"+{key}", key, f"+{key}")],
-            now=T0,
-        )
+        _add(s, user_id, key)
         if seq is not None:
             pk = s.query(models.Identity.id).filter_by(user_id=user_id).scalar()
             s.query(models.IdentityLog).filter_by(identity_pk=pk).update({"seq": seq})
@@ -115,17 +121,7 @@ def test_a_rolled_back_identity_change_is_forgotten(db: Database) -> None:
     try:
         with db.transaction() as s:
             AccountRepository(s).delete_user("a" * 32, T0)
-            AccountRepository(s).add_user(
-                "b" * 32,
-                display_name="b",
-                region_code="CN",
-                time_zone="UTC",
-                profile={},
-                identities=[
-                    IdentityRecord(IdentityKind.PHONE, "+8613900000002", 8613900000002, "x")
-                ],
-                now=T0,
-            )
+            _add(s, "b" * 32, 8613900000002)
             hits = registry.lookup(MatchRepository(s), np.array([8613900000002], np.uint64))
             assert int(hits[0]) != int(EMPTY_KEY)  # its own new member, taken in
             raise _RolledBack
@@ -156,7 +152,9 @@ def _found_counted(db: Database, registry: Registry, *keys: int) -> tuple[list[b
     return [int(h) != int(EMPTY_KEY) for h in hits], _Counting.reads
 
 
-def test_processes_share_one_registry_snapshot(db: Database, tmp_path: Path) -> None:
+def test_processes_share_one_registry_snapshot(
+    db: Database, other_db: Database, tmp_path: Path
+) -> None:
     """With ``--index-dir`` the first process reads the identities and stores them; the
     next maps them and catches up by the log (a registration and a deletion since); one
     of another database, or older than SNAPSHOT_MAX_AGE, is not used."""
@@ -177,17 +175,7 @@ def test_processes_share_one_registry_snapshot(db: Database, tmp_path: Path) -> 
     # a rolled-back identity change makes the registry load again: from the snapshot now
     try:
         with db.transaction() as s:
-            AccountRepository(s).add_user(
-                "e" * 32,
-                display_name="e",
-                region_code="CN",
-                time_zone="UTC",
-                profile={},
-                identities=[
-                    IdentityRecord(IdentityKind.PHONE, "+8613900000005", 8613900000005, "x")
-                ],
-                now=T0,
-            )
+            _add(s, "e" * 32, 8613900000005)
             assert (
                 second.lookup(MatchRepository(s), np.array([8613900000005], np.uint64))[0]
                 != EMPTY_KEY
@@ -201,15 +189,10 @@ def test_processes_share_one_registry_snapshot(db: Database, tmp_path: Path) -> 
     )
     assert second.mapped == 2
     # another database's snapshot: not used
-    other_db = Database(f"sqlite:///{tmp_path / 'other.db'}")
-    other_db.migrate()
-    try:
-        _register(other_db, "x" * 32, 8613900000009)
-        other = Registry(index_dir=str(tmp_path))
-        assert _found_counted(other_db, other, 8613900000009, 8613900000001) == ([True, False], 1)
-        assert other.mapped == 0
-    finally:
-        other_db.dispose()
+    _register(other_db, "x" * 32, 8613900000009)
+    other = Registry(index_dir=str(tmp_path))
+    assert _found_counted(other_db, other, 8613900000009, 8613900000001) == ([True, False], 1)
+    assert other.mapped == 0
 
 
 def test_a_registry_snapshot_older_than_a_day_is_read_again(

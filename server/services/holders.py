@@ -42,7 +42,7 @@ import numpy.typing as npt
 from befriend.server.observability import INDEX_LOADS
 from befriend.server.storage.addressbooks import written_book_keys
 from befriend.server.storage.matching import MatchRepository
-from befriend.server.storage.snapshots import SnapshotStore, open_runs, save_runs
+from befriend.server.storage.snapshots import Run, SnapshotStore, open_runs, save_runs
 
 REPLAY_WINDOW = 1000  # log rows re-read behind the position (late commits)
 # A rebuild maps a snapshot written this recently (another process's rebuild of the day)
@@ -50,7 +50,7 @@ REPLAY_WINDOW = 1000  # log rows re-read behind the position (late commits)
 SNAPSHOT_FRESH = timedelta(hours=1)
 RUN_CAP = 1 << 22  # pairs in a run made by merging (64 MiB); see KeyRuns
 
-_Run = tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]  # sorted keys, their entry pks
+_Run = Run  # sorted keys, their entry pks
 
 
 def _sorted_run(keys: npt.NDArray[np.uint64], pks: npt.NDArray[np.int64]) -> _Run:
@@ -181,23 +181,26 @@ class HolderIndex:
     def _read(self, repo: MatchRepository, *, fresh: bool = False) -> tuple[KeyRuns, int]:
         """Every book's pairs and their log position: from the machine's newest snapshot
         of this database, if any (``fresh``: written within SNAPSHOT_FRESH, as a rebuild
-        wants), else from the books, then stored as the snapshot for the other processes."""
+        wants), else from the books, then stored as the snapshot for the other processes
+        (not when the position is this transaction's own uncommitted log row)."""
         store = self._snapshots
         if store is None:
             return self._read_books(repo)
-        with store.locked():
-            after = datetime.now(UTC) - SNAPSHOT_FRESH if fresh else None
-            found = store.newest(repo.book_key_log_check, open_runs, after)
-            if found is not None:
-                self.mapped += 1
-                return KeyRuns.of(found[1], self._cap), found[0]
+
+        def read() -> tuple[int, list[_Run]]:
             pairs, seq = self._read_books(repo)
-            check = repo.book_key_log_check(seq)
-            # (not when the position is this transaction's own uncommitted row, nor before
-            # the first log row: nothing would prove the snapshot belongs to the database)
-            if check is not None and repo.own_book_key_log_floor() is None:
-                store.write(seq, check, save_runs(pairs.arrays()), datetime.now(UTC))
-            return pairs, seq
+            return seq, pairs.arrays()
+
+        seq, runs, mapped = store.map_or_read(
+            repo.book_key_log_check,
+            open_runs,
+            read,
+            save_runs,
+            written_after=datetime.now(UTC) - SNAPSHOT_FRESH if fresh else None,
+            may_store=repo.own_book_key_log_floor() is None,
+        )
+        self.mapped += mapped
+        return KeyRuns.of(runs, self._cap), seq
 
     def _install(self, pairs: KeyRuns, seq: int) -> None:
         self._pairs = pairs

@@ -9,7 +9,6 @@ transactions that commit out of sequence order.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -46,6 +45,16 @@ def _open_indexes(path: Path) -> tuple[KeyIndex, KeyIndex]:
     )
 
 
+def _save_indexes(indexes: tuple[KeyIndex, KeyIndex]) -> Callable[[Path], None]:
+    """A snapshot's ``fill``: the registry's two KeyIndex files."""
+
+    def fill(path: Path) -> None:
+        indexes[0].save(path / "by_key.idx")
+        indexes[1].save(path / "by_pk.idx")
+
+    return fill
+
+
 class Registry:
     def __init__(self, *, weak: bool = False, index_dir: str = "") -> None:
         self.weak = weak  # also match unnormalisable numbers by their weak key
@@ -73,34 +82,29 @@ class Registry:
         """Load the identities: from the machine's snapshot of this database written within
         SNAPSHOT_MAX_AGE (``--index-dir``; returns True), else from the database (then
         stored as the snapshot, unless this transaction changed identities itself)."""
+
+        def read() -> tuple[int, tuple[KeyIndex, KeyIndex]]:
+            seq, pks, keys = repo.identity_snapshot()
+            return seq, (KeyIndex.from_arrays(keys, pks), KeyIndex.from_arrays(pks, keys))
+
         store = self._snapshots
-        with store.locked() if store else contextlib.nullcontext():
-            found = (
-                store.newest(
-                    repo.identity_log_check, _open_indexes, datetime.now(UTC) - SNAPSHOT_MAX_AGE
-                )
-                if store
-                else None
+        if store is None:
+            (seq, (self._by_key, self._by_pk)), mapped = read(), False
+        else:
+            seq, (self._by_key, self._by_pk), mapped = store.map_or_read(
+                repo.identity_log_check,
+                _open_indexes,
+                read,
+                _save_indexes,
+                written_after=datetime.now(UTC) - SNAPSHOT_MAX_AGE,
+                may_store=not repo.wrote_identity_log(),
             )
-            if found is not None:
-                seq, (self._by_key, self._by_pk) = found
-                self.mapped += 1
-            else:
-                seq, pks, keys = repo.identity_snapshot()
-                self._by_key = KeyIndex.from_arrays(keys, pks)
-                self._by_pk = KeyIndex.from_arrays(pks, keys)
-                check = repo.identity_log_check(seq)
-                if store and check is not None and not repo.wrote_identity_log():
-                    store.write(seq, check, self._save_indexes, datetime.now(UTC))
+        self.mapped += mapped
         self._seq = seq
         self._window = (-1, -1)  # unknown: the first tail re-reads the window
         self._version += 1
         INDEX_LOADS.labels("registry", "load").inc()
-        return found is not None
-
-    def _save_indexes(self, path: Path) -> None:
-        self._by_key.save(path / "by_key.idx")
-        self._by_pk.save(path / "by_pk.idx")
+        return mapped
 
     def _low(self) -> int:
         return max(0, self._seq - REPLAY_WINDOW)

@@ -105,6 +105,30 @@ class SnapshotStore:
                 continue  # not a snapshot of this format, or damaged
         return None
 
+    def map_or_read(
+        self,
+        check: Callable[[int], str | None],
+        open_: Callable[[Path], T],
+        read: Callable[[], tuple[int, T]],
+        save: Callable[[T], Callable[[Path], None]],
+        *,
+        written_after: datetime | None = None,
+        may_store: bool = True,
+    ) -> tuple[int, T, bool]:
+        """Under the lock: (seq, ``open_(directory)``, True) of the newest usable snapshot
+        (``newest``), else (seq, value, False) of ``read()``, which is then stored as the
+        snapshot (``save(value)`` fills its directory) if ``may_store`` and the database has
+        the log row at ``seq`` to vouch for it."""
+        with self.locked():
+            found = self.newest(check, open_, written_after)
+            if found is not None:
+                return found[0], found[1], True
+            seq, value = read()
+            vouched = check(seq)
+            if may_store and vouched is not None:
+                self.write(seq, vouched, save(value), datetime.now(UTC))
+            return seq, value, False
+
     def write(self, seq: int, check: str, fill: Callable[[Path], None], now: datetime) -> None:
         """Store the snapshot at ``seq`` (whose log row fingerprints as ``check``): ``fill``
         writes the index's files into the directory it is given. The older snapshots go.

@@ -50,10 +50,8 @@ REPLAY_WINDOW = 1000  # log rows re-read behind the position (late commits)
 SNAPSHOT_FRESH = timedelta(hours=1)
 RUN_CAP = 1 << 22  # pairs in a run made by merging (64 MiB); see KeyRuns
 
-_Run = Run  # sorted keys, their entry pks
 
-
-def _sorted_run(keys: npt.NDArray[np.uint64], pks: npt.NDArray[np.int64]) -> _Run:
+def _sorted_run(keys: npt.NDArray[np.uint64], pks: npt.NDArray[np.int64]) -> Run:
     # stable: numpy's timsort, linear on two concatenated sorted runs (a merge)
     order = np.argsort(keys, kind="stable")
     return keys[order], pks[order]
@@ -70,7 +68,7 @@ class KeyRuns:
     microseconds."""
 
     def __init__(self, cap: int = RUN_CAP) -> None:
-        self._runs: list[_Run] = []
+        self._runs: list[Run] = []
         self._cap = cap
 
     def add(self, keys: npt.NDArray[np.uint64], pks: npt.NDArray[np.int64]) -> None:
@@ -87,14 +85,14 @@ class KeyRuns:
         self._runs = runs  # a new list: a reader searching the old one is undisturbed
 
     @classmethod
-    def of(cls, runs: Sequence[_Run], cap: int = RUN_CAP) -> KeyRuns:
+    def of(cls, runs: Sequence[Run], cap: int = RUN_CAP) -> KeyRuns:
         """Runs sorted already (a snapshot's, ``befriend.server.storage.snapshots``), held
         as they are: mapped files stay mapped until a merge copies one."""
         made = cls(cap)
         made._runs = list(runs)
         return made
 
-    def arrays(self) -> list[_Run]:
+    def arrays(self) -> list[Run]:
         """The runs, oldest first (for a snapshot)."""
         return list(self._runs)
 
@@ -178,16 +176,17 @@ class HolderIndex:
         floor = repo.own_book_key_log_floor()
         return pairs, seq if floor is None else min(seq, floor)
 
-    def _read(self, repo: MatchRepository, *, fresh: bool = False) -> tuple[KeyRuns, int]:
-        """Every book's pairs and their log position: from the machine's newest snapshot
-        of this database, if any (``fresh``: written within SNAPSHOT_FRESH, as a rebuild
-        wants), else from the books, then stored as the snapshot for the other processes
-        (not when the position is this transaction's own uncommitted log row)."""
+    def _read(self, repo: MatchRepository, *, fresh: bool = False) -> tuple[KeyRuns, int, bool]:
+        """Every book's pairs, their log position, and whether they were mapped: from the
+        machine's newest snapshot of this database, if any (``fresh``: written within
+        SNAPSHOT_FRESH, as a rebuild wants), else from the books, then stored as the
+        snapshot for the other processes (not when the position is this transaction's own
+        uncommitted log row)."""
         store = self._snapshots
         if store is None:
-            return self._read_books(repo)
+            return *self._read_books(repo), False
 
-        def read() -> tuple[int, list[_Run]]:
+        def read() -> tuple[int, list[Run]]:
             pairs, seq = self._read_books(repo)
             return seq, pairs.arrays()
 
@@ -200,7 +199,7 @@ class HolderIndex:
             may_store=repo.own_book_key_log_floor() is None,
         )
         self.mapped += mapped
-        return KeyRuns.of(runs, self._cap), seq
+        return KeyRuns.of(runs, self._cap), seq, mapped
 
     def _install(self, pairs: KeyRuns, seq: int) -> None:
         self._pairs = pairs
@@ -210,11 +209,11 @@ class HolderIndex:
 
     def _load(self, repo: MatchRepository) -> None:
         self._pairs = KeyRuns(self._cap)  # the old one's memory goes before the load
-        mapped = self.mapped
-        self._install(*self._read(repo))
+        pairs, seq, mapped = self._read(repo)
+        self._install(pairs, seq)
         self.loads += 1
         INDEX_LOADS.labels("holders", "load").inc()
-        if self.mapped != mapped:
+        if mapped:
             # pairs read from the books in this transaction are complete for it; a mapped
             # snapshot's only up to its position, so the log since comes in now
             self._tail(repo)
@@ -291,7 +290,7 @@ class HolderIndex:
         since the last load, which would otherwise stay until a restart, and re-packs the
         runs. Memory: the old pairs and the new ones, until the swap."""
         with self._rebuilding:  # one rebuild at a time; lookups are not held up
-            pairs, seq = self._read(repo, fresh=True)
+            pairs, seq, _ = self._read(repo, fresh=True)
             INDEX_LOADS.labels("holders", "rebuild").inc()
             with self._lock:
                 # The pairs ``took`` added meanwhile are in the log: the catch-up after the

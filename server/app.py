@@ -131,7 +131,7 @@ class BefriendServer:
         purged = await self.backend.purge_idempotency()
         registry = self.backend.registry
         members = await self.backend.read(lambda s: registry.warm(MatchRepository(s)))
-        book_keys = await self.backend.read(lambda s: registry.holders.warm(MatchRepository(s)))
+        book_keys = await self.backend.run(self.catch_up_holders)  # (the first: a load)
         INDEX_ENTRIES.labels("registry").set_function(lambda: len(registry))
         INDEX_ENTRIES.labels("holders").set_function(lambda: len(registry.holders))
         settle_collector()
@@ -218,8 +218,9 @@ class BefriendServer:
         return held
 
     def catch_up_holders(self) -> int:
-        """Every HOLDER_TAIL_SECONDS: the holder index reads the log rows new since its
-        position (nothing when there are none); returns the pairs held."""
+        """At start-up and every HOLDER_TAIL_SECONDS: the holder index loads, or reads the
+        log rows new since its position (nothing when there are none); returns the pairs
+        held."""
         with self.db.transaction(readonly=True) as s:
             return self.backend.registry.holders.warm(MatchRepository(s))
 

@@ -69,10 +69,18 @@ typecheck: $(STAMP)
 # The suite runs twice: on the compiled core and on the pure-Python reference. Storage and
 # service tests run on SQLite and PostgreSQL within each run (tests/conftest.py); with
 # CI=true a missing PostgreSQL fails instead of skipping. pytest's exit code 5 (no tests)
-# fails the target like any other non-zero code.
+# fails the target like any other non-zero code. The two runs go side by side (each is mostly
+# one busy thread: together they use both cores of a 2-core CI machine), each into its own log
+# under build/, printed whole once both have ended.
 pytest: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider
-	BEFRIEND_PUREPYTHON=1 $(BIN)/pytest -q -p no:cacheprovider
+	@mkdir -p build
+	@$(BIN)/pytest -q -p no:cacheprovider > build/pytest-compiled.log 2>&1 & compiled=$$!; \
+	BEFRIEND_PUREPYTHON=1 $(BIN)/pytest -q -p no:cacheprovider > build/pytest-pure.log 2>&1; \
+	pure=$$?; wait $$compiled; compiled=$$?; \
+	echo "=== pytest on the compiled core: exit code $$compiled"; cat build/pytest-compiled.log; \
+	echo "=== pytest on the pure-Python reference (BEFRIEND_PUREPYTHON=1): exit code $$pure"; \
+	cat build/pytest-pure.log; \
+	test $$compiled -eq 0 && test $$pure -eq 0
 
 test: lint typecheck check-proto buf-lint pytest
 

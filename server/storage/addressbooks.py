@@ -27,11 +27,12 @@ from befriend.server.storage.bulk import (
     bulk_insert,
     bulk_update,
     db_value,
-    insert_tuples,
+    insert_ahead,
     insert_values,
 )
 from befriend.server.storage.changes import ChangeStamp
 from befriend.server.storage.db import TXN_INFO
+from befriend.server.storage.pipeline import send
 from befriend.server.storage.repositories import key_from_db, key_to_db
 
 _BATCH = 500  # rows per IN (...) list
@@ -141,7 +142,7 @@ def _skip_repeats(pks: list[int]) -> None:
 def insert_key_rows(session: Session, rows: Sequence[KeyRow]) -> None:
     """Insert entry_keys rows (``key_rows_of``, ``ChunkKeys.rows``), and log the entries
     that hold an exact key among them in book_key_log (for the in-memory holder indexes)."""
-    insert_tuples(session, models.table(models.EntryKey), _KEY_COLUMNS, rows)
+    insert_ahead(session, models.table(models.EntryKey), {}, _KEY_COLUMNS, rows)
     exact = [row for row in rows if row[3] is not None]
     seq = log_book_keys(session, [row[0] for row in exact])
     if seq is not None and not session.in_nested_transaction():
@@ -165,8 +166,14 @@ def written_book_keys(info: Mapping[str, Any]) -> list[WrittenKeys]:
     """The book_key_log rows a transaction wrote, from its ``Session.info`` (as a commit
     listener gets it, ``Database.on_commit``): (seq, exact keys, entry pks) each, the pairs
     that log row names, so this process's holder index takes them in without reading them
-    back (``HolderIndex.took``)."""
-    return list(info.get(_WRITTEN, ()))
+    back (``HolderIndex.took``). A seq sent ahead (PostgreSQL) is read from its cursor here,
+    once, the pipeline having settled at the commit."""
+    written: list[Any] = info.get(_WRITTEN, [])
+    for i, (seq, keys, pks) in enumerate(written):
+        if not isinstance(seq, int):
+            written[i] = (int(seq.fetchone()[0]), keys, pks)
+            seq.close()
+    return list(written)
 
 
 def entry_ranges(pks: Iterable[int]) -> bytes:
@@ -195,25 +202,27 @@ def own_book_key_log_floor(session: Session) -> int | None:
     return None if floor is None else int(floor)
 
 
-def log_book_keys(session: Session, entry_pks: Sequence[int]) -> int | None:
+def log_book_keys(session: Session, entry_pks: Sequence[int]) -> Any:
     """Append to book_key_log that these entries' key rows were written (nothing when
     none): one small row per statement, ranges of ids (an upload's chunk is one range).
-    Returns the row's seq (None: none written)."""
+    Returns the row's seq (None: none written); on PostgreSQL the statement is sent ahead
+    (``pipeline.send``) and this is its cursor, the seq its one row."""
     if not entry_pks:
         return None
     t = models.table(models.BookKeyLog)
     conn = session.connection()
-    mark = "%s" if conn.dialect.name == "postgresql" else "?"
-    if conn.dialect.name == "sqlite" and _OWN_LOG_FLOOR not in session.info:
+    pg = conn.dialect.name == "postgresql"
+    if not pg and _OWN_LOG_FLOOR not in session.info:
         last = conn.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM book_key_log")
         session.info[_OWN_LOG_FLOOR] = int(last.scalar_one())
-    return int(
-        conn.exec_driver_sql(
-            f"INSERT INTO book_key_log (entry_ranges, created_at) VALUES ({mark}, {mark}) "
-            "RETURNING seq",
-            (entry_ranges(entry_pks), db_value(session, t, "created_at", datetime.now(UTC))),
-        ).scalar_one()
+    mark = "%s" if pg else "?"
+    sql = (
+        f"INSERT INTO book_key_log (entry_ranges, created_at) VALUES ({mark}, {mark}) RETURNING seq"
     )
+    params = (entry_ranges(entry_pks), db_value(session, t, "created_at", datetime.now(UTC)))
+    if pg:
+        return send(session, sql, params)
+    return int(conn.exec_driver_sql(sql, params).scalar_one())
 
 
 def _key_tuple(k: EntryKeyRecord) -> tuple[Any, ...]:
@@ -649,8 +658,6 @@ class AddressBookRepository:
             found += [(None, pk) for pk in self._new_pks(len(wanted) - len(found), known)]
         held = {entry_id for entry_id, _ in found if entry_id is not None}
         fresh = iter(sorted(pk for entry_id, pk in found if entry_id is None))
-        # PostgreSQL's COPY takes the constants in every row; SQLite's VALUES binds them once.
-        shared = tuple(db_value(self.s, t, c, v) for c, v in constants.items()) if pg else ()
         inserted: dict[str, int] = {}
         new_rows: list[tuple[Any, ...]] = []
         for row in rows:
@@ -658,11 +665,8 @@ class AddressBookRepository:
             if entry_id in held or entry_id in inserted:
                 continue
             pk = inserted[entry_id] = next(fresh)
-            new_rows.append((pk, *shared, *row))
-        if pg:
-            insert_tuples(self.s, t, ("id", *constants, *_ENTRY_COLUMNS), new_rows)
-        else:
-            insert_values(self.s, t, constants, ("id", *_ENTRY_COLUMNS), new_rows)
+            new_rows.append((pk, *row))
+        insert_ahead(self.s, t, constants, ("id", *_ENTRY_COLUMNS), new_rows)
         if entries is not None:
             entries.update(inserted)
         return inserted

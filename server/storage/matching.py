@@ -23,6 +23,7 @@ from befriend.server.storage.addressbooks import own_book_key_log_floor
 from befriend.server.storage.bulk import db_value, insert_tuples
 from befriend.server.storage.changes import current_seq
 from befriend.server.storage.db import on_rollback
+from befriend.server.storage.pipeline import driver_connection
 from befriend.server.storage.repositories import WROTE_IDENTITY_LOG, key_from_db, key_to_db
 from befriend.server.storage.retention import BOOK_KEY_LOG
 from befriend.server.storage.snapshots import fingerprint
@@ -169,8 +170,7 @@ class MatchRepository:
         # PostgreSQL: binary parameters (%b; a list in the text format goes through a regex
         # escape per element) and binary results.
         sql = sql.replace("%s", "%b" if pg else "?")
-        raw: Any = self.s.connection().connection.dbapi_connection
-        cur = raw.cursor()
+        cur = driver_connection(self.s).cursor()
         try:
             if pg:
                 cur.execute(sql, params, binary=True)
@@ -1117,7 +1117,7 @@ class MatchRepository:
         indexes, whatever the statistics say). A SQLite read transaction is one snapshot."""
         if not self._pg():
             return
-        conn: Any = self.s.connection().connection.driver_connection
+        conn = driver_connection(self.s)
         if conn.info.transaction_status != 0:  # psycopg.pq.TransactionStatus.IDLE
             raise RuntimeError("begin_refresh_scan must start its transaction")
         with conn.cursor() as cur:
@@ -1182,7 +1182,7 @@ class MatchRepository:
         """Stream the result of ``sql`` (``ncols`` non-NULL integer columns) to ``sink``, one
         array per column for each slice of rows (PostgreSQL: binary ``COPY``, ~760,000 rows
         a slice; SQLite: fetchmany of 100,000), so a caller need not hold it all twice."""
-        conn: Any = self.s.connection().connection.driver_connection
+        conn = driver_connection(self.s)
         if self._pg():
             _copy_int8(conn, sql, ncols, sink)
             return

@@ -1,6 +1,8 @@
-"""The bulk write paths on SQLite and PostgreSQL (binary COPY): every column type round-trips
-exactly as the ORM stores it; an upload chunk's entries (written on PostgreSQL by a lookup of
-the held entry ids and a COPY of the others) are never stored twice."""
+"""The bulk write paths on SQLite and PostgreSQL (binary COPY, writes sent ahead in a
+pipeline): every column type round-trips exactly as the ORM stores it; a write sent ahead is
+settled before the next statement and its failure fails its transaction; an upload chunk's
+entries (written on PostgreSQL by a lookup of the held entry ids and an insert of the
+others) are never stored twice."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import select, text
+import pytest
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from befriend.core.keys import KeyRow
@@ -21,12 +25,14 @@ from befriend.server.storage.bulk import (
     bulk_insert,
     bulk_update,
     db_value,
+    insert_ahead,
     insert_tuples,
     insert_values,
 )
 from befriend.server.storage.changes import ORIGIN_DEVICE_UPLOAD
 from befriend.server.storage.db import Database
 from befriend.server.storage.matching import BuddyState, MatchRepository
+from befriend.server.storage.pipeline import driver_connection
 from befriend.server.storage.repositories import key_from_db, key_to_db
 from tests.storage.test_changes_feed import _user
 
@@ -180,6 +186,94 @@ def test_insert_tuples_round_trips(db: Database) -> None:
     events = _stored(db, e, e.c.user_id == "u1")
     assert [r[1:] for r in events] == [("u1", 1, "u2", T1)] * 2
     assert events[0][4].utcoffset() == timedelta(0)
+
+
+def test_insert_ahead_stores_every_type_as_the_orm_does(db: Database) -> None:
+    """The upload's contact rows, sent ahead (PostgreSQL: an INSERT of one array per column,
+    the constants bound once): the same stored values as the ORM's, NULLs and JSON too."""
+    book = _user(db, "u1")
+    t = models.table(models.ContactEntry)
+    columns = ("entry_id", "raw", "contact", "upload_pk")
+    rows = [
+        ("ahead-1", RAW, b"x" * 70_000, (1 << 62) + 7),
+        ("ahead-2", b"", b"", None),
+    ]
+    for constants in (
+        {k: v for k, v in _entry(book, "").items() if k not in columns},
+        {k: v for k, v in _entry(book, "", provenance=None).items() if k not in columns},
+    ):
+        tag = "n" if constants["provenance"] is None else "j"
+        with db.transaction() as s:
+            insert_ahead(s, t, constants, columns, [(f"{tag}{r[0]}", *r[1:]) for r in rows])
+            for row in rows:  # the same values through the ORM
+                values = dict(zip(columns, row, strict=True))
+                s.add(
+                    models.ContactEntry(
+                        **{**constants, **values, "entry_id": f"{tag}orm-{row[0][6:]}"}
+                    )
+                )
+        ahead = _stored(db, t, t.c.entry_id.like(f"{tag}ahead-%"))
+        orm = _stored(db, t, t.c.entry_id.like(f"{tag}orm-%"))
+        assert len(ahead) == len(orm) == 2
+        entry_id = list(t.c.keys()).index("entry_id")
+        for a, o in zip(ahead, orm, strict=True):
+            assert [v for i, v in enumerate(a) if i not in (0, entry_id)] == [
+                v for i, v in enumerate(o) if i not in (0, entry_id)
+            ]
+        by_name = dict(zip(t.c.keys(), ahead[0], strict=True))
+        assert (by_name["raw"], by_name["created_at"], by_name["updated_at"]) == (RAW, T0, T1)
+        assert by_name["provenance"] == constants["provenance"]
+
+
+def test_writes_sent_ahead_settle_before_the_next_statement(db: Database) -> None:
+    """Whatever runs next on the connection sees the rows sent ahead: an UPDATE through
+    SQLAlchemy (and its row count), a read at the driver, the ORM's flush."""
+    _user(db, "u1")
+    t = models.table(models.EntryKey)
+    rows = [(n, 0, "u1", 1, key_to_db(n + 1), None, f"+{n}") for n in range(1_200)]
+    with db.transaction() as s:
+        insert_ahead(s, t, {}, _KEY_TABLE_COLUMNS, rows[:600])
+        insert_ahead(s, t, {}, _KEY_TABLE_COLUMNS, rows[600:])
+        done: Any = s.execute(update(t).where(t.c.user_id == "u1").values(value="seen"))
+        assert done.rowcount == 1_200
+        insert_ahead(s, t, {}, _KEY_TABLE_COLUMNS, [(5_000, 0, "u1", 2, None, 7, "x")])
+        cur = driver_connection(s).cursor()
+        cur.execute("SELECT count(*) FROM entry_keys WHERE user_id = 'u1'")
+        assert cur.fetchone()[0] == 1_201
+        cur.close()
+        insert_ahead(s, t, {}, _KEY_TABLE_COLUMNS, [(5_001, 0, "u1", 2, None, 7, "y")])
+        s.add(models.EntryKey(entry_pk=5_002, ordinal=0, user_id="u1", kind=2, value="z"))
+        s.flush()
+        assert s.execute(select(t.c.value).where(t.c.entry_pk >= 5_000)).scalars().all() == [
+            "x",
+            "y",
+            "z",
+        ]
+    assert len(_stored(db, t, t.c.user_id == "u1")) == 1_203
+
+
+def test_a_failed_write_sent_ahead_fails_its_transaction(db: Database) -> None:
+    """A write sent ahead that breaks a constraint fails its transaction as an
+    IntegrityError (at the next statement or at the commit), which rolls back whole; the
+    connection serves the next transaction."""
+    _user(db, "u1")
+    t = models.table(models.EntryKey)
+    row = (1, 0, "u1", 1, key_to_db(9), None, "+9")
+    expected: tuple[type[Exception], ...] = (IntegrityError,)
+    if db.is_sqlite:  # SQLite writes at once, through the driver
+        import sqlite3
+
+        expected = (IntegrityError, sqlite3.IntegrityError)
+    for then_read in (True, False):
+        with pytest.raises(expected), db.transaction() as s:
+            insert_ahead(s, t, {}, _KEY_TABLE_COLUMNS, [(2, 0, "u1", 1, None, None, "kept?")])
+            insert_ahead(s, t, {}, _KEY_TABLE_COLUMNS, [row, row])  # the same primary key twice
+            if then_read:
+                s.execute(select(t.c.value)).all()
+        assert _stored(db, t, t.c.user_id == "u1") == []
+    with db.transaction() as s:
+        insert_ahead(s, t, {}, _KEY_TABLE_COLUMNS, [row])
+    assert _stored(db, t, t.c.user_id == "u1") == [row]
 
 
 def test_bulk_writes_past_one_statement_store_every_row_once(db: Database) -> None:

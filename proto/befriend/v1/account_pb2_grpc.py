@@ -5,7 +5,7 @@ import warnings
 
 from befriend.v1 import account_pb2 as befriend_dot_v1_dot_account__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

@@ -1,0 +1,100 @@
+"""Writes sent ahead on PostgreSQL: statements whose results nobody waits for go out in
+libpq's pipeline mode, and PostgreSQL works on them while this process goes on with its own
+work (the next chunk of an upload: validation, normalisation, its rows).
+
+Without it, an upload ran one thing at a time: the server's Python waited for each COPY to
+finish, and PostgreSQL waited for the next one. 20 chunks of 500 contact rows with 5 ms of
+Python each took 255 ms one after the other and 137 ms sent ahead (the database's own work
+120 ms either way; ``benchmarks/README.md``, session 18).
+
+The pipeline is opened by the first write sent ahead (``send``) and closed, waiting for
+every result and raising the first error, before anything else uses the connection
+(``settle``): every statement SQLAlchemy runs, each commit and rollback, the pool's reset,
+and raw uses of the driver (COPY cannot run in a pipeline). So the rest of the code never
+runs in pipeline mode, where a statement's row count is not known until its result is read.
+A failed write sent ahead surfaces there, within its transaction, which then rolls back.
+SQLite has no pipeline: ``send`` runs the statement at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import psycopg
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import ConnectionPoolEntry
+
+# the pooled connection's info: the open pipeline's context manager
+_OPEN = "befriend_pipeline"
+
+
+def send(session: Session, sql: str, params: Sequence[Any]) -> Any:
+    """Run ``sql`` with ``params`` (``%s`` placeholders) on the session's connection in its
+    pipeline, opened if it is not; returns the DBAPI cursor, whose rows (a RETURNING) can be
+    fetched once the pipeline has settled (after the commit, for instance)."""
+    conn = session.connection()
+    fairy = conn.connection
+    raw: Any = fairy.dbapi_connection
+    if _OPEN not in fairy.info:
+        _install(conn.engine)
+        pipeline: AbstractContextManager[Any] = raw.pipeline()
+        pipeline.__enter__()
+        fairy.info[_OPEN] = pipeline
+    cur = raw.cursor()
+    cur.execute(sql, params)
+    return cur
+
+
+def settle(info: dict[Any, Any], *, raising: bool = True) -> None:
+    """Close the pipeline of the pooled connection whose ``info`` this is, if one is open:
+    wait for every result of the statements sent ahead, and raise the first error (unless
+    not ``raising``: before a rollback, which discards them anyway)."""
+    pipeline = info.pop(_OPEN, None)
+    if pipeline is None:
+        return
+    try:
+        pipeline.__exit__(None, None, None)
+    except psycopg.Error as exc:
+        if raising:  # as SQLAlchemy raises a driver's error (an IntegrityError …)
+            raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+
+
+def driver_connection(session: Session) -> Any:
+    """The session's driver connection (psycopg's, sqlite3's) for a raw use (a COPY, a
+    read at the driver), its pipeline settled first."""
+    fairy = session.connection().connection
+    settle(fairy.info)
+    return fairy.dbapi_connection
+
+
+def _before_execute(conn: Connection, *_: Any) -> None:
+    settle(conn.connection.info)
+
+
+def _before_commit(conn: Connection) -> None:
+    settle(conn.connection.info)
+
+
+def _before_rollback(conn: Connection) -> None:
+    settle(conn.connection.info, raising=False)
+
+
+def _before_reset(
+    dbapi_connection: Any, connection_record: ConnectionPoolEntry, reset_state: Any
+) -> None:
+    settle(connection_record.info, raising=False)
+
+
+def _install(engine: Engine) -> None:
+    """Settle the pipeline before every statement, commit and rollback of ``engine`` and
+    before its pool resets a connection (once per engine)."""
+    if event.contains(engine, "commit", _before_commit):
+        return
+    event.listen(engine, "before_cursor_execute", _before_execute)
+    event.listen(engine, "commit", _before_commit)
+    event.listen(engine, "rollback", _before_rollback)
+    event.listen(engine.pool, "reset", _before_reset)

@@ -518,7 +518,9 @@ class _Outer:
 def _time_driver_calls(statements: dict[str, list[float]], outer: _Outer) -> None:
     """Add the statements the server runs at the driver (COPY, raw cursors), which SQLAlchemy's
     cursor events do not see, to ``statements``: each call is timed under its function's
-    name, and for ``MatchRepository._rows`` under the start of its SQL."""
+    name, and for ``MatchRepository._rows`` under the start of its SQL. A write sent ahead
+    (``insert_ahead`` on PostgreSQL) returns at once: the wait for it falls on the statement
+    or commit that settles the pipeline next."""
     from befriend.server.storage import addressbooks, bulk, matching
 
     def timed(module: object, name: str, label: Callable[..., str]) -> None:
@@ -538,7 +540,13 @@ def _time_driver_calls(statements: dict[str, list[float]], outer: _Outer) -> Non
         setattr(module, name, wrapper)
 
     for module in (addressbooks, matching, bulk):
-        for name in ("insert_tuples", "insert_values", "bulk_insert", "bulk_update"):
+        for name in (
+            "insert_tuples",
+            "insert_values",
+            "insert_ahead",
+            "bulk_insert",
+            "bulk_update",
+        ):
             if hasattr(module, name):
                 timed(module, name, lambda _s, table, *_, n=name: f"{n}({table.name})")
     timed(matching.MatchRepository, "_rows", lambda _self, sql, *_: " ".join(sql.split())[:60])

@@ -13,11 +13,16 @@ ms beside it. The server's statements carry up to 8,192 values each (``_sqlite_b
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 from psycopg.types.string import BytesBinaryDumper
 from sqlalchemy import (
     JSON,
@@ -176,8 +181,49 @@ def insert_ahead(
         f"SELECT {', '.join([*heads, 'u.*'])} FROM unnest({', '.join(arrays)}) AS u"
     )
     params = [db_value(session, table, c, v) for c, v in constants.items()]
-    params += [list(values) for values in zip(*rows, strict=True)]
+    for t, values in zip(types[len(constants) :], zip(*rows, strict=True), strict=True):
+        params.append(_int8_array(values) if t in _INTEGER_TYPES else list(values))
     send(session, sql, params)
+
+
+_INTEGER_TYPES = frozenset({"BIGINT", "INTEGER", "SMALLINT"})
+
+
+class _Int8Array:
+    """Integers already in PostgreSQL's binary ``int8[]`` format (``_int8_array``)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class _Int8ArrayDumper(Dumper):
+    format = Format.BINARY
+    oid = 1016  # int8[]
+
+    def dump(self, obj: Any) -> bytes:
+        return bytes(obj.data)
+
+
+# (registered once for the driver: only this module makes _Int8Array values)
+psycopg.adapters.register_dumper(_Int8Array, _Int8ArrayDumper)
+_INT8_ELEMENT = np.dtype([("size", ">i4"), ("value", ">i8")])
+
+
+def _int8_array(values: Sequence[Any]) -> Any:
+    """``values`` as one binary ``int8[]`` parameter, packed by numpy: psycopg's dumper of a
+    list takes ~0.25 µs an element in Python (13,000 key rows of 5 integer columns: ~16 ms
+    a 10,000-contact upload). A list holding None stays a list (psycopg's dumper)."""
+    try:
+        ints = np.fromiter(values, np.int64, len(values))
+    except TypeError:
+        return list(values)
+    packed = np.empty(len(ints), _INT8_ELEMENT)
+    packed["size"] = 8
+    packed["value"] = ints
+    # header: one dimension, no NULLs, int8 elements, its length, lower bound 1
+    return _Int8Array(struct.pack(">iiIii", 1, 0, 20, len(ints), 1) + packed.tobytes())
 
 
 @lru_cache(maxsize=128)

@@ -225,6 +225,25 @@ def test_insert_ahead_stores_every_type_as_the_orm_does(db: Database) -> None:
         assert by_name["provenance"] == constants["provenance"]
 
 
+def test_insert_ahead_integers_round_trip(db: Database) -> None:
+    """Integer columns go as packed int8 arrays (a column holding None as a list): the
+    extremes of int8, a key past int64 stored signed, and SMALLINT columns cast back."""
+    _user(db, "u1")
+    t = models.table(models.EntryKey)
+    rows = [
+        (1, 0, "u1", 1, key_to_db(BIG), (1 << 63) - 1, "a"),
+        (1, 1, "u1", 32767, -(1 << 63), None, "b"),
+        ((1 << 62) + 3, 2, "u1", -32768, 0, -1, "c"),
+    ]
+    no_none = [(*r[:5], 7, *r[6:]) for r in rows]
+    with db.transaction() as s:
+        insert_ahead(s, t, {}, _KEY_TABLE_COLUMNS, rows)
+        insert_ahead(s, t, {}, _KEY_TABLE_COLUMNS, [(9, *r[1:]) for r in no_none])
+    assert _stored(db, t, t.c.entry_pk != 9) == sorted(rows)
+    assert _stored(db, t, t.c.entry_pk == 9) == [(9, *r[1:]) for r in no_none]
+    assert key_from_db(_stored(db, t, t.c.entry_pk == 1)[0][4]) == BIG
+
+
 def test_writes_sent_ahead_settle_before_the_next_statement(db: Database) -> None:
     """Whatever runs next on the connection sees the rows sent ahead: an UPDATE through
     SQLAlchemy (and its row count), a read at the driver, the ORM's flush."""

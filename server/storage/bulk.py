@@ -1,5 +1,7 @@
 """Lean bulk inserts for the hot upload path: multi-row ``INSERT … VALUES`` statements on
-SQLite and one binary ``COPY … FROM STDIN`` on PostgreSQL, with each column's bind processing
+SQLite; on PostgreSQL one binary ``COPY … FROM STDIN``, or, for the rows of an upload's
+chunks, one ``INSERT … SELECT FROM unnest`` sent ahead in the connection's pipeline
+(``insert_ahead``, ``befriend.server.storage.pipeline``). Each column's bind processing is
 done by SQLAlchemy's own type processors (so values are stored exactly as the ORM would store
 them).
 

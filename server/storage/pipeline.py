@@ -3,9 +3,9 @@ libpq's pipeline mode, and PostgreSQL works on them while this process goes on w
 work (the next chunk of an upload: validation, normalisation, its rows).
 
 Without it, an upload ran one thing at a time: the server's Python waited for each COPY to
-finish, and PostgreSQL waited for the next one. 20 chunks of 500 contact rows with 5 ms of
-Python each took 255 ms one after the other and 137 ms sent ahead (the database's own work
-120 ms either way; ``benchmarks/README.md``, session 18).
+finish, and PostgreSQL waited for the next one. 20 chunks of 500 contact rows and 650 key
+rows, with 5 ms of Python each, took 292.9 ms by COPY and 159.9 ms sent ahead, the
+database's own work 149 and 136 ms (``python -m benchmarks pipeline``).
 
 The pipeline is opened by the first write sent ahead (``send``) and closed, waiting for
 every result and raising the first error, before anything else uses the connection
@@ -13,7 +13,7 @@ every result and raising the first error, before anything else uses the connecti
 and raw uses of the driver (COPY cannot run in a pipeline). So the rest of the code never
 runs in pipeline mode, where a statement's row count is not known until its result is read.
 A failed write sent ahead surfaces there, within its transaction, which then rolls back.
-SQLite has no pipeline: ``send`` runs the statement at once."""
+SQLite has no pipeline: its writes run at once (``bulk.insert_ahead``)."""
 
 from __future__ import annotations
 
@@ -58,9 +58,9 @@ def settle(info: dict[Any, Any], *, raising: bool = True) -> None:
         return
     try:
         pipeline.__exit__(None, None, None)
-    except psycopg.Error as exc:
-        if raising:  # as SQLAlchemy raises a driver's error (an IntegrityError …)
-            raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+    except psycopg.Error:
+        if raising:
+            raise
 
 
 def driver_connection(session: Session) -> Any:
@@ -72,11 +72,16 @@ def driver_connection(session: Session) -> Any:
 
 
 def _before_execute(conn: Connection, *_: Any) -> None:
+    # (raised inside the statement's execution: SQLAlchemy wraps the driver's error, and
+    # invalidates the connection when it was lost)
     settle(conn.connection.info)
 
 
 def _before_commit(conn: Connection) -> None:
-    settle(conn.connection.info)
+    try:
+        settle(conn.connection.info)
+    except psycopg.Error as exc:  # as SQLAlchemy raises a driver's error (IntegrityError …)
+        raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
 
 
 def _before_rollback(conn: Connection) -> None:

@@ -290,6 +290,11 @@ def test_a_failed_write_sent_ahead_fails_its_transaction(db: Database) -> None:
             if then_read:
                 s.execute(select(t.c.value)).all()
         assert _stored(db, t, t.c.user_id == "u1") == []
+    # the caller's own error after writes sent ahead: rolled back with them
+    with pytest.raises(LookupError), db.transaction() as s:
+        insert_ahead(s, t, {}, _KEY_TABLE_COLUMNS, [row])
+        raise LookupError("a domain error")
+    assert _stored(db, t, t.c.user_id == "u1") == []
     with db.transaction() as s:
         insert_ahead(s, t, {}, _KEY_TABLE_COLUMNS, [row])
     assert _stored(db, t, t.c.user_id == "u1") == [row]

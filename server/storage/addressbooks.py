@@ -622,9 +622,9 @@ class AddressBookRepository:
         a plain insert took ~35 % less database time than one INSERT … SELECT unnest(…) ON
         CONFLICT DO NOTHING RETURNING (71 -> 45 ms for 4,000 rows, with a COPY then), which
         checks and returns row by row. Keys are handed out in entry order, as that INSERT
-        did. Known entries, PostgreSQL: 0.8 instead of 2.6 ms
-        per 500 entries; SQLite: 47 instead of 61 ms for the 10,000 of the upload
-        benchmark's book (its breakdown, medians of 3 alternated runs).
+        did. Known entries, PostgreSQL: 0.8 instead of 2.6 ms per 500 entries; SQLite: 47
+        instead of 61 ms for the 10,000 of the upload benchmark's book (its breakdown,
+        medians of 3 alternated runs).
 
         No other transaction can insert one of these entry_ids between the read and the
         insert: every writer of a user's contacts (uploads, merges, user edits) takes the

@@ -33,7 +33,7 @@ _OPEN = "befriend_pipeline"
 
 
 def send(session: Session, sql: str, params: Sequence[Any]) -> Any:
-    """Run ``sql`` with ``params`` (``%s`` placeholders) on the session's connection in its
+    """Run ``sql`` with ``params`` (psycopg's ``%s``/``%b``) on the session's connection in its
     pipeline, opened if it is not; returns the DBAPI cursor, whose rows (a RETURNING) can be
     fetched once the pipeline has settled (after the commit, for instance)."""
     conn = session.connection()

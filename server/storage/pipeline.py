@@ -13,7 +13,8 @@ every result and raising the first error, before anything else uses the connecti
 and raw uses of the driver (COPY cannot run in a pipeline). So the rest of the code never
 runs in pipeline mode, where a statement's row count is not known until its result is read.
 A failed write sent ahead surfaces there, within its transaction, which then rolls back.
-SQLite has no pipeline: its writes run at once (``bulk.insert_ahead``)."""
+SQLite has no pipeline: its writes run at once (``bulk.insert_ahead``), as PostgreSQL's do
+through a libpq older than 14."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 # the pooled connection's info: the open pipeline's context manager
 _OPEN = "befriend_pipeline"
+# libpq has pipeline mode from version 14 (psycopg[binary] bundles a newer one); with an
+# older one ``send`` runs each write at once
+_SUPPORTED = psycopg.Pipeline.is_supported()
 
 
 def send(session: Session, sql: str, params: Sequence[Any]) -> Any:
@@ -39,13 +43,16 @@ def send(session: Session, sql: str, params: Sequence[Any]) -> Any:
     conn = session.connection()
     fairy = conn.connection
     raw: Any = fairy.dbapi_connection
-    if _OPEN not in fairy.info:
+    if _OPEN not in fairy.info and _SUPPORTED:
         _install(conn.engine)
         pipeline: AbstractContextManager[Any] = raw.pipeline()
         pipeline.__enter__()
         fairy.info[_OPEN] = pipeline
     cur = raw.cursor()
-    cur.execute(sql, params)
+    try:
+        cur.execute(sql, params)
+    except psycopg.Error as exc:  # run at once (no pipeline): raised as a statement's would be
+        raise DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
     return cur
 
 

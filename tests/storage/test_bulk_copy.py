@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from befriend.core.keys import KeyRow
 from befriend.server.records import EntryInput, EntryKeyRecord, IdentityKind
-from befriend.server.storage import models
+from befriend.server.storage import models, pipeline
 from befriend.server.storage.addressbooks import AddressBookRepository
 from befriend.server.storage.bulk import (
     bulk_insert,
@@ -244,6 +244,15 @@ def test_insert_ahead_integers_round_trip(db: Database) -> None:
     assert key_from_db(_stored(db, t, t.c.entry_pk == 1)[0][4]) == BIG
 
 
+@pytest.fixture(params=["pipelined", "at once"])
+def pipelined(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes sent ahead in a pipeline, and as with a libpq older than 14 (no pipeline
+    mode: run at once)."""
+    if request.param == "at once":
+        monkeypatch.setattr(pipeline, "_SUPPORTED", False)
+
+
+@pytest.mark.usefixtures("pipelined")
 def test_writes_sent_ahead_settle_before_the_next_statement(db: Database) -> None:
     """Whatever runs next on the connection sees the rows sent ahead: an UPDATE through
     SQLAlchemy (and its row count), a read at the driver, the ORM's flush."""
@@ -271,6 +280,7 @@ def test_writes_sent_ahead_settle_before_the_next_statement(db: Database) -> Non
     assert len(_stored(db, t, t.c.user_id == "u1")) == 1_203
 
 
+@pytest.mark.usefixtures("pipelined")
 def test_a_failed_write_sent_ahead_fails_its_transaction(db: Database) -> None:
     """A write sent ahead that breaks a constraint fails its transaction as an
     IntegrityError (at the next statement or at the commit), which rolls back whole; the

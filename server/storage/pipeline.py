@@ -52,7 +52,7 @@ def send(session: Session, sql: str, params: Sequence[Any]) -> Any:
     try:
         cur.execute(sql, params)
     except psycopg.Error as exc:  # run at once (no pipeline): raised as a statement's would be
-        raise DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
+        raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc  # (not the rows)
     return cur
 
 

@@ -20,7 +20,6 @@ import hashlib
 import os
 import statistics
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,22 +90,19 @@ def _write(db: Database, ahead: bool, base: int, work_ms: float) -> tuple[float,
     }
     e, k = models.table(models.ContactEntry), models.table(models.EntryKey)
 
-    def entries(s: Session, rows: list[tuple[Any, ...]]) -> None:
-        if ahead:
-            insert_ahead(s, e, constants, ENTRY, rows)
-        else:
-            insert_tuples(s, e, (*constants, *ENTRY), [(*constants.values(), *r) for r in rows])
+    def by_copy(s: Session, rows: list[tuple[Any, ...]], keys: list[tuple[Any, ...]]) -> None:
+        insert_tuples(s, e, (*constants, *ENTRY), [(*constants.values(), *r) for r in rows])
+        insert_tuples(s, k, KEY, keys)
 
-    write_keys: Callable[..., None] = (
-        (lambda s, rows: insert_ahead(s, k, {}, KEY, rows))
-        if ahead
-        else (lambda s, rows: insert_tuples(s, k, KEY, rows))
-    )
+    def sent_ahead(s: Session, rows: list[tuple[Any, ...]], keys: list[tuple[Any, ...]]) -> None:
+        insert_ahead(s, e, constants, ENTRY, rows)
+        insert_ahead(s, k, {}, KEY, keys)
+
+    write = sent_ahead if ahead else by_copy
     db_cpu, cpu, wall = _database_cpu(), time.process_time(), time.perf_counter()
     with db.transaction() as s:
         for rows, keys in chunks:
-            entries(s, rows)
-            write_keys(s, keys)
+            write(s, rows, keys)
             _busy(work_ms)
     return (
         (time.perf_counter() - wall) * 1e3,

@@ -381,8 +381,7 @@ def bulk_update(
         values = [(row["id"], *(_bound(row[c], proc) for c, proc in procs)) for row in rows]
         _sqlite_update_from_values(session, names, f"{update} FROM u {where}", values)
         return
-    types = [table.c[c].type.compile(dialect=dialect) for c in ["id", *columns]]
-    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    arrays = ", ".join(f"%s::{t}[]" for t in _pg_types(table, ("id", *columns)))
     sql = f"{update} FROM unnest({arrays}) AS u({', '.join(names)}) {where}"
     params = [[row["id"] for row in rows]]
     params += [[_bound(row[c], proc) for row in rows] for c, proc in procs]
